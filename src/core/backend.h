@@ -1,0 +1,112 @@
+// backend.h — the operations the model is built from, one virtual call per kernel.
+//
+// The model wiring (src/model) is written once against this interface; a backend (CPU in
+// src/cpu, CUDA in src/cuda) implements the kernels. Conventions shared by every backend:
+//   * Activations are row-major and contiguous. "rows" means every leading dimension together
+//     (B*T for a [B, T, D] tensor); the last dimension is the feature dimension.
+//   * Linear layers store W as [out_features, in_features] (the PyTorch layout), so y = x W^T.
+//   * Unless a comment says "overwrites", gradient outputs ACCUMULATE (+=): weight gradients sum
+//     over micro-batches and over the p passes of shared weights; input gradients sum over the
+//     branches that read the same input.
+//   * The CPU backend runs fp32 (the reference) and fp64 (used by the finite-difference checks);
+//     all tensors of one call have the same floating dtype.
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace sf {
+
+// Which key positions j a query at position i may attend to:
+//   j <= i - shift, and, when window > 0, j >= i - shift - window + 1.
+// Causal self-attention: {shift 0, window 0}. Staggered cross-attention with cross_window w:
+// {shift 1, window w}, i.e. i - w <= j <= i - 1. A query that sees no key outputs exactly zero.
+struct AttentionMask {
+  int shift = 0;
+  int window = 0;
+};
+
+// Hyper-parameters of one AdamW step (decoupled weight decay, bias-corrected moments).
+struct AdamWStep {
+  double lr = 0.0;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.0;  // 0 for parameters that are not decayed (norms, scalars)
+  int64_t step = 1;           // 1-based, for bias correction
+  double grad_scale = 1.0;    // gradients are multiplied by this first (global-norm clipping)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+
+  // New zero-filled contiguous tensor on this backend's device.
+  virtual Tensor zeros(const Shape& shape, DType dtype) = 0;
+  // Copies between any two devices (one of them this backend's); shapes and dtypes must match.
+  virtual void copy(Tensor& dst, const Tensor& src) = 0;
+
+  // ---- elementwise and reductions -----------------------------------------------------------
+  virtual void fill(Tensor& x, double value) = 0;
+  virtual void scale(Tensor& x, double alpha) = 0;                      // x *= alpha
+  virtual void axpy(Tensor& y, double alpha, const Tensor& x) = 0;      // y += alpha * x
+  virtual double dot(const Tensor& a, const Tensor& b) = 0;             // sum(a * b), fp64 result
+  virtual double sum_squares(const Tensor& x) = 0;                      // sum(x^2), fp64 result
+
+  // ---- matrix product -------------------------------------------------------------------------
+  // out = alpha * op(a) @ op(b) + beta * out, with op(m) = m or m^T; a, b, out are 2-D.
+  virtual void matmul(Tensor& out, const Tensor& a, bool transpose_a, const Tensor& b,
+                      bool transpose_b, double alpha, double beta) = 0;
+
+  // ---- layers (forward / backward) ------------------------------------------------------------
+  // tokens: I32[rows]; table: [V, D]; out: [rows, D] (overwrites). Token ids must be in [0, V).
+  virtual void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table) = 0;
+  virtual void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& tokens) = 0;
+
+  // out = x / sqrt(mean(x^2) + eps) * weight; rstd[rows] keeps 1/sqrt(mean + eps) for backward.
+  // out and rstd are overwritten; dx and dweight accumulate.
+  virtual void rmsnorm_forward(Tensor& out, Tensor& rstd, const Tensor& x, const Tensor& weight,
+                               double eps) = 0;
+  virtual void rmsnorm_backward(Tensor& dx, Tensor& dweight, const Tensor& dout, const Tensor& x,
+                                const Tensor& weight, const Tensor& rstd) = 0;
+
+  // Rotary embedding in place on x [B, T, H, head_dim] (head_dim even). Pairs (2m, 2m+1) of a
+  // head at position p = position_offset + t rotate by p * theta^(-2m/head_dim).
+  // rope_backward applies the inverse rotation to a gradient in place.
+  virtual void rope_forward(Tensor& x, double theta, int64_t position_offset) = 0;
+  virtual void rope_backward(Tensor& dx, double theta, int64_t position_offset) = 0;
+
+  // Scaled dot-product attention with grouped heads.
+  // q: [B, Tq, Hq, hd]; k, v: [B, Tk, Hkv, hd] with Hq % Hkv == 0 (query head h reads kv head
+  // h / (Hq / Hkv)); query t has position t, key j position j. out: [B, Tq, Hq, hd] and
+  // lse: F32/F64 [B, Hq, Tq] (log-sum-exp of the scaled scores, -inf where nothing is visible)
+  // are overwritten. Scores are scaled by 1/sqrt(hd).
+  virtual void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k,
+                                 const Tensor& v, AttentionMask mask) = 0;
+  // dq, dk, dv are overwritten.
+  virtual void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout,
+                                  const Tensor& out, const Tensor& lse, const Tensor& q,
+                                  const Tensor& k, const Tensor& v, AttentionMask mask) = 0;
+
+  // out = silu(gate) * up, all [rows, F]; out overwritten; dgate and dup overwritten.
+  virtual void swiglu_forward(Tensor& out, const Tensor& gate, const Tensor& up) = 0;
+  virtual void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dout, const Tensor& gate,
+                               const Tensor& up) = 0;
+
+  // logits [rows, V], targets I32[rows] (-1 = ignored). losses[rows] (overwritten) gets
+  // -log softmax(logits)[target], 0 for ignored rows. Returns the number of counted rows.
+  virtual int64_t cross_entropy_forward(Tensor& losses, const Tensor& logits,
+                                        const Tensor& targets) = 0;
+  // dlogits (overwritten) = scale * (softmax(logits) - onehot(target)); zero on ignored rows.
+  virtual void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& targets,
+                                      double scale) = 0;
+
+  // ---- optimizer -------------------------------------------------------------------------------
+  // One AdamW step on a parameter (F32) with its gradient and moments (F32, same shape).
+  virtual void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                            const AdamWStep& step) = 0;
+};
+
+}  // namespace sf

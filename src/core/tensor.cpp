@@ -1,0 +1,136 @@
+// tensor.cpp — Buffer allocation and Tensor views.
+#include "core/tensor.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+namespace sf {
+
+std::string shape_str(const Shape& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+int64_t shape_numel(const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+Buffer::Buffer(Device device, void* data, size_t bytes, std::function<void(void*)> release)
+    : device_(device), data_(data), bytes_(bytes), release_(std::move(release)) {}
+
+Buffer::~Buffer() {
+  if (release_ && data_) release_(data_);
+}
+
+std::shared_ptr<Buffer> Buffer::allocate_cpu(size_t bytes) {
+  const size_t alignment = 64;
+  size_t rounded = (bytes + alignment - 1) / alignment * alignment;
+  if (rounded == 0) rounded = alignment;
+  void* p = std::aligned_alloc(alignment, rounded);
+  if (!p) fail(fmt::format("out of host memory allocating {} bytes", bytes));
+  std::memset(p, 0, rounded);
+  return std::make_shared<Buffer>(Device::cpu, p, bytes, [](void* q) { std::free(q); });
+}
+
+static Shape contiguous_strides(const Shape& shape) {
+  Shape strides(shape.size());
+  int64_t s = 1;
+  for (size_t i = shape.size(); i-- > 0;) {
+    strides[i] = s;
+    s *= shape[i];
+  }
+  return strides;
+}
+
+Tensor::Tensor(std::shared_ptr<Buffer> buffer, DType dtype, Shape shape, int64_t offset)
+    : buffer_(std::move(buffer)), dtype_(dtype), shape_(std::move(shape)), offset_(offset) {
+  for (int64_t d : shape_) SF_CHECK(d >= 0, "negative dimension in shape {}", shape_str(shape_));
+  strides_ = contiguous_strides(shape_);
+  SF_CHECK(buffer_ != nullptr, "tensor over a null buffer");
+  SF_CHECK(static_cast<size_t>(offset_ + numel()) * dtype_size(dtype_) <= buffer_->bytes(),
+           "tensor {} at offset {} does not fit its buffer of {} bytes", shape_str(shape_), offset_,
+           buffer_->bytes());
+}
+
+Tensor Tensor::zeros(const Shape& shape, DType dtype) {
+  return Tensor(Buffer::allocate_cpu(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype)),
+                dtype, shape);
+}
+
+int64_t Tensor::dim(int i) const {
+  int n = ndim();
+  if (i < 0) i += n;
+  SF_CHECK(i >= 0 && i < n, "dimension {} out of range for a {}-d tensor", i, n);
+  return shape_[i];
+}
+
+bool Tensor::is_contiguous() const { return strides_ == contiguous_strides(shape_); }
+
+void* Tensor::raw() const {
+  SF_CHECK(buffer_ != nullptr, "access to an undefined tensor");
+  return static_cast<char*>(buffer_->data()) + offset_ * static_cast<int64_t>(dtype_size(dtype_));
+}
+
+Tensor Tensor::view(Shape shape) const {
+  SF_CHECK(is_contiguous(), "view() of a non-contiguous tensor {}", describe());
+  int infer = -1;
+  int64_t known = 1;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] == -1) {
+      SF_CHECK(infer < 0, "view(): more than one -1 in {}", shape_str(shape));
+      infer = static_cast<int>(i);
+    } else {
+      known *= shape[i];
+    }
+  }
+  if (infer >= 0) {
+    SF_CHECK(known > 0 && numel() % known == 0, "view(): cannot infer {} from {}", shape_str(shape),
+             describe());
+    shape[infer] = numel() / known;
+  }
+  SF_CHECK(shape_numel(shape) == numel(), "view(): {} has {} elements, {} needs {}", describe(),
+           numel(), shape_str(shape), shape_numel(shape));
+  Tensor t = *this;
+  t.shape_ = shape;
+  t.strides_ = contiguous_strides(shape);
+  return t;
+}
+
+Tensor Tensor::slice(int d, int64_t start, int64_t length) const {
+  if (d < 0) d += ndim();
+  SF_CHECK(d >= 0 && d < ndim(), "slice(): dimension {} out of range for {}", d, describe());
+  SF_CHECK(start >= 0 && length >= 0 && start + length <= shape_[d],
+           "slice(): [{}, {}) out of range for dimension {} of {}", start, start + length, d,
+           describe());
+  Tensor t = *this;
+  t.offset_ = offset_ + start * strides_[d];
+  t.shape_[d] = length;
+  return t;
+}
+
+Tensor Tensor::select(int64_t index) const {
+  SF_CHECK(ndim() >= 1, "select() of a 0-d tensor");
+  SF_CHECK(index >= 0 && index < shape_[0], "select(): index {} out of range for {}", index,
+           describe());
+  Tensor t = *this;
+  t.offset_ = offset_ + index * strides_[0];
+  t.shape_.erase(t.shape_.begin());
+  t.strides_.erase(t.strides_.begin());
+  return t;
+}
+
+std::string Tensor::describe() const {
+  return fmt::format("{}{} {}", dtype_name(dtype_), shape_str(shape_), device_name(device()));
+}
+
+void check_shape(const Tensor& t, const Shape& shape, const char* what) {
+  SF_CHECK(t.defined(), "{}: tensor is undefined", what);
+  SF_CHECK(t.shape() == shape, "{}: expected shape {}, got {}", what, shape_str(shape),
+           shape_str(t.shape()));
+}
+
+}  // namespace sf

@@ -1,0 +1,74 @@
+// block.h — the sub-blocks of a StagFormer layer (spec §2), forward and backward, on any backend.
+//
+// A layer is   x += SelfAttn(RMSNorm(x))
+//              x += CrossAttn(RMSNorm(x), mem)     (stacks >= 1 only)
+//              x += SwiGLU(RMSNorm(x))
+// Each function here is one residual sub-block. Forward writes x_out = x_in + f(x_in) and keeps
+// what backward needs in the activation struct. Backward receives d(x_out) in `dx` and leaves
+// d(x_in) there (the residual passes the gradient through; the branch adds its part).
+#pragma once
+
+#include "core/backend.h"
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace sf {
+
+// Saved activations of one attention sub-block (self or cross). Shapes for B sequences of T
+// positions: norm_out [B*T, D], rstd [B*T], q [B, T, Hq, hd], k/v [B, Tk, Hkv, hd], out like q,
+// lse [B, Hq, T].
+struct AttentionActivations {
+  Tensor norm_out, rstd, q, k, v, out, lse;
+};
+
+struct MlpActivations {
+  Tensor norm_out, rstd, gate, up, hidden;  // gate/up/hidden: [B*T, F]
+};
+
+// Gradient scratch shared by all sub-blocks of a model (sized for the largest use).
+struct BlockScratch {
+  Tensor d_attn_out, dq, dk, dv, d_norm, d_hidden, d_gate, d_up;
+};
+
+// Which weights an attention sub-block uses, and how it attends.
+struct AttentionWeights {
+  const Weight& norm;
+  const Weight& wq;
+  const Weight& wk;
+  const Weight& wv;
+  const Weight& wo;
+};
+
+struct AttentionSpec {
+  AttentionMask mask;
+  bool rope_q = true;  // rotate queries at their positions
+  bool rope_k = true;  // rotate keys at their positions
+};
+
+AttentionActivations attention_activations_allocate(Backend& backend, const ModelConfig& config,
+                                                    DType dtype, int64_t batch, int64_t seq,
+                                                    int64_t kv_seq);
+MlpActivations mlp_activations_allocate(Backend& backend, const ModelConfig& config, DType dtype,
+                                        int64_t rows);
+BlockScratch block_scratch_allocate(Backend& backend, const ModelConfig& config, DType dtype,
+                                    int64_t rows);
+
+// kv_source: nullptr for self-attention (keys/values from the normalised x_in), else the
+// memory [B*Tk, D] for cross-attention.
+void attention_block_forward(Backend& backend, const ModelConfig& config, const AttentionWeights& w,
+                             const AttentionSpec& spec, const Tensor& x_in, const Tensor* kv_source,
+                             Tensor& x_out, AttentionActivations& act);
+// d_kv_source (cross-attention only) accumulates the gradient of the memory.
+void attention_block_backward(Backend& backend, const ModelConfig& config,
+                              const AttentionWeights& w, const AttentionSpec& spec,
+                              const Tensor& x_in, const Tensor* kv_source,
+                              const AttentionActivations& act, Tensor& dx, Tensor* d_kv_source,
+                              BlockScratch& scratch);
+
+void mlp_block_forward(Backend& backend, const ModelConfig& config, const LayerWeights& w,
+                       const Tensor& x_in, Tensor& x_out, MlpActivations& act);
+void mlp_block_backward(Backend& backend, const ModelConfig& config, const LayerWeights& w,
+                        const Tensor& x_in, const MlpActivations& act, Tensor& dx,
+                        BlockScratch& scratch);
+
+}  // namespace sf

@@ -1,0 +1,254 @@
+// model.cpp — Model: parameter registration, staggered forward and backward over all stacks.
+#include "model/model.h"
+
+namespace sf {
+
+namespace {
+
+AttentionWeights self_weights(const LayerWeights& L) { return {L.attn_norm, L.wq, L.wk, L.wv, L.wo}; }
+AttentionWeights cross_weights(const LayerWeights& L) {
+  return {L.cross_norm, L.cross_wq, L.cross_wk, L.cross_wv, L.cross_wo};
+}
+
+}  // namespace
+
+Model::Model(const ModelConfig& config, Backend& backend, DType dtype)
+    : config_(config), backend_(backend), dtype_(dtype) {
+  config_.validate("model config");
+  SF_CHECK(dtype == DType::f32 || dtype == DType::f64, "model dtype must be F32 or F64, got {}",
+           dtype_name(dtype));
+  weights_ = weights_register(config_, backend_, dtype_, params_);
+}
+
+void Model::initialize() { weights_initialize(config_, backend_, params_); }
+
+AttentionSpec Model::self_spec() const { return AttentionSpec{AttentionMask{0, 0}, true, true}; }
+
+// The staggering (spec §3): position i sees memory positions i-w..i-1 (all j < i when w = 0);
+// position 0 sees nothing and its cross-attention output is exactly zero.
+AttentionSpec Model::cross_spec() const {
+  return AttentionSpec{AttentionMask{1, static_cast<int>(config_.cross_window)},
+                       config_.cross_rope, config_.cross_rope};
+}
+
+void Model::plan(int64_t B, int64_t T) {
+  if (act_.batch == B && act_.seq == T) return;
+  Backend& be = backend_;
+  const ModelConfig& c = config_;
+  const int64_t N = B * T, D = c.d_model;
+  Activations a;
+  a.batch = B;
+  a.seq = T;
+  a.tokens = be.zeros({B, T}, DType::i32);
+  a.targets = be.zeros({B, T}, DType::i32);
+  a.embedded = be.zeros({N, D}, dtype_);
+  a.stacks.resize(c.n_stacks);
+  for (int64_t s = 0; s < c.n_stacks; ++s) {
+    StackActivations& S = a.stacks[s];
+    for (int64_t l = 0; l <= c.layers_per_stack; ++l) S.residual.push_back(be.zeros({N, D}, dtype_));
+    S.layers.resize(c.layers_per_stack);
+    for (auto& L : S.layers) {
+      L.x_after_attn = be.zeros({N, D}, dtype_);
+      L.self = attention_activations_allocate(be, c, dtype_, B, T, T);
+      if (s >= 1) {
+        L.x_after_cross = be.zeros({N, D}, dtype_);
+        L.cross = attention_activations_allocate(be, c, dtype_, B, T, T);
+      }
+      L.mlp = mlp_activations_allocate(be, c, dtype_, N);
+    }
+    if (s >= 1) {
+      S.mem = be.zeros({N, D}, dtype_);
+      S.mem_rstd = be.zeros({N}, dtype_);
+    }
+    a.d_stack_output.push_back(be.zeros({N, D}, dtype_));
+    a.d_mem.push_back(s >= 1 ? be.zeros({N, D}, dtype_) : Tensor());
+  }
+  a.combined = be.zeros({N, D}, dtype_);
+  a.final_norm_out = be.zeros({N, D}, dtype_);
+  a.final_rstd = be.zeros({N}, dtype_);
+  a.logits = be.zeros({B, T, c.vocab_size}, dtype_);
+  a.losses = be.zeros({N}, dtype_);
+  a.ones = be.zeros({N}, dtype_);
+  be.fill(a.ones, 1.0);
+  a.d_combined = be.zeros({N, D}, dtype_);
+  a.d_final_norm_out = be.zeros({N, D}, dtype_);
+  a.d_logits = be.zeros({N, c.vocab_size}, dtype_);
+  a.d_embedded = be.zeros({N, D}, dtype_);
+  a.scratch = block_scratch_allocate(be, c, dtype_, N);
+  act_ = std::move(a);
+}
+
+void Model::check_tokens(const Tensor& t, const char* what) const {
+  SF_CHECK(t.device() == Device::cpu && t.dtype() == DType::i32 && t.ndim() == 2 &&
+               t.is_contiguous(),
+           "{}: expected a contiguous CPU I32 [batch, seq] tensor, got {}", what, t.describe());
+  const int32_t* p = t.data<int32_t>();
+  const int64_t T = t.dim(1);
+  const int32_t lowest = std::string(what) == "targets" ? -1 : 0;
+  for (int64_t i = 0; i < t.numel(); ++i)
+    SF_CHECK(p[i] >= lowest && p[i] < config_.vocab_size,
+             "{}: token id {} at batch {}, position {} is outside the vocabulary [0, {})", what,
+             p[i], i / T, i % T, config_.vocab_size);
+}
+
+std::vector<double> Model::combine_alpha_host() const {
+  Tensor host = Tensor::zeros({config_.n_stacks}, dtype_);
+  backend_.copy(host, weights_.combine_alpha.value);
+  std::vector<double> alpha(config_.n_stacks);
+  for (int64_t k = 0; k < config_.n_stacks; ++k)
+    alpha[k] = dtype_ == DType::f64 ? host.data<double>()[k] : host.data<float>()[k];
+  return alpha;
+}
+
+void Model::stack_forward(int64_t s) {
+  Backend& be = backend_;
+  StackActivations& S = act_.stacks[s];
+  const StackWeights& W = weights_.stacks[s];
+  if (s >= 1) {
+    // Memory for this stack: its own RMSNorm of the previous stack's output (decision, spec §3).
+    be.rmsnorm_forward(S.mem, S.mem_rstd, act_.stacks[s - 1].residual.back(), W.mem_norm.value,
+                       config_.norm_eps);
+  }
+  be.copy(S.residual[0], act_.embedded);  // every stack starts from the token embeddings
+  for (int64_t l = 0; l < config_.layers_per_stack; ++l) {
+    const LayerWeights& LW = W.layers[l];
+    LayerActivations& L = S.layers[l];
+    attention_block_forward(be, config_, self_weights(LW), self_spec(), S.residual[l], nullptr,
+                            L.x_after_attn, L.self);
+    const Tensor* mlp_in = &L.x_after_attn;
+    if (s >= 1) {
+      attention_block_forward(be, config_, cross_weights(LW), cross_spec(), L.x_after_attn, &S.mem,
+                              L.x_after_cross, L.cross);
+      mlp_in = &L.x_after_cross;
+    }
+    mlp_block_forward(be, config_, LW, *mlp_in, S.residual[l + 1], L.mlp);
+  }
+}
+
+double Model::forward(const Tensor& tokens, const Tensor& targets, const ForwardHooks* hooks) {
+  check_tokens(tokens, "tokens");
+  const int64_t B = tokens.dim(0), T = tokens.dim(1);
+  SF_CHECK(B > 0 && T > 0, "forward: empty batch {}", tokens.describe());
+  SF_CHECK(T <= config_.max_seq_len, "forward: sequence of {} tokens exceeds max_seq_len {}", T,
+           config_.max_seq_len);
+  have_targets_ = targets.defined();
+  if (have_targets_) {
+    check_tokens(targets, "targets");
+    SF_CHECK(targets.shape() == tokens.shape(), "forward: targets {} vs tokens {}",
+             targets.describe(), tokens.describe());
+  }
+  plan(B, T);
+  Backend& be = backend_;
+  be.copy(act_.tokens, tokens);
+  if (have_targets_) be.copy(act_.targets, targets);
+  const Tensor flat_tokens = act_.tokens.view({B * T});
+  be.embedding_forward(act_.embedded, flat_tokens, weights_.tok_embeddings.value);
+
+  for (int64_t s = 0; s < config_.n_stacks; ++s) {
+    stack_forward(s);
+    if (hooks && hooks->after_stack) hooks->after_stack(s, act_.stacks[s].residual.back());
+  }
+
+  // Output combination (spec §3): last stack, or sum_k alpha_k a^(k).
+  if (config_.combine == CombineMode::linear) {
+    const auto alpha = combine_alpha_host();
+    be.fill(act_.combined, 0.0);
+    for (int64_t s = 0; s < config_.n_stacks; ++s)
+      be.axpy(act_.combined, alpha[s], act_.stacks[s].residual.back());
+  } else {
+    be.copy(act_.combined, act_.stacks.back().residual.back());
+  }
+  be.rmsnorm_forward(act_.final_norm_out, act_.final_rstd, act_.combined,
+                     weights_.final_norm.value, config_.norm_eps);
+  Tensor logits2d = act_.logits.view({B * T, config_.vocab_size});
+  be.matmul(logits2d, act_.final_norm_out, false, weights_.lm_head.value, true, 1.0, 0.0);
+
+  counted_targets_ = 0;
+  if (!have_targets_) return 0.0;
+  counted_targets_ = be.cross_entropy_forward(act_.losses, logits2d, act_.targets.view({B * T}));
+  if (counted_targets_ == 0) return 0.0;
+  return be.dot(act_.losses, act_.ones) / static_cast<double>(counted_targets_);
+}
+
+void Model::stack_backward(int64_t s) {
+  Backend& be = backend_;
+  StackActivations& S = act_.stacks[s];
+  const StackWeights& W = weights_.stacks[s];
+  Tensor& dx = act_.d_stack_output[s];  // holds d a^(s); becomes d residual[l] going down
+  for (int64_t l = config_.layers_per_stack - 1; l >= 0; --l) {
+    const LayerWeights& LW = W.layers[l];
+    LayerActivations& L = S.layers[l];
+    const Tensor& mlp_in = s >= 1 ? L.x_after_cross : L.x_after_attn;
+    mlp_block_backward(be, config_, LW, mlp_in, L.mlp, dx, act_.scratch);
+    if (s >= 1)
+      attention_block_backward(be, config_, cross_weights(LW), cross_spec(), L.x_after_attn,
+                               &S.mem, L.cross, dx, &act_.d_mem[s], act_.scratch);
+    attention_block_backward(be, config_, self_weights(LW), self_spec(), S.residual[l], nullptr,
+                             L.self, dx, nullptr, act_.scratch);
+  }
+  be.axpy(act_.d_embedded, 1.0, dx);  // this stack's share of d E[tokens]
+  if (s >= 1) {
+    // Memory gradient flows into the previous stack's output through this stack's mem norm.
+    Tensor dmem_w = W.mem_norm.grad;
+    be.rmsnorm_backward(act_.d_stack_output[s - 1], dmem_w, act_.d_mem[s],
+                        act_.stacks[s - 1].residual.back(), W.mem_norm.value, S.mem_rstd);
+  }
+}
+
+void Model::backward(double loss_scale) {
+  SF_CHECK(act_.batch > 0 && have_targets_, "backward() needs a forward() with targets first");
+  Backend& be = backend_;
+  const int64_t N = act_.batch * act_.seq, V = config_.vocab_size;
+  Tensor logits2d = act_.logits.view({N, V});
+  const double scale = counted_targets_ > 0 ? loss_scale / static_cast<double>(counted_targets_) : 0.0;
+  be.cross_entropy_backward(act_.d_logits, logits2d, act_.targets.view({N}), scale);
+
+  // LM head and final norm.
+  Tensor d_head = weights_.lm_head.grad;
+  be.matmul(d_head, act_.d_logits, true, act_.final_norm_out, false, 1.0, 1.0);
+  be.matmul(act_.d_final_norm_out, act_.d_logits, false, weights_.lm_head.value, false, 1.0, 0.0);
+  be.fill(act_.d_combined, 0.0);
+  Tensor d_final_w = weights_.final_norm.grad;
+  be.rmsnorm_backward(act_.d_combined, d_final_w, act_.d_final_norm_out, act_.combined,
+                      weights_.final_norm.value, act_.final_rstd);
+
+  // Combination -> gradients of the stack outputs (and of alpha).
+  for (int64_t s = 0; s < config_.n_stacks; ++s) be.fill(act_.d_stack_output[s], 0.0);
+  if (config_.combine == CombineMode::linear) {
+    const auto alpha = combine_alpha_host();
+    Tensor d_alpha_host = Tensor::zeros({config_.n_stacks}, dtype_);
+    backend_.copy(d_alpha_host, weights_.combine_alpha.grad);
+    for (int64_t s = 0; s < config_.n_stacks; ++s) {
+      be.axpy(act_.d_stack_output[s], alpha[s], act_.d_combined);
+      const double g = be.dot(act_.d_combined, act_.stacks[s].residual.back());
+      if (dtype_ == DType::f64) d_alpha_host.data<double>()[s] += g;
+      else d_alpha_host.data<float>()[s] += static_cast<float>(g);
+    }
+    Tensor d_alpha = weights_.combine_alpha.grad;
+    backend_.copy(d_alpha, d_alpha_host);
+  } else {
+    be.copy(act_.d_stack_output.back(), act_.d_combined);
+  }
+
+  // Stacks in reverse: stack s's backward adds to d a^(s-1) through the memory, so stack s-1
+  // has its full output gradient by the time it runs.
+  be.fill(act_.d_embedded, 0.0);
+  for (int64_t s = 1; s < config_.n_stacks; ++s) be.fill(act_.d_mem[s], 0.0);
+  for (int64_t s = config_.n_stacks - 1; s >= 0; --s) stack_backward(s);
+  Tensor d_embed = weights_.tok_embeddings.grad;
+  be.embedding_backward(d_embed, act_.d_embedded, act_.tokens.view({N}));
+}
+
+const Tensor& Model::logits() const {
+  SF_CHECK(act_.batch > 0, "logits() before any forward()");
+  return act_.logits;
+}
+
+const Tensor& Model::stack_output(int64_t s) const {
+  SF_CHECK(act_.batch > 0, "stack_output() before any forward()");
+  SF_CHECK(s >= 0 && s < config_.n_stacks, "stack_output({}): model has {} stacks", s,
+           config_.n_stacks);
+  return act_.stacks[s].residual.back();
+}
+
+}  // namespace sf

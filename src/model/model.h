@@ -1,0 +1,100 @@
+// model.h — the StagFormer model: p stacks over the same token embeddings, staggered
+// cross-attention between consecutive stacks, output combination, LM head and loss.
+//
+// This is the one place the model is wired (spec §3); it runs on any Backend. Training uses the
+// teacher-forced forward over whole sequences: stacks run in order, stack s >= 1 cross-attends to
+// the normalised output of stack s-1 at positions i-w..i-1 (never i). n_stacks = 1 is the
+// ordinary pre-norm Transformer.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "core/backend.h"
+#include "model/block.h"
+#include "model/config.h"
+#include "model/parameters.h"
+#include "model/weights.h"
+
+namespace sf {
+
+// Optional observation/intervention points of a forward pass (tests, analysis).
+struct ForwardHooks {
+  // Called with stack s's output a^(s) [B*T, D] right after the stack runs, before the next
+  // stack reads it; the hook may modify it in place.
+  std::function<void(int64_t stack, Tensor& output)> after_stack;
+};
+
+class Model {
+ public:
+  // Registers the parameters (zero until initialize() or a load). dtype: F32, or F64 for
+  // finite-difference checks on the CPU backend.
+  Model(const ModelConfig& config, Backend& backend, DType dtype = DType::f32);
+
+  const ModelConfig& config() const { return config_; }
+  Backend& backend() { return backend_; }
+  DType dtype() const { return dtype_; }
+  ParameterSet& params() { return params_; }
+  const ParameterSet& params() const { return params_; }
+  const ModelWeights& weights() const { return weights_; }
+
+  void initialize();  // weights_initialize with config.seed
+
+  // Teacher-forced forward. tokens, targets: CPU I32 [B, T] (targets may be undefined: no loss;
+  // -1 marks an ignored position). Returns the mean cross-entropy over counted targets (0 when
+  // there are none or no targets). Token ids and T are validated with clear errors.
+  double forward(const Tensor& tokens, const Tensor& targets = Tensor(),
+                 const ForwardHooks* hooks = nullptr);
+  // Backward of the last forward (which must have had targets): ACCUMULATES into the parameter
+  // gradients the gradient of loss_scale * mean loss. Call params().zero_grad() between steps.
+  void backward(double loss_scale = 1.0);
+
+  const Tensor& logits() const;                   // [B, T, V] of the last forward
+  const Tensor& stack_output(int64_t stack) const;  // a^(stack) [B*T, D] of the last forward
+  int64_t counted_targets() const { return counted_targets_; }
+
+ private:
+  struct LayerActivations {
+    Tensor x_after_attn, x_after_cross;  // residual stream inside the layer
+    AttentionActivations self, cross;
+    MlpActivations mlp;
+  };
+  struct StackActivations {
+    std::vector<Tensor> residual;  // residual[l] enters layer l; residual[h] = stack output
+    std::vector<LayerActivations> layers;
+    Tensor mem, mem_rstd;  // RMSNorm_mem(previous stack's output), stacks >= 1
+  };
+  struct Activations {
+    int64_t batch = 0, seq = 0;
+    Tensor tokens, targets;  // on the backend's device
+    Tensor embedded;         // E[tokens], [B*T, D]
+    std::vector<StackActivations> stacks;
+    Tensor combined;         // h = combination of stack outputs [B*T, D]
+    Tensor final_norm_out, final_rstd, logits, losses;
+    Tensor ones;             // [B*T] of 1: the loss sum is dot(losses, ones)
+    // gradients
+    Tensor d_combined, d_final_norm_out, d_logits, d_embedded;
+    std::vector<Tensor> d_stack_output, d_mem;
+    BlockScratch scratch;
+  };
+
+  void plan(int64_t batch, int64_t seq);  // allocates activations once per shape
+  void check_tokens(const Tensor& tokens, const char* what) const;
+  AttentionSpec self_spec() const;
+  AttentionSpec cross_spec() const;
+  void stack_forward(int64_t s);
+  void stack_backward(int64_t s);
+  std::vector<double> combine_alpha_host() const;
+
+  ModelConfig config_;
+  Backend& backend_;
+  DType dtype_;
+  ParameterSet params_;
+  ModelWeights weights_;
+  Activations act_;
+  bool have_targets_ = false;
+  int64_t counted_targets_ = 0;
+};
+
+}  // namespace sf

@@ -1,0 +1,25 @@
+// grad_clip.cpp — global gradient norm over a ParameterSet and the clipping factor.
+#include "train/grad_clip.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace sf {
+
+double global_grad_norm(Backend& backend, const ParameterSet& params) {
+  double sum = 0.0;
+  for (const Parameter& p : params.all()) sum += backend.sum_squares(p.grad);
+  return std::sqrt(sum);
+}
+
+double clip_scale(double norm, double max_norm) {
+  SF_CHECK(!std::isnan(max_norm), "clip_scale: max_norm is NaN");
+  // Even with clipping disabled a non-finite norm must not yield a usable factor.
+  if (!std::isfinite(norm)) return std::numeric_limits<double>::quiet_NaN();
+  SF_CHECK(norm >= 0.0, "clip_scale: gradient norm {} is negative", norm);
+  if (max_norm <= 0.0) return 1.0;
+  return std::min(1.0, max_norm / (norm + 1e-6));
+}
+
+}  // namespace sf

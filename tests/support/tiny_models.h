@@ -1,0 +1,31 @@
+// tiny_models.h — the small model variants every whole-model test runs over.
+//
+// One named config per variant the issue lists: baseline, separate/shared p=2, p=3 with a linear
+// combination, windows 1 and 2, cross_rope off, GQA, tied embeddings. Sizes are tiny (d_model 8,
+// 2 heads) so that fp64 finite differences over every parameter stay fast.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "model/config.h"
+#include "model/model.h"
+
+namespace sf::test {
+
+struct Variant {
+  std::string name;
+  ModelConfig config;
+};
+
+ModelConfig tiny_config();  // baseline: p = 1, h = 2, d_model 8, 2 heads, vocab 11
+std::vector<Variant> tiny_variants();
+
+// Replaces every parameter with random values large enough that attention is far from uniform
+// and every nonlinearity matters (matrices ~ N(0, 0.5^2), norm weights ~ 1 + N(0, 0.2^2),
+// combine.alpha ~ N(0.5, 0.3^2)). Finite-difference checks on a model at its 0.02-std init
+// would exercise a nearly linear function and miss errors.
+void randomize_parameters(Model& model, Rng& rng);
+
+}  // namespace sf::test
