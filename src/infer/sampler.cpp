@@ -1,0 +1,126 @@
+// sampler.cpp — temperature → top-k → softmax → top-p → draw (see sampler.h).
+#include "infer/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/error.h"
+
+namespace sf {
+
+void validate_sampling_options(const SamplingOptions& o) {
+  SF_CHECK(std::isfinite(o.temperature) && o.temperature >= 0.0,
+           "sampling: temperature must be >= 0 (0 = greedy), got {}", o.temperature);
+  SF_CHECK(!std::isnan(o.top_p) && o.top_p > 0.0,
+           "sampling: top-p must be in (0, 1] (1 disables it), got {}", o.top_p);
+}
+
+Sampler::Sampler(const SamplingOptions& options) : options_(options), rng_(options.seed) {
+  validate_sampling_options(options_);
+}
+
+namespace {
+
+// Most probable first; equal values keep the lower id first, so every step is deterministic.
+bool ranks_before(const TokenProbability& a, const TokenProbability& b) {
+  return a.probability != b.probability ? a.probability > b.probability : a.id < b.id;
+}
+
+// Rejects NaN and +inf (a broken model, never a valid distribution) and returns the index of
+// the largest finite logit (the lowest such index on ties), or -1 when every logit is -inf.
+template <class T>
+int64_t checked_argmax(const T* logits, int64_t vocab) {
+  SF_CHECK(logits != nullptr && vocab > 0, "sampling: empty logits row (vocab {})", vocab);
+  int64_t best = -1;
+  for (int64_t i = 0; i < vocab; ++i) {
+    const T v = logits[i];
+    SF_CHECK(!std::isnan(v), "sampling: the logit of token {} is NaN", i);
+    SF_CHECK(!(std::isinf(v) && v > 0), "sampling: the logit of token {} is +inf", i);
+    if (std::isinf(v)) continue;  // -inf: masked token
+    if (best < 0 || v > logits[best]) best = i;
+  }
+  SF_CHECK(best >= 0, "sampling: every one of the {} logits is -inf, no token can be chosen", vocab);
+  return best;
+}
+
+}  // namespace
+
+template <class T>
+void Sampler::build_candidates(const T* logits, int64_t vocab,
+                               std::vector<TokenProbability>& out) const {
+  out.clear();
+  const int64_t best = checked_argmax(logits, vocab);
+  if (options_.temperature == 0.0) {
+    out.push_back({static_cast<int32_t>(best), 1.0});
+    return;
+  }
+  // Temperature, applied to logits shifted by their maximum: (l - max) / T <= 0 never overflows,
+  // even for a tiny T, so exp() below yields values in [0, 1] and never NaN. The field holds the
+  // scaled logit until the softmax turns it into a probability.
+  const double max_logit = static_cast<double>(logits[best]);
+  for (int64_t i = 0; i < vocab; ++i) {
+    if (std::isinf(logits[i])) continue;
+    out.push_back({static_cast<int32_t>(i),
+                   (static_cast<double>(logits[i]) - max_logit) / options_.temperature});
+  }
+  // Top-k (exactly k survivors: the comparison breaks ties by id), else a full sort, because
+  // top-p and the "most probable first" contract both need the order.
+  const int64_t n = static_cast<int64_t>(out.size());
+  if (options_.top_k > 0 && options_.top_k < n) {
+    std::partial_sort(out.begin(), out.begin() + options_.top_k, out.end(), ranks_before);
+    out.resize(options_.top_k);
+  } else {
+    std::sort(out.begin(), out.end(), ranks_before);
+  }
+  // Softmax over the survivors; the largest scaled logit is 0 (it is out[0]).
+  double total = 0.0;
+  for (TokenProbability& c : out) total += (c.probability = std::exp(c.probability));
+  for (TokenProbability& c : out) c.probability /= total;
+  // Top-p: the smallest prefix whose mass reaches p; at least one token.
+  if (options_.top_p < 1.0) {
+    double mass = 0.0;
+    size_t keep = out.size();
+    for (size_t i = 0; i < out.size(); ++i) {
+      mass += out[i].probability;
+      if (mass >= options_.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+    out.resize(keep);
+    double kept = 0.0;
+    for (const TokenProbability& c : out) kept += c.probability;
+    for (TokenProbability& c : out) c.probability /= kept;
+  }
+}
+
+template <class T>
+int32_t Sampler::sample_row(const T* logits, int64_t vocab) {
+  build_candidates(logits, vocab, scratch_);
+  if (scratch_.size() == 1) return scratch_[0].id;  // greedy, or one survivor: no draw needed
+  const double u = rng_.uniform();
+  double mass = 0.0;
+  for (const TokenProbability& c : scratch_) {
+    mass += c.probability;
+    if (u < mass) return c.id;
+  }
+  return scratch_.back().id;  // u landed in the rounding gap of the cumulative sum
+}
+
+int32_t Sampler::sample(const float* logits, int64_t vocab) { return sample_row(logits, vocab); }
+int32_t Sampler::sample(const double* logits, int64_t vocab) { return sample_row(logits, vocab); }
+
+std::vector<TokenProbability> Sampler::candidates(const float* logits, int64_t vocab) const {
+  std::vector<TokenProbability> out;
+  build_candidates(logits, vocab, out);
+  return out;
+}
+
+std::vector<TokenProbability> Sampler::candidates(const double* logits, int64_t vocab) const {
+  std::vector<TokenProbability> out;
+  build_candidates(logits, vocab, out);
+  return out;
+}
+
+}  // namespace sf

@@ -1,0 +1,42 @@
+// interrupt.cpp — async-signal-safe interrupt flag.
+#include "train/interrupt.h"
+
+#include <csignal>
+
+namespace sf {
+
+namespace {
+
+volatile std::sig_atomic_t g_requested = 0;
+struct sigaction g_old_int, g_old_term;
+
+extern "C" void on_signal(int sig) {
+  if (g_requested) {  // second signal: give up gracefully stopping
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+    return;
+  }
+  g_requested = 1;
+}
+
+}  // namespace
+
+InterruptGuard::InterruptGuard() {
+  clear();
+  struct sigaction action {};
+  action.sa_handler = on_signal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, &g_old_int);
+  sigaction(SIGTERM, &action, &g_old_term);
+}
+
+InterruptGuard::~InterruptGuard() {
+  sigaction(SIGINT, &g_old_int, nullptr);
+  sigaction(SIGTERM, &g_old_term, nullptr);
+}
+
+bool InterruptGuard::requested() { return g_requested != 0; }
+void InterruptGuard::request() { g_requested = 1; }
+void InterruptGuard::clear() { g_requested = 0; }
+
+}  // namespace sf

@@ -1,0 +1,214 @@
+// trainer.cpp — the training loop.
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "core/progress.h"
+#include "data/batch_loader.h"
+#include "data/tokenizer_files.h"
+#include "io/atomic_file.h"
+#include "model/model.h"
+#include "model/model_io.h"
+#include "train/adamw.h"
+#include "train/evaluate.h"
+#include "train/grad_clip.h"
+#include "train/interrupt.h"
+#include "train/loss_plot.h"
+#include "train/lr_schedule.h"
+#include "train/metrics_log.h"
+
+namespace sf {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+json options_json(const TrainOptions& o) {
+  return json{{"data_dir", o.data_dir},         {"steps", o.steps},
+              {"batch", o.batch},               {"seq", o.seq},
+              {"grad_accum", o.grad_accum},     {"lr", o.lr},
+              {"min_lr_ratio", o.min_lr_ratio}, {"warmup", o.warmup},
+              {"weight_decay", o.weight_decay}, {"beta1", o.beta1},
+              {"beta2", o.beta2},               {"grad_clip", o.grad_clip},
+              {"eval_every", o.eval_every},     {"eval_batches", o.eval_batches},
+              {"checkpoint_every", o.checkpoint_every}};
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+void train_options_validate(const TrainOptions& o) {
+  std::string problems;
+  auto need = [&](bool ok, const std::string& what) {
+    if (!ok) problems += "\n  - " + what;
+  };
+  need(!o.data_dir.empty(), "--data: a data folder is required");
+  need(!o.run_dir.empty(), "--out: a run folder is required");
+  need(o.steps >= 1, fmt::format("--steps must be >= 1, got {}", o.steps));
+  need(o.batch >= 1, fmt::format("--batch must be >= 1, got {}", o.batch));
+  need(o.seq >= 1, fmt::format("--seq must be >= 1, got {}", o.seq));
+  need(o.grad_accum >= 1, fmt::format("--grad-accum must be >= 1, got {}", o.grad_accum));
+  need(o.lr > 0 && std::isfinite(o.lr), fmt::format("--lr must be > 0, got {}", o.lr));
+  need(o.eval_every >= 0, "--eval-every must be >= 0");
+  need(o.eval_batches >= 1, "--eval-batches must be >= 1");
+  need(o.checkpoint_every >= 0, "--checkpoint-every must be >= 0");
+  need(o.keep_checkpoints >= 1, "--keep-checkpoints must be >= 1");
+  need(o.stop_after >= 0, "--stop-after must be >= 0");
+  if (!problems.empty()) fail("invalid training options:" + problems);
+}
+
+TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Backend& backend) {
+  train_options_validate(o);
+  const auto t0 = std::chrono::steady_clock::now();
+  const fs::path run(o.run_dir);
+  std::error_code ec;
+
+  // ---- the model config and the run folder ----------------------------------------------------
+  ModelConfig config = requested_config;
+  if (o.resume) {
+    SF_CHECK(checkpoint_exists(o.run_dir), "--resume: {} has no checkpoint to resume from",
+             o.run_dir);
+    config = config_load((run / "config.json").string());
+  } else {
+    SF_CHECK(!checkpoint_exists(o.run_dir),
+             "{} already holds a training run; use --resume to continue it or choose another --out",
+             o.run_dir);
+    fs::create_directories(run, ec);
+    SF_CHECK(!ec, "{}: cannot create run folder ({})", o.run_dir, ec.message());
+  }
+  config.validate(o.resume ? (run / "config.json").string() : "model config");
+  SF_CHECK(o.seq <= config.max_seq_len, "--seq {} exceeds the model's max_seq_len {}", o.seq,
+           config.max_seq_len);
+
+  const TokenizerSpec tokenizer = tokenizer_spec_load((fs::path(o.data_dir) / "tokenizer.json").string());
+  SF_CHECK(tokenizer.vocab_size <= config.vocab_size,
+           "the data's tokenizer '{}' has {} ids but the model's vocab_size is {}", tokenizer.kind,
+           tokenizer.vocab_size, config.vocab_size);
+
+  BatchLoader train_data(o.data_dir, "train", o.batch, o.seq, tokenizer.vocab_size);
+  BatchLoader val_data(o.data_dir, "val", o.batch, o.seq, tokenizer.vocab_size);
+
+  Model model(config, backend, DType::f32);
+  AdamWConfig adamw_config;
+  adamw_config.beta1 = o.beta1;
+  adamw_config.beta2 = o.beta2;
+  adamw_config.weight_decay = o.weight_decay;
+  AdamW optimizer(backend, model.params(), adamw_config);
+  LrSchedule schedule;
+  schedule.peak_lr = o.lr;
+  schedule.min_lr_ratio = o.min_lr_ratio;
+  schedule.warmup_steps = o.warmup >= 0 ? o.warmup : std::min<int64_t>(100, o.steps / 10);
+  schedule.total_steps = o.steps;
+  validate_lr_schedule(schedule);
+
+  TrainingState state;
+  if (o.resume) {
+    state = checkpoint_load(o.run_dir, model, optimizer);
+    SF_CHECK(state.step <= o.steps, "--resume: the checkpoint is at step {} beyond --steps {}",
+             state.step, o.steps);
+    train_data.set_position(state.data);
+  } else {
+    model.initialize();
+    state.rng = Rng(config.seed).state();
+    config_save(config, (run / "config.json").string());
+  }
+  tokenizer_spec_save(tokenizer, (run / "tokenizer.json").string());
+  write_file_atomic((run / "train.json").string(), options_json(o).dump(2) + "\n");
+
+  TrainResult result;
+  result.unigram_val_loss = unigram_cross_entropy(o.data_dir, tokenizer.vocab_size);
+  result.last_val_loss = std::nan("");
+  const fs::path metrics_path = run / "metrics.jsonl";
+  if (!o.resume) fs::remove(metrics_path, ec);  // a stale log of an attempt that saved nothing
+  MetricsLog metrics(metrics_path.string(), o.resume ? state.step : -1);
+  if (!o.resume) {
+    metrics.append({{"step", 0}, {"unigram_val_loss", result.unigram_val_loss},
+                    {"parameters", model.params().count_elements()}});
+  }
+
+  auto validate_now = [&] {
+    const EvalResult r = evaluate_loader(model, val_data, o.eval_batches);
+    result.last_val_loss = r.loss;
+    metrics.append({{"step", state.step}, {"val_loss", r.loss}, {"val_ppl", r.perplexity},
+                    {"val_tokens", r.tokens}});
+  };
+  const double elapsed_before = state.elapsed_seconds;  // earlier segments of a resumed run
+  auto save_checkpoint = [&] {
+    state.elapsed_seconds = elapsed_before + seconds_since(t0);
+    CheckpointOptions copts;
+    copts.keep = o.keep_checkpoints;
+    checkpoint_save(o.run_dir, model, optimizer, state, copts);
+    model_save(model, o.run_dir);  // the run folder itself is a loadable MODEL
+    loss_plot_write({{fmt::format("{} ({}x{})", config.n_stacks == 1 ? "baseline" : "stagformer",
+                                  config.n_stacks, config.layers_per_stack),
+                      metrics.path()}},
+                    (run / "loss.svg").string(), "training loss — " + o.run_dir);
+  };
+  auto last_checkpoint_note = [&] {
+    return checkpoint_exists(o.run_dir)
+               ? fmt::format("the last good checkpoint is kept in {}/checkpoints", o.run_dir)
+               : std::string("no checkpoint was written yet");
+  };
+
+  if (!o.resume && o.eval_every > 0) validate_now();
+
+  InterruptGuard interrupt;
+  const int64_t tokens_per_step = o.batch * o.seq * o.grad_accum;
+  ProgressOptions progress_options;
+  if (!o.progress) progress_options.output = ProgressOutput::quiet;
+  ProgressBar bar("train", o.steps, "step", progress_options);
+  bar.update(state.step);
+  Tensor tokens, targets;
+  const auto loop_start = std::chrono::steady_clock::now();
+  const int64_t first_step = state.step + 1;
+  for (int64_t step = first_step; step <= o.steps; ++step) {
+    model.params().zero_grad(backend);
+    double loss = 0.0;
+    for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
+      train_data.next(tokens, targets);
+      loss += model.forward(tokens, targets) / static_cast<double>(o.grad_accum);
+      model.backward(1.0 / static_cast<double>(o.grad_accum));
+    }
+    const double norm = global_grad_norm(backend, model.params());
+    SF_CHECK(std::isfinite(loss) && std::isfinite(norm),
+             "training diverged at step {}: loss {}, gradient norm {} (try a lower --lr); {}", step,
+             loss, norm, last_checkpoint_note());
+    const double lr = lr_at(schedule, step);
+    optimizer.step(lr, clip_scale(norm, o.grad_clip));
+    state.step = step;
+    state.data = train_data.position();
+    state.tokens_seen += tokens_per_step;
+    result.last_train_loss = loss;
+    const double elapsed = seconds_since(loop_start);
+    const double tok_per_s = static_cast<double>((step - first_step + 1) * tokens_per_step) / elapsed;
+    metrics.append({{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
+                    {"tokens", state.tokens_seen}, {"tok_per_s", tok_per_s}});
+    bar.set_field("loss", fmt::format("{:.4f}", loss));
+    bar.set_field("tok/s", fmt::format("{:.0f}", tok_per_s));
+    bar.update(step);
+
+    const bool last = step == o.steps;
+    const bool stopping = InterruptGuard::requested() || (o.stop_after > 0 && step >= o.stop_after);
+    if (last || (o.eval_every > 0 && step % o.eval_every == 0)) validate_now();
+    if (last || stopping || (o.checkpoint_every > 0 && step % o.checkpoint_every == 0))
+      save_checkpoint();
+    if (stopping && !last) {
+      result.interrupted = true;
+      break;
+    }
+  }
+  bar.finish();
+  result.steps_done = state.step;
+  result.tokens = state.tokens_seen;
+  result.seconds = seconds_since(t0);
+  return result;
+}
+
+}  // namespace sf
