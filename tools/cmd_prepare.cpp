@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "cli_common.h"
 #include "commands.h"
 #include "core/progress.h"
 #include "data/prepare.h"
@@ -17,6 +18,7 @@ struct PrepareArguments {
   PrepareOptions options;
   std::vector<std::string> inputs;
   bool no_progress = false;
+  int threads = 0;
 };
 
 // "1234567" -> "1,234,567": exact counts, readable.
@@ -59,8 +61,8 @@ void print_summary(const PrepareArguments& args, const PrepareStats& stats) {
                 plural(s.tokens, "token", "tokens").c_str(), plural(s.shards, "shard", "shards").c_str(),
                 shard_names(stats, split).c_str());
   }
-  if (stats.empty_documents > 0)
-    std::printf("  skipped %s\n", plural(stats.empty_documents, "empty file", "empty files").c_str());
+  if (stats.empty_files > 0)
+    std::printf("  skipped %s\n", plural(stats.empty_files, "empty file", "empty files").c_str());
   if (!stats.removed_shards.empty())
     std::printf("  removed %s left by an earlier run\n",
                 plural(static_cast<int64_t>(stats.removed_shards.size()), "stale shard", "stale shards").c_str());
@@ -98,6 +100,7 @@ void add_prepare_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", o.seed, "seed of the train/validation assignment of documents")
       ->capture_default_str();
+  cmd->add_option("-t,--threads", args->threads, "tokenising threads (0 = all cores)")->capture_default_str();
   cmd->add_flag("--no-progress", args->no_progress, "do not show the progress bar");
   cmd->add_option("inputs", args->inputs,
                   "text files and folders (walked recursively, hidden files skipped, sorted by path)")
@@ -111,6 +114,7 @@ void add_prepare_command(CLI::App& app) {
       "Writes OUT/PREFIX_{train,val}_NNNNNN.bin (llm.c format), OUT/tokenizer.json and\n"
       "OUT/prepare.json (counts, options, sha256 of every shard). See docs/data.md.");
   cmd->callback([args]() {
+    set_threads(args->threads);
     args->options.progress = args->no_progress ? ProgressOutput::quiet : ProgressOutput::automatic;
     const PrepareStats stats = prepare_corpus(args->inputs, args->options);
     print_summary(*args, stats);

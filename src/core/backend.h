@@ -103,6 +103,21 @@ class Backend {
   virtual void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& targets,
                                       double scale) = 0;
 
+  // ---- incremental decoding (one new position per sequence) ------------------------------------
+  // Rotary embedding in place on x [N, H, hd] where row n is at position positions[n] (I32[N]).
+  virtual void rope_at(Tensor& x, const Tensor& positions, double theta) = 0;
+  // Writes rows [B, W] into cache [B, C, W] at slot slots[b] (I32[B], 0 <= slot < C) of each
+  // sequence b. (W = kv heads * head_dim; the cache is a [B, C, Hkv, hd] tensor viewed flat.)
+  virtual void kv_cache_write(Tensor& cache, const Tensor& rows, const Tensor& slots) = 0;
+  // Attention of one query per sequence over a key/value cache.
+  // q, out: [B, Hq, hd]; k_cache, v_cache: [B, C, Hkv, hd]; key_begin, key_end: I32[B].
+  // Sequence b attends to key positions j in [key_begin[b], key_end[b]); position j lives in
+  // slot j % C (so a cache of C = w slots is a ring holding the last w positions; the range
+  // must span at most C positions). An empty range gives an exactly zero output row.
+  virtual void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache,
+                                const Tensor& v_cache, const Tensor& key_begin,
+                                const Tensor& key_end) = 0;
+
   // ---- optimizer -------------------------------------------------------------------------------
   // One AdamW step on a parameter (F32) with its gradient and moments (F32, same shape).
   virtual void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,

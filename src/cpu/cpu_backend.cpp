@@ -48,6 +48,9 @@ auto dispatch(const Tensor& t, Fn&& fn) {
 
 int64_t rows_of(const Tensor& t) { return t.numel() / t.dim(-1); }
 
+// Up to this many rows, x W^T runs on cpu::linear_small instead of OpenBLAS.
+constexpr int64_t kSmallRows = 16;
+
 }  // namespace
 
 Tensor CpuBackend::zeros(const Shape& shape, DType dtype) { return Tensor::zeros(shape, dtype); }
@@ -127,6 +130,14 @@ void CpuBackend::matmul(Tensor& out, const Tensor& a, bool transpose_a, const Te
            "matmul: {}{} x {}{} -> {} does not conform", a.describe(), transpose_a ? "^T" : "",
            b.describe(), transpose_b ? "^T" : "", out.describe());
   if (m == 0 || n == 0) return;
+  if (!transpose_a && transpose_b && m <= kSmallRows) {
+    // Decode-sized products (a linear layer on a few rows): our deterministic kernel.
+    dispatch(out, [&](auto z) {
+      using T = decltype(z);
+      cpu::linear_small<T>(out.data<T>(), a.data<T>(), b.data<T>(), m, n, k, alpha, beta);
+    });
+    return;
+  }
   const auto ta = transpose_a ? CblasTrans : CblasNoTrans;
   const auto tb = transpose_b ? CblasTrans : CblasNoTrans;
   if (out.dtype() == DType::f64) {
@@ -309,6 +320,60 @@ void CpuBackend::cross_entropy_backward(Tensor& dlogits, const Tensor& logits,
     using T = decltype(z);
     cpu::cross_entropy_backward<T>(dlogits.data<T>(), logits.data<T>(), targets.data<int32_t>(),
                                    rows, logits.dim(-1), scale);
+  });
+}
+
+void CpuBackend::rope_at(Tensor& x, const Tensor& positions, double theta) {
+  check_float(x, "rope_at");
+  SF_CHECK(x.ndim() == 3 && x.dim(2) % 2 == 0, "rope_at: expected [N, H, even head_dim], got {}",
+           x.describe());
+  check_tokens(positions, x.dim(0), "rope_at");
+  dispatch(x, [&](auto z) {
+    using T = decltype(z);
+    cpu::rope_at<T>(x.data<T>(), positions.data<int32_t>(), x.dim(0), x.dim(1), x.dim(2), theta);
+  });
+}
+
+void CpuBackend::kv_cache_write(Tensor& cache, const Tensor& rows, const Tensor& slots) {
+  check_float(cache, "kv_cache_write");
+  check_float(rows, "kv_cache_write");
+  const int64_t B = cache.dim(0), C = cache.dim(1), W = cache.numel() / std::max<int64_t>(B * C, 1);
+  SF_CHECK(rows.dtype() == cache.dtype() && rows.numel() == B * W,
+           "kv_cache_write: rows {} do not fit cache {}", rows.describe(), cache.describe());
+  check_tokens(slots, B, "kv_cache_write");
+  const int32_t* s = slots.data<int32_t>();
+  for (int64_t b = 0; b < B; ++b)
+    SF_CHECK(s[b] >= 0 && s[b] < C, "kv_cache_write: slot {} outside the cache of {} for sequence {}",
+             s[b], C, b);
+  dispatch(cache, [&](auto z) {
+    using T = decltype(z);
+    cpu::kv_cache_write<T>(cache.data<T>(), rows.data<T>(), s, B, C, W);
+  });
+}
+
+void CpuBackend::attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache,
+                                  const Tensor& v_cache, const Tensor& key_begin,
+                                  const Tensor& key_end) {
+  check_same(out, q, "attention_decode");
+  check_same(k_cache, v_cache, "attention_decode");
+  SF_CHECK(q.ndim() == 3 && k_cache.ndim() == 4 && q.dtype() == k_cache.dtype(),
+           "attention_decode: q {} and cache {} must be [B, Hq, hd] and [B, C, Hkv, hd]",
+           q.describe(), k_cache.describe());
+  const int64_t B = q.dim(0), Hq = q.dim(1), hd = q.dim(2), C = k_cache.dim(1), Hkv = k_cache.dim(2);
+  SF_CHECK(k_cache.dim(0) == B && k_cache.dim(3) == hd && Hkv > 0 && Hq % Hkv == 0,
+           "attention_decode: q {} does not match cache {}", q.describe(), k_cache.describe());
+  check_tokens(key_begin, B, "attention_decode");
+  check_tokens(key_end, B, "attention_decode");
+  const int32_t* kb = key_begin.data<int32_t>();
+  const int32_t* ke = key_end.data<int32_t>();
+  for (int64_t b = 0; b < B; ++b)
+    SF_CHECK(kb[b] >= 0 && ke[b] - kb[b] <= C,
+             "attention_decode: key range [{}, {}) of sequence {} does not fit a cache of {}", kb[b],
+             ke[b], b, C);
+  dispatch(q, [&](auto z) {
+    using T = decltype(z);
+    cpu::attention_decode<T>(out.data<T>(), q.data<T>(), k_cache.data<T>(), v_cache.data<T>(), kb,
+                             ke, B, Hq, Hkv, C, hd);
   });
 }
 

@@ -46,6 +46,11 @@ class CpuBackend final : public Backend {
   void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& targets,
                               double scale) override;
 
+  void rope_at(Tensor& x, const Tensor& positions, double theta) override;
+  void kv_cache_write(Tensor& cache, const Tensor& rows, const Tensor& slots) override;
+  void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                        const Tensor& key_begin, const Tensor& key_end) override;
+
   void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                     const AdamWStep& step) override;
 };

@@ -53,6 +53,24 @@ template <class T>
 void cross_entropy_backward(T* dlogits, const T* logits, const int32_t* targets, int64_t rows,
                             int64_t vocab, double scale);
 
+// out [rows, N] = alpha * x [rows, K] @ w [N, K]^T + beta * out, for small `rows` (linear_small.cpp);
+// thread-count independent results.
+template <class T>
+void linear_small(T* out, const T* x, const T* w, int64_t rows, int64_t out_features,
+                  int64_t in_features, double alpha, double beta);
+
+// Incremental decoding (decode_ops.cpp). x: [rows, heads, head_dim]; caches [B, C, ...].
+template <class T>
+void rope_at(T* x, const int32_t* positions, int64_t rows, int64_t heads, int64_t head_dim,
+             double theta);
+template <class T>
+void kv_cache_write(T* cache, const T* rows, const int32_t* slots, int64_t batch, int64_t capacity,
+                    int64_t width);
+template <class T>
+void attention_decode(T* out, const T* q, const T* k_cache, const T* v_cache,
+                      const int32_t* key_begin, const int32_t* key_end, int64_t batch,
+                      int64_t q_heads, int64_t kv_heads, int64_t capacity, int64_t head_dim);
+
 void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n,
                   const AdamWStep& step);
 

@@ -512,7 +512,7 @@ PrepareStats prepare_corpus(const std::vector<std::string>& inputs, const Prepar
     std::vector<Piece> pieces;
     for (size_t t = 0; t < texts.size(); ++t) {
       const auto cut = boundary.split(texts[t], files[text_file[t]]);
-      if (cut.empty()) ++stats.empty_documents;
+      if (cut.empty()) ++stats.empty_files;
       for (std::string_view piece : cut) pieces.push_back(Piece{piece, text_file[t]});
     }
 
@@ -583,7 +583,7 @@ PrepareStats prepare_corpus(const std::vector<std::string>& inputs, const Prepar
       {"inputs", inputs},
       {"files", stats.files},
       {"bytes", total_bytes},
-      {"empty_documents", stats.empty_documents},
+      {"empty_files", stats.empty_files},
       {"tokenizer",
        {{"kind", stats.tokenizer},
         {"vocab_size", stats.vocab_size},

@@ -63,7 +63,7 @@ struct SplitStats {
 struct PrepareStats {
   int64_t files = 0;
   int64_t bytes = 0;  // of all input files
-  int64_t empty_documents = 0;  // skipped (empty files, or nothing between two boundaries)
+  int64_t empty_files = 0;  // skipped: an empty file holds no document
   SplitStats train;
   SplitStats val;
   std::vector<ShardInfo> shards;             // in the order written: train and val interleave

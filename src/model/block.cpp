@@ -118,4 +118,48 @@ void mlp_block_backward(Backend& be, const ModelConfig& c, const LayerWeights& w
   be.rmsnorm_backward(dx, dnorm_w, s.d_norm, x_in, w.mlp_norm.value, m.rstd);
 }
 
+DecodeScratch decode_scratch_allocate(Backend& be, const ModelConfig& c, DType dt, int64_t B) {
+  const int64_t hd = c.head_dim();
+  DecodeScratch d;
+  d.norm_out = be.zeros({B, c.d_model}, dt);
+  d.rstd = be.zeros({B}, dt);
+  d.q = be.zeros({B, c.n_heads, hd}, dt);
+  d.k = be.zeros({B, c.n_kv_heads, hd}, dt);
+  d.v = be.zeros({B, c.n_kv_heads, hd}, dt);
+  d.out = be.zeros({B, c.n_heads, hd}, dt);
+  return d;
+}
+
+void attention_block_decode(Backend& be, const ModelConfig& c, const AttentionWeights& w,
+                            const AttentionSpec& spec, const Tensor& x_in, const Tensor& positions,
+                            const Tensor* write_slots, DecodeCache& cache, Tensor& x_out,
+                            DecodeScratch& d) {
+  be.rmsnorm_forward(d.norm_out, d.rstd, x_in, w.norm.value, c.norm_eps);
+  Tensor q = as_matrix(d.q);
+  be.matmul(q, d.norm_out, false, w.wq.value, true, 1.0, 0.0);
+  if (spec.rope_q) be.rope_at(d.q, positions, c.rope_theta);
+  if (write_slots) {
+    Tensor k = as_matrix(d.k), v = as_matrix(d.v);
+    be.matmul(k, d.norm_out, false, w.wk.value, true, 1.0, 0.0);
+    be.matmul(v, d.norm_out, false, w.wv.value, true, 1.0, 0.0);
+    if (spec.rope_k) be.rope_at(d.k, positions, c.rope_theta);
+    be.kv_cache_write(cache.k, d.k, *write_slots);
+    be.kv_cache_write(cache.v, d.v, *write_slots);
+  }
+  be.attention_decode(d.out, d.q, cache.k, cache.v, cache.key_begin, cache.key_end);
+  be.copy(x_out, x_in);
+  be.matmul(x_out, as_matrix(d.out), false, w.wo.value, true, 1.0, 1.0);
+}
+
+void cross_cache_append(Backend& be, const ModelConfig& c, const AttentionWeights& w,
+                        const AttentionSpec& spec, const Tensor& mem, const Tensor& positions,
+                        const Tensor& slots, DecodeCache& cache, DecodeScratch& d) {
+  Tensor k = as_matrix(d.k), v = as_matrix(d.v);
+  be.matmul(k, mem, false, w.wk.value, true, 1.0, 0.0);
+  be.matmul(v, mem, false, w.wv.value, true, 1.0, 0.0);
+  if (spec.rope_k) be.rope_at(d.k, positions, c.rope_theta);
+  be.kv_cache_write(cache.k, d.k, slots);
+  be.kv_cache_write(cache.v, d.v, slots);
+}
+
 }  // namespace sf

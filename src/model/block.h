@@ -71,4 +71,36 @@ void mlp_block_backward(Backend& backend, const ModelConfig& config, const Layer
                         const Tensor& x_in, const MlpActivations& act, Tensor& dx,
                         BlockScratch& scratch);
 
+// ---- incremental decoding: one new position per sequence (B rows) ------------------------------
+
+// Scratch of one decode sub-block for B rows: norm_out [B, D], rstd [B], q/out [B, Hq, hd],
+// k/v [B, Hkv, hd].
+struct DecodeScratch {
+  Tensor norm_out, rstd, q, k, v, out;
+};
+DecodeScratch decode_scratch_allocate(Backend& backend, const ModelConfig& config, DType dtype,
+                                      int64_t batch);
+
+// The key/value cache an attention sub-block reads while decoding.
+struct DecodeCache {
+  Tensor k, v;          // [B, C, Hkv, hd]; position j in slot j % C
+  Tensor key_begin;     // I32[B]: first visible position of each sequence
+  Tensor key_end;       // I32[B]: one past the last visible position
+};
+
+// x_out = x_in + Attn(RMSNorm(x_in)) for rows at `positions` (I32[B]). With `write_slots`
+// (self-attention) this step's keys/values are computed from x_in and written to the cache at
+// those slots before attending; without (cross-attention) the cache was filled by
+// cross_cache_append from the memory and only queries come from x_in.
+void attention_block_decode(Backend& backend, const ModelConfig& config, const AttentionWeights& w,
+                            const AttentionSpec& spec, const Tensor& x_in, const Tensor& positions,
+                            const Tensor* write_slots, DecodeCache& cache, Tensor& x_out,
+                            DecodeScratch& scratch);
+
+// The hand-off between stacks: appends the cross-attention keys/values of memory rows `mem`
+// [B, D] (already RMSNorm_mem-normalised) at `positions`, into `slots` of one layer's cache.
+void cross_cache_append(Backend& backend, const ModelConfig& config, const AttentionWeights& w,
+                        const AttentionSpec& spec, const Tensor& mem, const Tensor& positions,
+                        const Tensor& slots, DecodeCache& cache, DecodeScratch& scratch);
+
 }  // namespace sf

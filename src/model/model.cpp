@@ -244,6 +244,18 @@ const Tensor& Model::logits() const {
   return act_.logits;
 }
 
+const AttentionActivations& Model::self_attention(int64_t s, int64_t l) const {
+  (void)stack_output(s);  // checks that a forward ran and s is in range
+  SF_CHECK(l >= 0 && l < config_.layers_per_stack, "layer {} out of range", l);
+  return act_.stacks[s].layers[l].self;
+}
+
+const AttentionActivations& Model::cross_attention(int64_t s, int64_t l) const {
+  SF_CHECK(s >= 1, "stack {} has no cross-attention", s);
+  (void)self_attention(s, l);
+  return act_.stacks[s].layers[l].cross;
+}
+
 const Tensor& Model::stack_output(int64_t s) const {
   SF_CHECK(act_.batch > 0, "stack_output() before any forward()");
   SF_CHECK(s >= 0 && s < config_.n_stacks, "stack_output({}): model has {} stacks", s,

@@ -41,6 +41,10 @@ class Model {
 
   void initialize();  // weights_initialize with config.seed
 
+  // How self- and cross-attention attend (masks and RoPE flags), shared with the decoders.
+  AttentionSpec self_spec() const;
+  AttentionSpec cross_spec() const;
+
   // Teacher-forced forward. tokens, targets: CPU I32 [B, T] (targets may be undefined: no loss;
   // -1 marks an ignored position). Returns the mean cross-entropy over counted targets (0 when
   // there are none or no targets). Token ids and T are validated with clear errors.
@@ -53,6 +57,10 @@ class Model {
   const Tensor& logits() const;                   // [B, T, V] of the last forward
   const Tensor& stack_output(int64_t stack) const;  // a^(stack) [B*T, D] of the last forward
   int64_t counted_targets() const { return counted_targets_; }
+  // Attention activations of the last forward (keys after RoPE): the incremental decoder's
+  // prefill copies them into its caches. cross_attention needs stack >= 1.
+  const AttentionActivations& self_attention(int64_t stack, int64_t layer) const;
+  const AttentionActivations& cross_attention(int64_t stack, int64_t layer) const;
 
  private:
   struct LayerActivations {
@@ -81,8 +89,6 @@ class Model {
 
   void plan(int64_t batch, int64_t seq);  // allocates activations once per shape
   void check_tokens(const Tensor& tokens, const char* what) const;
-  AttentionSpec self_spec() const;
-  AttentionSpec cross_spec() const;
   void stack_forward(int64_t s);
   void stack_backward(int64_t s);
   std::vector<double> combine_alpha_host() const;

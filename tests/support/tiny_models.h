@@ -5,6 +5,7 @@
 // 2 heads) so that fp64 finite differences over every parameter stay fast.
 #pragma once
 
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,9 @@ struct Variant {
   std::string name;
   ModelConfig config;
 };
+
+// GoogleTest prints a parameter with this (the name) instead of its bytes.
+inline void PrintTo(const Variant& v, std::ostream* os) { *os << v.name; }
 
 ModelConfig tiny_config();  // baseline: p = 1, h = 2, d_model 8, 2 heads, vocab 11
 std::vector<Variant> tiny_variants();

@@ -1,0 +1,159 @@
+// cli_test.cpp — the `stagformer` binary end to end: clear errors for bad input, a full
+// prepare → train → eval → generate → info round, and a clean stop on Ctrl-C (SIGINT).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "support/tiny_data.h"
+#include "train/metrics_log.h"
+
+namespace sf {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CliRun {
+  int exit_code;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs the binary with `args` (a shell-quoted string), capturing output and exit code.
+CliRun stagformer(const std::string& args) {
+  const std::string command = std::string(SF_STAGFORMER_BIN) + " " + args + " 2>&1";
+  std::FILE* pipe = ::popen(command.c_str(), "r");
+  EXPECT_NE(pipe, nullptr);
+  std::string output;
+  std::array<char, 4096> buffer{};
+  size_t n;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) output.append(buffer.data(), n);
+  const int status = ::pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+std::string write_config(const std::string& dir, const std::string& json) {
+  const std::string path = dir + "/model.json";
+  std::ofstream(path) << json;
+  return path;
+}
+
+const char* kSmallConfig =
+    R"({"vocab_size": 257, "d_model": 16, "n_heads": 2, "ffn_hidden": 32, "max_seq_len": 32,
+        "n_stacks": 2, "layers_per_stack": 1})";
+
+TEST(Cli, EveryCommandHasHelp) {
+  for (const char* cmd : {"prepare", "train", "eval", "generate", "info", "plot"}) {
+    const CliRun r = stagformer(std::string(cmd) + " --help");
+    EXPECT_EQ(r.exit_code, 0) << cmd;
+    EXPECT_NE(r.output.find("Usage"), std::string::npos) << cmd << ": " << r.output;
+  }
+  EXPECT_NE(stagformer("").exit_code, 0);
+}
+
+TEST(Cli, MissingFilesAreNamed) {
+  CliRun r = stagformer("info -m /nonexistent/model");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("/nonexistent/model"), std::string::npos) << r.output;
+  r = stagformer("prepare --tokenizer byte --out /tmp/sf_cli_never /nonexistent/corpus.txt");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("/nonexistent/corpus.txt"), std::string::npos) << r.output;
+  r = stagformer("generate -m /nonexistent/run -p hi -n 3");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("/nonexistent/run"), std::string::npos) << r.output;
+}
+
+TEST(Cli, BadConfigFieldIsNamed) {
+  const std::string dir = test::fresh_temp_dir("cli_config");
+  const std::string cfg = write_config(dir, R"({"d_model": 100, "n_heads": 3, "n_stackz": 2})");
+  CliRun r = stagformer("info --config " + cfg);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find(cfg), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("'n_stackz': unknown field"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("'n_heads'"), std::string::npos) << r.output;
+  // --set with a bad value names the field too.
+  const std::string good = write_config(dir + "", kSmallConfig);
+  r = stagformer("info --config " + good + " --set weights=tied");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("'weights'"), std::string::npos) << r.output;
+}
+
+TEST(Cli, TrainEvalGenerateInfoAndPromptErrors) {
+  const std::string dir = test::fresh_temp_dir("cli_round");
+  test::write_tiny_dataset(dir + "/data", 4000, 1000);
+  const std::string cfg = write_config(dir, kSmallConfig);
+  CliRun r = stagformer("train --config " + cfg + " --data " + dir + "/data --out " + dir +
+                     "/run --steps 6 --batch 2 --seq 16 --eval-every 3 --no-progress");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("finished after 6 steps"), std::string::npos) << r.output;
+
+  r = stagformer("eval -m " + dir + "/run --data " + dir + "/data --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("\"perplexity\""), std::string::npos) << r.output;
+
+  r = stagformer("generate -m " + dir + "/run -p 'the whale' -n 5 --seed 3");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.rfind("the whale", 0), 0u) << r.output;  // the prompt is echoed first
+
+  // A prompt longer than the context (32) is refused with both numbers.
+  r = stagformer("generate -m " + dir + "/run -p '" + std::string(40, 'x') + "' -n 5");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("40"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("32"), std::string::npos) << r.output;
+
+  r = stagformer("info -m " + dir + "/run");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("n_stacks"), std::string::npos) << r.output;
+
+  // Resuming a finished run is fine; starting a new run over it is refused.
+  r = stagformer("train --config " + cfg + " --data " + dir + "/data --out " + dir + "/run --steps 6 --no-progress");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("--resume"), std::string::npos) << r.output;
+}
+
+TEST(Cli, CtrlCWritesACheckpointAndExitsCleanly) {
+  const std::string dir = test::fresh_temp_dir("cli_sigint");
+  test::write_tiny_dataset(dir + "/data", 20000, 1000);
+  const std::string cfg = write_config(dir, kSmallConfig);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const std::string out = dir + "/run";
+    const std::string data = dir + "/data";
+    std::freopen("/dev/null", "w", stdout);
+    ::execl(SF_STAGFORMER_BIN, SF_STAGFORMER_BIN, "train", "--config", cfg.c_str(), "--data",
+            data.c_str(), "--out", out.c_str(), "--steps", "100000", "--batch", "2", "--seq", "16",
+            "--eval-every", "0", "--checkpoint-every", "0", "--no-progress", "-t", "1",
+            static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // Wait until training is under way (a loss line in the metrics log), then press Ctrl-C.
+  const std::string metrics = dir + "/run/metrics.jsonl";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  bool started = false;
+  while (!started && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (fs::exists(metrics))
+      for (const auto& rec : metrics_read(metrics)) started = started || rec.contains("loss");
+  }
+  ASSERT_TRUE(started) << "training did not start";
+  ::kill(pid, SIGINT);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by the signal instead of stopping cleanly";
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_TRUE(fs::exists(dir + "/run/checkpoints/latest.json"));
+  // And the run resumes from there.
+  const CliRun r = stagformer("train --resume --data " + dir + "/data --out " + dir +
+                           "/run --steps 100000 --stop-after 1 --batch 2 --seq 16 --no-progress -t 1");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
+}  // namespace
+}  // namespace sf
