@@ -25,6 +25,7 @@
 # `stagformer prepare`; otherwise the command to run is printed.
 set -euo pipefail
 export LC_ALL=C LANG=C TZ=UTC
+export PYTHONDONTWRITEBYTECODE=1  # no __pycache__ inside the repository
 
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo_root="$(cd "$script_dir/.." && pwd)"

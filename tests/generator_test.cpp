@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <limits>
 
+#include "support/test_util.h"
 #include "core/error.h"
 #include "cpu/cpu_backend.h"
 #include "data/byte_tokenizer.h"
@@ -21,23 +22,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
-fs::path temp_dir(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() /
-                 ("sf_generator_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+fs::path temp_dir(const std::string& name) { return test::fresh_temp_dir("generator_" + name); }
 
 // Byte tokenizer (257 ids) over a model vocabulary of 320: ids 257..319 are padding, as when
 // GPT-2's 50257 ids are rounded up to 50304.
@@ -142,9 +129,17 @@ TEST(Generator, GreedyEqualsStepByStepArgmaxOfForward) {
         greedy_reference(reference_model, prompt, 12, ByteTokenizer::kEndOfTextId, 257);
 
     Generator generator(*loaded.model, *loaded.tokenizer);
+    // Every decoder (the incremental ones and the full recompute) gives the greedy reference.
+    for (const char* decode : {"sequential", "full"}) {
+      Sampler s(kGreedy);
+      GenerationOptions o;
+      o.max_new_tokens = 12;
+      o.decode = decode;
+      EXPECT_EQ(generator.generate(prompt, o, s).tokens, ref.tokens) << name << " " << decode;
+    }
     Sampler sampler(kGreedy);
     std::vector<int32_t> streamed;
-    const GenerationResult r = generator.generate(
+    const GenerationResult r = generator.generate(  // the default: staggered
         prompt, {.max_new_tokens = 12}, sampler, [&](int32_t id) { streamed.push_back(id); });
     EXPECT_EQ(r.tokens, ref.tokens) << name;
     EXPECT_EQ(streamed, r.tokens) << "the callback sees every token, in order";

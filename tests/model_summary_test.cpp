@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "support/test_util.h"
 #include "core/error.h"
 #include "cpu/cpu_backend.h"
 #include "infer/model_summary.h"
@@ -20,23 +21,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
-fs::path temp_dir(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() /
-                 ("sf_model_summary_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+fs::path temp_dir(const std::string& name) { return test::fresh_temp_dir("model_summary_" + name); }
 
 std::vector<test::Variant> variants() {
   std::vector<test::Variant> v = test::tiny_variants();

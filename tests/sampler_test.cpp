@@ -8,6 +8,7 @@
 #include <numeric>
 #include <vector>
 
+#include "support/test_util.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "infer/sampler.h"
@@ -48,15 +49,7 @@ std::vector<int32_t> ids_by_logit(const std::vector<float>& logits) {
   return ids;
 }
 
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 TEST(Sampler, GreedyIsArgmaxAndIgnoresTheSeed) {
   for (uint64_t seed = 1; seed <= 20; ++seed) {

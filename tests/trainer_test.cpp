@@ -224,6 +224,20 @@ TEST(Trainer, NonFiniteLossStopsAndKeepsLastGoodCheckpoint) {
   EXPECT_EQ(bytes_of(run + "/checkpoints/step_00000002/state.json"), good);
 }
 
+TEST(Trainer, TrainsWithoutAValidationSplit) {
+  const std::string data = test::fresh_temp_dir("noval_data");
+  test::write_tiny_dataset(data, 3000, 800);
+  fs::remove(fs::path(data) / "data_val_000000.bin");
+  const std::string run = test::fresh_temp_dir("noval_run");
+  CpuBackend backend;
+  TrainOptions o = small_options(data, run);
+  o.steps = 3;
+  const TrainResult r = train(small_config(1), o, backend);
+  EXPECT_EQ(r.steps_done, 3);
+  EXPECT_TRUE(std::isnan(r.last_val_loss));
+  EXPECT_TRUE(std::isnan(r.unigram_val_loss));
+}
+
 TEST(Trainer, BadOptionsAreNamed) {
   TrainOptions o;
   o.steps = 0;

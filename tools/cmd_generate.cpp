@@ -23,7 +23,7 @@ namespace sf::cli {
 namespace {
 
 struct GenerateArgs {
-  std::string model_path, prompt, prompt_file, device = "cpu", decode = "full", tokenizer, vocab;
+  std::string model_path, prompt, prompt_file, device = "cpu", decode = "staggered", tokenizer, vocab;
   std::vector<int32_t> prompt_ids;
   int64_t n_predict = 128;
   SamplingOptions sampling;
@@ -86,6 +86,8 @@ void run(GenerateArgs& a) {
   GenerationOptions options;
   options.max_new_tokens = a.n_predict;
   options.ignore_eos = a.ignore_eos;
+  options.decode = a.decode;
+  options.threads = a.threads;
   const GenerationResult r = generator.generate(prompt, options, sampler, [&](int32_t id) {
     emit(stream.push(tokenizer.decode_token(id)), ends_with_newline);
   });
@@ -154,16 +156,12 @@ void add_generate_command(CLI::App& app) {
   cmd->add_flag("--no-display-prompt", a->no_display_prompt,
                 "print only the generated text, not the prompt");
   cmd->add_option("--decode", a->decode,
-                  "decoding algorithm. Available: full (recomputes the whole context for every "
-                  "token; exact reference). The incremental decoders staggered, sequential and "
-                  "recurrent come in a later release.")
+                  "decoding: staggered (all stacks work on each token at once, one thread group "
+                  "per stack), sequential (the same, stacks one after another), recurrent "
+                  "(shared-weight models: one pass per token, an approximation), or full "
+                  "(recompute the whole context for every token: the slow exact reference)")
       ->capture_default_str()
-      ->check([](const std::string& value) -> std::string {
-        if (value == "full") return "";
-        if (value == "staggered" || value == "sequential" || value == "recurrent")
-          return "'" + value + "' is not implemented yet; available: full";
-        return "unknown decoder '" + value + "'; available: full";
-      });
+      ->check(CLI::IsMember({"staggered", "sequential", "recurrent", "full"}));
   cmd->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
   cmd->add_option("-t,--threads", a->threads, "CPU threads (default: all cores)");
   cmd->add_option("--tokenizer", a->tokenizer,

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "infer/decoder.h"
 #include "data/tokenizer_files.h"
 
 namespace sf {
@@ -79,6 +80,12 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt,
 
   GenerationResult result;
   std::vector<int32_t> context = prompt;
+  // The next-token logits: recomputed over the whole context ("full"), or from the incremental
+  // decoder: prefill of the prompt first, then one decode step per generated token.
+  std::unique_ptr<Decoder> decoder;
+  if (options.decode != "full")
+    decoder = std::make_unique<Decoder>(model_, 1, decode_mode_from_string(options.decode),
+                                        options.threads);
   while (true) {
     if (static_cast<int64_t>(result.tokens.size()) >= limit) {
       result.stop = StopReason::length;
@@ -91,11 +98,17 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt,
       result.stop = StopReason::context_full;
       break;
     }
-    Tensor tokens = Tensor::zeros({1, T}, DType::i32);
-    std::copy(context.begin(), context.end(), tokens.data<int32_t>());
-    model_.forward(tokens);
-    const Tensor last = model_.logits().view({T, vocab}).select(T - 1);
-    model_.backend().copy(host_row_, last);
+    if (decoder) {
+      if (result.tokens.empty()) decoder->prefill(0, context);
+      else decoder->step(std::span(&context.back(), 1));
+      model_.backend().copy(host_row_, decoder->logits().view({vocab}));
+    } else {
+      Tensor tokens = Tensor::zeros({1, T}, DType::i32);
+      std::copy(context.begin(), context.end(), tokens.data<int32_t>());
+      model_.forward(tokens);
+      const Tensor last = model_.logits().view({T, vocab}).select(T - 1);
+      model_.backend().copy(host_row_, last);
+    }
 
     int32_t next;
     if (host_row_.dtype() == DType::f64) {

@@ -50,6 +50,10 @@ std::string to_string(StopReason reason);
 struct GenerationOptions {
   int64_t max_new_tokens = 128;  // < 0: no limit (until end-of-text or the context is full)
   bool ignore_eos = false;
+  // "full": recompute the whole context for every token (the exact reference, O(T^2) work);
+  // "staggered", "sequential", "recurrent": the incremental decoder of infer/decoder.h.
+  std::string decode = "staggered";
+  int threads = 0;  // CPU threads of the incremental decoder (0: all cores)
 };
 
 struct GenerationResult {

@@ -4,10 +4,12 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "core/progress.h"
 #include "data/batch_loader.h"
+#include "data/shards.h"
 #include "data/tokenizer_files.h"
 #include "io/atomic_file.h"
 #include "model/model.h"
@@ -93,7 +95,10 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
            tokenizer.vocab_size, config.vocab_size);
 
   BatchLoader train_data(o.data_dir, "train", o.batch, o.seq, tokenizer.vocab_size);
-  BatchLoader val_data(o.data_dir, "val", o.batch, o.seq, tokenizer.vocab_size);
+  // Validation is optional: data prepared with --val-fraction 0 has no val split.
+  std::unique_ptr<BatchLoader> val_data;
+  if (!list_shards(o.data_dir, "val").empty())
+    val_data = std::make_unique<BatchLoader>(o.data_dir, "val", o.batch, o.seq, tokenizer.vocab_size);
 
   Model model(config, backend, DType::f32);
   AdamWConfig adamw_config;
@@ -123,18 +128,21 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
   write_file_atomic((run / "train.json").string(), options_json(o).dump(2) + "\n");
 
   TrainResult result;
-  result.unigram_val_loss = unigram_cross_entropy(o.data_dir, tokenizer.vocab_size);
+  result.unigram_val_loss =
+      val_data ? unigram_cross_entropy(o.data_dir, tokenizer.vocab_size) : std::nan("");
   result.last_val_loss = std::nan("");
   const fs::path metrics_path = run / "metrics.jsonl";
   if (!o.resume) fs::remove(metrics_path, ec);  // a stale log of an attempt that saved nothing
   MetricsLog metrics(metrics_path.string(), o.resume ? state.step : -1);
   if (!o.resume) {
-    metrics.append({{"step", 0}, {"unigram_val_loss", result.unigram_val_loss},
-                    {"parameters", model.params().count_elements()}});
+    nlohmann::json first{{"step", 0}, {"parameters", model.params().count_elements()}};
+    if (val_data) first["unigram_val_loss"] = result.unigram_val_loss;
+    metrics.append(first);
   }
 
   auto validate_now = [&] {
-    const EvalResult r = evaluate_loader(model, val_data, o.eval_batches);
+    if (!val_data) return;
+    const EvalResult r = evaluate_loader(model, *val_data, o.eval_batches);
     result.last_val_loss = r.loss;
     metrics.append({{"step", state.step}, {"val_loss", r.loss}, {"val_ppl", r.perplexity},
                     {"val_tokens", r.tokens}});

@@ -42,8 +42,8 @@ struct TrainOptions {
 struct TrainResult {
   int64_t steps_done = 0;
   double last_train_loss = 0.0;
-  double last_val_loss = 0.0;    // NaN when never evaluated
-  double unigram_val_loss = 0.0; // the context-free reference on the same validation data
+  double last_val_loss = 0.0;    // NaN when never evaluated (or no validation split)
+  double unigram_val_loss = 0.0; // the context-free reference on the validation data (NaN: none)
   bool interrupted = false;      // stopped by Ctrl-C / SIGTERM / stop_after before `steps`
   double seconds = 0.0;
   int64_t tokens = 0;

@@ -15,13 +15,6 @@ namespace sf::test {
 
 namespace fs = std::filesystem;
 
-std::string fresh_temp_dir(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() / ("sf_test_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
-
 void write_tiny_dataset(const std::string& dir, int64_t train_tokens, int64_t val_tokens,
                         uint64_t seed) {
   fs::create_directories(dir);

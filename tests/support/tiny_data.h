@@ -4,10 +4,9 @@
 #include <cstdint>
 #include <string>
 
-namespace sf::test {
+#include "support/test_util.h"
 
-// A fresh empty folder under the system temp dir, unique to this process and `name`.
-std::string fresh_temp_dir(const std::string& name);
+namespace sf::test {
 
 // Writes a byte-tokenizer dataset into `dir`: data_train_000000.bin with `train_tokens` tokens
 // and data_val_000000.bin with `val_tokens` tokens, both a repetitive text-like pattern (so

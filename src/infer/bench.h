@@ -1,0 +1,173 @@
+// bench.h — decode and prefill throughput of the incremental decoder, measured the way
+// llama-bench measures it, plus the bytes a decode step must read (for bandwidth achieved) and
+// the report `stagformer bench` prints (markdown table or JSON).
+//
+// Tests (bench/README.md explains every number):
+//   pp<P>  prefill: B sequences, each a random prompt of P tokens through Decoder::prefill, one
+//          after the other; tokens/s = B*P / time. Prefill is the teacher-forced forward for
+//          every decode schedule (decoder.h), so it is measured once per model; its row reads
+//          decode "any".
+//   tg<N>  generation: B sequences are prefilled with ONE random token (not timed: the decoder
+//          needs a first position in its caches; llama-bench's tg also starts from an empty
+//          context), then N decode steps of B random tokens are timed; tokens/s = B*N / time.
+//          Measured per decode schedule.
+// Every test runs one warm-up repetition that is not counted, then `repetitions` timed ones
+// (std::chrono::steady_clock); results are the mean and the sample standard deviation of the
+// per-repetition tokens/s, as llama-bench reports them.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "infer/decoder.h"
+#include "infer/memory_bandwidth.h"
+#include "model/config.h"
+#include "model/model.h"
+
+namespace sf {
+
+// ---- bytes a decode step reads -----------------------------------------------------------------
+//
+// What the CPU decoder actually reads in one step (infer/decoder.cpp, model/block.cpp), counted
+// in values of the model's dtype:
+//   staggered, sequential — every stack runs: each layer's self-attention (norm, wq, wk, wv, wo)
+//     and MLP (norm, w1, w3, w2); stacks s >= 1 also the cross-attention's norm, wq and wo (the
+//     step's query side) and, in the hand-off, mem_norm and cross wk, wv. With shared weights the
+//     p passes each read the shared blocks: they count p times (`weights`), once in
+//     `weights_distinct`. Then the final norm, combine.alpha (linear) and the LM head (the
+//     embedding matrix when tied), all V*D of it.
+//   recurrent — one pass: the shared blocks once, the last stack's cross-attention and memory
+//     norm, then the same head.
+// The token embedding contributes the B rows looked up (`embedding_rows`). KV caches: each
+// running stack's self-attention reads positions 0..i of its cache (i = the new token's
+// position, its own key included), each running cross-attention the visible memory positions
+// max(0, i-w)..i-1. Writes (one K/V row per layer) and activations are not counted.
+struct DecodeStepBytes {
+  double weights = 0.0;           // weight bytes read per step, as the implementation reads them
+  double weights_distinct = 0.0;  // the same with every distinct tensor counted once
+  double embedding_rows = 0.0;    // B rows of the token embedding
+  double kv_cache = 0.0;          // KV-cache bytes read, mean over the steps of the run
+  double total() const { return weights + embedding_rows + kv_cache; }
+};
+
+// Weight values one decode step reads (embedding rows excluded): `distinct` = false counts what
+// the implementation reads (shared blocks p times in the staggered/sequential schedules).
+int64_t decode_weight_values_per_step(const ModelConfig& config, DecodeMode mode, bool distinct);
+// KV-cache values one sequence's decode step reads when its new token is at `position`.
+int64_t decode_kv_values_read(const ModelConfig& config, DecodeMode mode, int64_t position);
+// Bytes per step of a tg run: `batch` sequences, steps at positions first_position ..
+// first_position + steps - 1 (the KV part is the mean over those steps).
+DecodeStepBytes decode_step_bytes(const ModelConfig& config, DecodeMode mode, int64_t batch,
+                                  int64_t first_position, int64_t steps, int64_t element_bytes);
+
+// ---- running the tests -------------------------------------------------------------------------
+
+struct BenchOptions {
+  int64_t prompt_tokens = 512;  // -p: pp test length (0: no pp test)
+  int64_t gen_tokens = 128;     // -n: tg test length (0: no tg test)
+  int repetitions = 5;          // -r: timed repetitions (plus one warm-up)
+  int64_t batch = 1;            // -b: sequences decoded together
+  std::vector<DecodeMode> modes = {DecodeMode::staggered, DecodeMode::sequential};
+  int threads = 0;              // -t: total CPU threads (0: all cores)
+  uint64_t seed = 1234;         // random prompt and generation tokens
+};
+
+// Checks the options against a model config before anything is built. Errors: repetitions < 1,
+// batch < 1, threads < 0, negative lengths, both lengths 0, no decode mode, a prompt longer
+// than the context, 1 + N tokens beyond the context, recurrent on a model that cannot run it.
+void bench_options_check(const BenchOptions& options, const ModelConfig& config);
+
+// The modes actually measured for a config: duplicates dropped; a one-stack model has a single
+// schedule, so staggered and sequential collapse into sequential.
+std::vector<DecodeMode> bench_modes_for(const BenchOptions& options, const ModelConfig& config);
+
+// The baseline of equal total depth: n_stacks 1, layers_per_stack p*h, separate weights,
+// combine last, no cross-attention (cross_window 0); every other field as in `config`.
+ModelConfig bench_baseline_config(const ModelConfig& config);
+
+// "stagformer 2x6 d768" (plus "shared", "w<window>", "linear" where they apply);
+// "baseline 1x12 d768" for a one-stack model.
+std::string bench_model_name(const ModelConfig& config);
+
+struct BenchResult {
+  std::string model;     // bench_model_name
+  std::string weights;   // where the weights came from: a file, or "random (seed S)"
+  bool baseline = false; // the model built by --baseline
+  int64_t params = 0;
+  std::string backend;   // "CPU"
+  int threads = 0;       // resolved total thread count
+  int64_t batch = 0;
+  std::string decode;    // "staggered", "sequential", "recurrent", or "any" (pp)
+  std::string test;      // "pp512", "tg128"
+  int64_t tokens = 0;    // tokens per repetition: B*P or B*N
+  std::vector<double> seconds;            // per timed repetition
+  std::vector<double> tokens_per_second;  // per timed repetition
+  double mean_ts = 0.0, stddev_ts = 0.0;
+  // tg only: bytes per step and the bandwidth achieved (mean and sample std over repetitions).
+  std::optional<DecodeStepBytes> step_bytes;
+  double mean_gb_s = 0.0, stddev_gb_s = 0.0;
+
+  bool is_tg() const { return step_bytes.has_value(); }
+};
+
+// One model to measure.
+struct BenchSubject {
+  Model* model = nullptr;
+  std::string weights;    // see BenchResult::weights
+  bool baseline = false;
+  std::vector<DecodeMode> modes;  // tg schedules for this model; empty: the options' modes
+};
+
+// Called with a short line before and after each test (the CLI prints them on stderr).
+using BenchProgress = std::function<void(const std::string& line)>;
+
+// Runs pp (once) and tg (per mode of bench_modes_for) on every subject, in order, after
+// checking the options against each subject's config (bench_options_check). Sets the OpenMP and
+// OpenBLAS thread counts to options.threads (0: all cores).
+std::vector<BenchResult> bench_run(const std::vector<BenchSubject>& subjects,
+                                   const BenchOptions& options,
+                                   const BenchProgress& progress = nullptr);
+
+// ---- the report --------------------------------------------------------------------------------
+
+// A ratio of two results' mean tokens/s; the error propagates the relative standard deviations.
+struct BenchSpeedup {
+  std::string name;         // "tg64: staggered / sequential"
+  std::string description;  // what it compares, in words
+  double value = 0.0, stddev = 0.0;
+};
+// staggered / sequential and recurrent / sequential (same model, tg), the model's staggered and
+// sequential tg over the baseline's, and the prefill ratio model / baseline (pp): those whose
+// results exist.
+std::vector<BenchSpeedup> bench_speedups(const std::vector<BenchResult>& results);
+
+struct MachineInfo {
+  std::string cpu;        // "model name" of /proc/cpuinfo ("unknown CPU" when absent)
+  int logical_cpus = 0;   // processors this process may use
+};
+MachineInfo machine_describe();
+
+struct BenchReport {
+  std::vector<BenchResult> results;
+  std::vector<BenchSpeedup> speedups;
+  std::optional<MemoryBandwidth> peak;  // absent with --no-bandwidth
+  MachineInfo machine;
+  std::string date;     // UTC, ISO 8601
+  std::string command;  // the exact command line
+  std::vector<std::string> notes;  // remarks printed under the table
+};
+
+// The current UTC time as "2025-01-31T12:34:56Z".
+std::string bench_date_now();
+
+// llama-bench-style markdown: the table, then speed-ups, bandwidth, machine, date, command.
+std::string bench_markdown(const BenchReport& report);
+// {"results": [...], "summary": {...}} with the same data (per-repetition samples included).
+nlohmann::json bench_json(const BenchReport& report);
+
+}  // namespace sf

@@ -1,0 +1,41 @@
+// memory_bandwidth.h — the machine's achievable main-memory bandwidth, measured STREAM-style.
+//
+// Benchmarks report the bandwidth a decode step achieves as a fraction of what the machine can
+// do (design.md, "Benchmarks print what the field prints"); this is the "can do". Three kernels
+// over double arrays much larger than the last-level cache, OpenMP over all threads, each array
+// first touched by the thread that later streams it (so pages land on that thread's NUMA node):
+//   copy   c[i] = a[i]              2 arrays moved per pass
+//   triad  a[i] = b[i] + s * c[i]   3 arrays moved per pass (STREAM's headline kernel)
+//   read   sum += a[i]              1 array read per pass (what decoding does to its weights)
+// Bytes are counted as STREAM counts them (reads + writes, write-allocate traffic not counted),
+// and each kernel reports its best pass of `repetitions` after one warm-up pass.
+#pragma once
+
+#include <cstdint>
+
+namespace sf {
+
+struct MemoryBandwidthOptions {
+  int64_t array_bytes = int64_t{256} << 20;  // per array; three arrays
+  int threads = 0;                            // 0: every processor OpenMP can use
+  int repetitions = 5;                        // best of this many timed passes per kernel
+};
+
+struct MemoryBandwidth {
+  double copy_gb_s = 0.0;   // 1 GB = 1e9 bytes, as STREAM and llama-bench count
+  double triad_gb_s = 0.0;
+  double read_gb_s = 0.0;
+  int64_t array_bytes = 0;
+  int threads = 0;
+  int repetitions = 0;
+
+  // The peak a decode step is compared with: the best of the three kernels.
+  double peak_gb_s() const;
+};
+
+// Runs the three kernels. Errors: array_bytes below 1 MiB (it would measure the cache, not
+// memory), repetitions < 1, threads < 0. Takes about (3 arrays * array_bytes) * 6 passes of
+// memory traffic plus the allocation: ~1 s on a server for the defaults.
+MemoryBandwidth memory_bandwidth_measure(const MemoryBandwidthOptions& options = {});
+
+}  // namespace sf
