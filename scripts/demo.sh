@@ -49,5 +49,5 @@ echo "== 3. compare"
 echo "loss curves: $OUT/loss.svg"
 
 echo "== 4. generate (StagFormer)"
-"$BIN" generate -m "$OUT/stagformer" -p "Call me Ishmael. " -n 300 --temp 0.8 --seed 1
+"$BIN" generate -m "$OUT/stagformer" -p "Call me Ishmael. " -n 200 --temp 0.8 --seed 1
 echo

@@ -134,8 +134,9 @@ void run(BenchArgs& a) {
   // The peak first, while the models' gigabytes are not yet allocated.
   std::optional<MemoryBandwidth> peak;
   if (!a.no_bandwidth) {
-    progress("measuring the memory bandwidth (STREAM-like copy/triad/read, 3 x 256 MiB, all "
-             "cores; --no-bandwidth skips it)");
+    progress(fmt::format("measuring the memory bandwidth (STREAM-like copy/triad/read over 3 x "
+                         "{} MiB, all cores; --no-bandwidth skips it)",
+                         memory_bandwidth_default_array_bytes() >> 20));
     peak = memory_bandwidth_measure();
     progress(fmt::format("peak memory bandwidth {:.2f} GB/s", peak->peak_gb_s()));
   }

@@ -63,7 +63,7 @@ class DocumentWriter:
     def __init__(self, out_dir):
         self.out_dir = out_dir
         os.makedirs(out_dir, exist_ok=True)
-        leftovers = [name for name in os.listdir(out_dir)]
+        leftovers = os.listdir(out_dir)
         if leftovers:
             raise SystemExit(f"corpus: output folder {out_dir} is not empty ({len(leftovers)} entries)")
         self.documents = 0

@@ -125,8 +125,7 @@ class _Unserializer:
             # Pairlist: read iteratively along CDRs so long lists do not recurse deeply.
             cells = []
             while True:
-                attributes = self.read_attributes_if(has_attributes)
-                del attributes
+                self.read_attributes_if(has_attributes)  # a cell's attributes: not needed
                 tag = self.read_item() if has_tag else None
                 value = self.read_item()
                 cells.append((tag[1] if isinstance(tag, tuple) else tag, value))

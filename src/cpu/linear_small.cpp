@@ -29,7 +29,10 @@ inline T dot_fixed_order(const T* a, const T* b, int64_t k) {
 }  // namespace
 
 template <class T>
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// An AVX2/FMA clone chosen at load time where the CPU has it. Not under sanitizers: their
+// runtime is not initialised yet when the loader runs the clone resolver.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_THREAD__) && !defined(__SANITIZE_ADDRESS__)
 __attribute__((target_clones("arch=x86-64-v3", "default")))
 #endif
 void linear_small(T* out, const T* x, const T* w, int64_t rows, int64_t out_features,

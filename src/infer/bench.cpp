@@ -2,7 +2,9 @@
 #include "infer/bench.h"
 
 #include <cblas.h>
+#include <fmt/ranges.h>
 #include <omp.h>
+#include <unistd.h>  // environ
 
 #include <algorithm>
 #include <cctype>
@@ -376,6 +378,15 @@ MachineInfo machine_describe() {
     break;
   }
   m.logical_cpus = omp_get_num_procs();
+  std::ifstream load("/proc/loadavg");
+  double one_minute = -1.0;
+  if (load >> one_minute) m.load_average = one_minute;
+  for (char** e = environ; e && *e; ++e) {
+    const std::string entry = *e;
+    for (const char* prefix : {"OMP_", "GOMP_", "OPENBLAS_"})
+      if (entry.rfind(prefix, 0) == 0) m.environment.push_back(entry);
+  }
+  std::sort(m.environment.begin(), m.environment.end());
   return m;
 }
 
@@ -476,7 +487,14 @@ std::string bench_markdown(const BenchReport& report) {
   } else {
     out += "- peak memory bandwidth: not measured (--no-bandwidth)\n";
   }
-  out += fmt::format("- machine: {}, {} logical CPUs\n", report.machine.cpu, report.machine.logical_cpus);
+  const MachineInfo& machine = report.machine;
+  out += fmt::format("- machine: {}, {} logical CPUs{}{}\n", machine.cpu, machine.logical_cpus,
+                     machine.load_average >= 0
+                         ? fmt::format(", load average {:.2f} at the start", machine.load_average)
+                         : "",
+                     machine.environment.empty()
+                         ? ""
+                         : "; environment: " + fmt::format("{}", fmt::join(machine.environment, " ")));
   out += fmt::format("- date: {}\n", report.date);
   out += fmt::format("- command: `{}`\n", report.command);
   return out;
@@ -526,7 +544,11 @@ json bench_json(const BenchReport& report) {
   }
   json summary = {{"speedups", speedups},
                   {"memory_bandwidth", peak},
-                  {"machine", {{"cpu", report.machine.cpu}, {"logical_cpus", report.machine.logical_cpus}}},
+                  {"machine",
+                   {{"cpu", report.machine.cpu},
+                    {"logical_cpus", report.machine.logical_cpus},
+                    {"load_average", report.machine.load_average},
+                    {"environment", report.machine.environment}}},
                   {"date", report.date},
                   {"command", report.command},
                   {"notes", report.notes}};

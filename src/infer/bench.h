@@ -149,6 +149,12 @@ std::vector<BenchSpeedup> bench_speedups(const std::vector<BenchResult>& results
 struct MachineInfo {
   std::string cpu;        // "model name" of /proc/cpuinfo ("unknown CPU" when absent)
   int logical_cpus = 0;   // processors this process may use
+  // 1-minute load average when described (/proc/loadavg; < 0 when unknown): a busy machine
+  // explains noisy numbers.
+  double load_average = -1.0;
+  // Variables that change how threads run, as set ("OMP_WAIT_POLICY=passive"): OMP_*, GOMP_*,
+  // OPENBLAS_*.
+  std::vector<std::string> environment;
 };
 MachineInfo machine_describe();
 

@@ -4,11 +4,16 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <limits>
+#include <map>
 #include <memory>
+#include <string>
 
 #include "core/error.h"
 
@@ -41,20 +46,89 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+std::string read_line(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+// "32768K", "1M" or a plain number of bytes -> bytes; 0 when unreadable.
+int64_t cache_size_bytes(const std::string& text) {
+  size_t used = 0;
+  int64_t value = 0;
+  try {
+    value = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    return 0;
+  }
+  const std::string unit = text.substr(used);
+  if (unit == "K") return value << 10;
+  if (unit == "M") return value << 20;
+  if (unit == "G") return value << 30;
+  return unit.empty() ? value : 0;
+}
+
 }  // namespace
+
+int64_t last_level_cache_total_bytes() {
+  // The highest-level cache of each CPU, counted once per instance (CPUs sharing an instance
+  // list the same shared_cpu_list).
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  int max_level = 0;
+  std::map<std::string, int64_t> instances;  // shared_cpu_list -> size, at max_level
+  for (const fs::directory_entry& cpu : fs::directory_iterator("/sys/devices/system/cpu", ec)) {
+    const std::string name = cpu.path().filename().string();
+    if (name.rfind("cpu", 0) != 0 || name.size() < 4 ||
+        !std::all_of(name.begin() + 3, name.end(), [](char ch) { return std::isdigit(static_cast<unsigned char>(ch)); }))
+      continue;
+    std::error_code cache_ec;
+    for (const fs::directory_entry& index : fs::directory_iterator(cpu.path() / "cache", cache_ec)) {
+      if (index.path().filename().string().rfind("index", 0) != 0) continue;
+      const std::string type = read_line((index.path() / "type").string());
+      if (type == "Instruction") continue;
+      int level = 0;
+      try {
+        level = std::stoi(read_line((index.path() / "level").string()));
+      } catch (const std::exception&) {
+        continue;
+      }
+      const int64_t size = cache_size_bytes(read_line((index.path() / "size").string()));
+      if (size <= 0 || level < max_level) continue;
+      if (level > max_level) {
+        max_level = level;
+        instances.clear();
+      }
+      instances[read_line((index.path() / "shared_cpu_list").string())] = size;
+    }
+  }
+  int64_t total = 0;
+  for (const auto& [cpus, size] : instances) total += size;
+  return total;
+}
+
+int64_t memory_bandwidth_default_array_bytes() {
+  const int64_t floor = int64_t{256} << 20, ceiling = int64_t{4} << 30;
+  return std::min(ceiling, std::max(floor, 4 * last_level_cache_total_bytes()));
+}
 
 double MemoryBandwidth::peak_gb_s() const { return std::max({copy_gb_s, triad_gb_s, read_gb_s}); }
 
 MemoryBandwidth memory_bandwidth_measure(const MemoryBandwidthOptions& options) {
-  SF_CHECK(options.array_bytes >= (int64_t{1} << 20),
-           "memory bandwidth: arrays of {} bytes would fit in a cache; use at least 1 MiB "
-           "(the default, 256 MiB, is far above any last-level cache)",
+  SF_CHECK(options.array_bytes >= 0, "memory bandwidth: array_bytes must be >= 0 (0: automatic), got {}",
            options.array_bytes);
+  const int64_t array_bytes =
+      options.array_bytes > 0 ? options.array_bytes : memory_bandwidth_default_array_bytes();
+  SF_CHECK(array_bytes >= (int64_t{1} << 20),
+           "memory bandwidth: arrays of {} bytes would fit in a cache; use at least 1 MiB "
+           "(0 picks at least 4 x the last-level caches, and 256 MiB or more)",
+           array_bytes);
   SF_CHECK(options.repetitions >= 1, "memory bandwidth: repetitions must be >= 1, got {}",
            options.repetitions);
   SF_CHECK(options.threads >= 0, "memory bandwidth: threads must be >= 0, got {}", options.threads);
   const int threads = options.threads > 0 ? options.threads : omp_get_num_procs();
-  const int64_t n = options.array_bytes / static_cast<int64_t>(sizeof(double));
+  const int64_t n = array_bytes / static_cast<int64_t>(sizeof(double));
   Array a = array_allocate(n), b = array_allocate(n), c = array_allocate(n);
   double* const pa = a.get();
   double* const pb = b.get();

@@ -15,8 +15,15 @@
 
 namespace sf {
 
+// STREAM's sizing rule: each array at least 4 x the last-level caches of the machine (all of
+// them together), and never below 256 MiB; at most 4 GiB.
+int64_t memory_bandwidth_default_array_bytes();
+// The machine's last-level cache in bytes, all instances together, from
+// /sys/devices/system/cpu/cpu*/cache (0 when the system does not say, as in some VMs).
+int64_t last_level_cache_total_bytes();
+
 struct MemoryBandwidthOptions {
-  int64_t array_bytes = int64_t{256} << 20;  // per array; three arrays
+  int64_t array_bytes = 0;                    // per array (three arrays); 0: the default above
   int threads = 0;                            // 0: every processor OpenMP can use
   int repetitions = 5;                        // best of this many timed passes per kernel
 };
@@ -33,9 +40,9 @@ struct MemoryBandwidth {
   double peak_gb_s() const;
 };
 
-// Runs the three kernels. Errors: array_bytes below 1 MiB (it would measure the cache, not
-// memory), repetitions < 1, threads < 0. Takes about (3 arrays * array_bytes) * 6 passes of
-// memory traffic plus the allocation: ~1 s on a server for the defaults.
+// Runs the three kernels. Errors: array_bytes negative or below 1 MiB (it would measure the
+// cache, not memory), repetitions < 1, threads < 0. Moves about 3 arrays * 6 passes * 3 kernels
+// of memory plus the first touch: ~1 s on a server, several on a small VM, for 256 MiB arrays.
 MemoryBandwidth memory_bandwidth_measure(const MemoryBandwidthOptions& options = {});
 
 }  // namespace sf
