@@ -232,23 +232,25 @@ void Decoder::step(std::span<const int32_t> tokens) {
   set_positions();
   backend_.embedding_forward(embedded_, tokens_, model_.weights().tok_embeddings.value);
   const int64_t p = config_.n_stacks;
+  omp_set_num_threads(threads_);
   if (mode_ == DecodeMode::recurrent) {
-    omp_set_num_threads(threads_);
     run_stack(p - 1);
     take_handoff(p - 1);
   } else if (workers_) {
-    // Staggered: phase A, all stacks on token i at once; phase B, the hand-offs at once.
+    // Staggered: phase A, all stacks on token i at once; phase B, at once again, the hand-offs
+    // (stacks >= 1) and the logits (on stack 0's thread group, which takes no hand-off). The
+    // calling thread runs no OpenMP region during the step: its idle team would otherwise spin
+    // on the cores the stacks' teams are using.
     workers_->run([this](int64_t s) { run_stack(s); });
     workers_->run([this](int64_t s) {
-      if (s >= 1) take_handoff(s);
+      if (s == 0) compute_logits();
+      else take_handoff(s);
     });
   } else {
-    omp_set_num_threads(threads_);
     for (int64_t s = 0; s < p; ++s) run_stack(s);
     for (int64_t s = 1; s < p; ++s) take_handoff(s);
   }
-  omp_set_num_threads(threads_);
-  compute_logits();
+  if (!workers_) compute_logits();
   for (int64_t b = 0; b < batch_; ++b) ++length_[b];
 }
 
