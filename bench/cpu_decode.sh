@@ -9,6 +9,7 @@
 # Env:     BENCH_PROMPT (-p, default 128), BENCH_GEN (-n, default 64), BENCH_REPS (-r, default 3)
 #            pp512/tg128, the llama-bench standard: BENCH_PROMPT=512 BENCH_GEN=128 BENCH_REPS=5
 #          BENCH_CONFIG   model config (default configs/gpt2-small-stagformer-2x6.json)
+#          BENCH_DECODE   schedules (default staggered,sequential; add recurrent for shared weights)
 #          STAGFORMER     the binary (default build/stagformer)
 #          COMMIT         the commit to record when there is no .git (a copy of the tree)
 #          RESULTS_DIR    where the markdown goes (default bench/results)
@@ -64,7 +65,7 @@ mkdir -p "$results_dir"
 out="$results_dir/cpu-decode-$(date -u +%Y%m%d-%H%M%S)-$host.md"
 
 {
-  echo "# CPU decode: StagFormer 2x6 vs baseline 1x12 (d_model 768, random weights)"
+  echo "# CPU decode: $(basename "$config" .json) vs the baseline of equal depth (random weights)"
   echo
   echo "- date: $date_utc"
   echo "- machine: $cpu, $cores logical CPUs, $memory memory, host $host"
@@ -78,7 +79,7 @@ out="$results_dir/cpu-decode-$(date -u +%Y%m%d-%H%M%S)-$host.md"
 
 for t in "${threads[@]}"; do
   cmd=("$bin" bench --config "$config" --baseline -p "$prompt" -n "$gen" -r "$reps" -b 1 -t "$t"
-       --decode staggered,sequential -o md)
+       --decode "${BENCH_DECODE:-staggered,sequential}" -o md)
   echo "cpu_decode.sh: ${cmd[*]}" >&2
   {
     echo "## $t threads"

@@ -108,9 +108,11 @@ int64_t decode_weight_values_per_step(const ModelConfig& c, DecodeMode mode, boo
   if (mode == DecodeMode::recurrent)
     return h * (self_block + mlp_block) + cross_stack + head;  // one pass, the last stack
   const bool shared = c.weights == WeightSharing::shared;
-  // Separate weights: p distinct block sets, each read once. Shared: one set, read by each of
-  // the p passes (what the implementation does), or once when counting distinct tensors.
-  const int64_t block_reads = shared && distinct ? 1 : p;
+  // Separate weights: p distinct block sets, each read once. Shared: one set, read once per
+  // step by the staggered schedule (one batched pass of p*B rows), p times by the sequential
+  // schedule (p passes), and once when counting distinct tensors.
+  const bool one_pass = distinct || mode == DecodeMode::staggered;
+  const int64_t block_reads = shared && one_pass ? 1 : p;
   return block_reads * h * (self_block + mlp_block) + (p - 1) * cross_stack + head;
 }
 

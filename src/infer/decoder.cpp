@@ -71,29 +71,54 @@ Decoder::Decoder(Model& model, int64_t batch, DecodeMode mode, int threads)
   final_rstd_ = be.zeros({B}, dt);
   logits_ = be.zeros({B, c.vocab_size}, dt);
   logits_host_ = Tensor::zeros({B, c.vocab_size}, dt);
-  stacks_.resize(c.n_stacks);
-  for (int64_t s = 0; s < c.n_stacks; ++s) {
+  // Per-stack state. Self-attention caches and the residual buffers of all stacks are rows of
+  // one [p*B, ...] tensor per layer, each stack holding its row block as a view: the batched
+  // shared-weights pass works on all of them at once, the per-stack paths on their views.
+  const int64_t p = c.n_stacks, PB = p * B;
+  std::vector<Tensor> self_k_all, self_v_all;
+  for (int64_t l = 0; l < c.layers_per_stack; ++l) {
+    self_k_all.push_back(be.zeros({PB, self_capacity, c.n_kv_heads, hd}, dt));
+    self_v_all.push_back(be.zeros({PB, self_capacity, c.n_kv_heads, hd}, dt));
+  }
+  all_.x_a = be.zeros({PB, D}, dt);
+  all_.x_b = be.zeros({PB, D}, dt);
+  all_.x_c = be.zeros({PB, D}, dt);
+  all_.output = be.zeros({PB, D}, dt);
+  stacks_.resize(p);
+  for (int64_t s = 0; s < p; ++s) {
     StackState& S = stacks_[s];
     for (int64_t l = 0; l < c.layers_per_stack; ++l) {
-      S.self.push_back({be.zeros({B, self_capacity, c.n_kv_heads, hd}, dt),
-                        be.zeros({B, self_capacity, c.n_kv_heads, hd}, dt), self_begin_, self_end_});
+      S.self.push_back({self_k_all[l].slice(0, s * B, B), self_v_all[l].slice(0, s * B, B),
+                        self_begin_, self_end_});
       if (s >= 1)
         S.cross.push_back({be.zeros({B, cross_capacity, c.n_kv_heads, hd}, dt),
                            be.zeros({B, cross_capacity, c.n_kv_heads, hd}, dt), cross_begin_,
                            cross_end_});
     }
-    S.x_a = be.zeros({B, D}, dt);
-    S.x_b = be.zeros({B, D}, dt);
-    S.x_c = be.zeros({B, D}, dt);
-    S.output = be.zeros({B, D}, dt);
+    S.x_a = all_.x_a.slice(0, s * B, B);
+    S.x_b = all_.x_b.slice(0, s * B, B);
+    S.x_c = all_.x_c.slice(0, s * B, B);
+    S.output = all_.output.slice(0, s * B, B);
     S.mem = be.zeros({B, D}, dt);
     S.mem_rstd = be.zeros({B}, dt);
     S.scratch = decode_scratch_allocate(be, c, dt, B);
     S.mlp = mlp_activations_allocate(be, c, dt, B);
   }
-  if (mode == DecodeMode::staggered && c.n_stacks > 1) {
-    const int per_stack = std::max<int>(1, threads_ / static_cast<int>(c.n_stacks));
-    workers_ = std::make_unique<StackWorkers>(c.n_stacks, per_stack);
+  const bool staggered = mode == DecodeMode::staggered && p > 1;
+  if (staggered && c.weights == WeightSharing::shared) {
+    // Shared weights on one device (spec §5): the p passes of a step are ONE pass of p*B rows
+    // through the shared blocks, so each weight is read once per step, not p times.
+    batched_shared_ = true;
+    for (int64_t l = 0; l < c.layers_per_stack; ++l)
+      all_.self.push_back({self_k_all[l], self_v_all[l], be.zeros({PB}, DType::i32),
+                           be.zeros({PB}, DType::i32)});
+    all_positions_ = be.zeros({PB}, DType::i32);
+    all_slots_ = be.zeros({PB}, DType::i32);
+    all_.scratch = decode_scratch_allocate(be, c, dt, PB);
+    all_.mlp = mlp_activations_allocate(be, c, dt, PB);
+  } else if (staggered) {
+    const int per_stack = std::max<int>(1, threads_ / static_cast<int>(p));
+    workers_ = std::make_unique<StackWorkers>(p, per_stack);
   }
 }
 
@@ -182,6 +207,38 @@ void Decoder::run_stack(int64_t s) {
   }
 }
 
+void Decoder::run_stacks_batched() {
+  // All p stacks' rows in one pass through the shared blocks. Row block s of every [p*B, ...]
+  // tensor is stack s; cross-attention (separate weights per stack) runs per row block.
+  Backend& be = backend_;
+  const int64_t B = batch_, p = config_.n_stacks;
+  for (int64_t s = 0; s < p; ++s) {
+    be.copy(stacks_[s].x_a, embedded_);
+    for (int64_t b = 0; b < B; ++b) {
+      i32(all_positions_)[s * B + b] = i32(positions_)[b];
+      i32(all_slots_)[s * B + b] = i32(self_slots_)[b];
+    }
+  }
+  for (int64_t l = 0; l < config_.layers_per_stack; ++l) {
+    DecodeCache& self = all_.self[l];
+    for (int64_t s = 0; s < p; ++s)
+      for (int64_t b = 0; b < B; ++b) {
+        i32(self.key_begin)[s * B + b] = i32(self_begin_)[b];
+        i32(self.key_end)[s * B + b] = i32(self_end_)[b];
+      }
+    const LayerWeights& shared = model_.weights().stacks[0].layers[l];
+    attention_block_decode(be, config_, self_weights(shared), model_.self_spec(), all_.x_a,
+                           all_positions_, &all_slots_, self, all_.x_b, all_.scratch);
+    be.copy(stacks_[0].x_c, stacks_[0].x_b);  // stack 0 has no cross-attention
+    for (int64_t s = 1; s < p; ++s)
+      attention_block_decode(be, config_, cross_weights(model_.weights().stacks[s].layers[l]),
+                             model_.cross_spec(), stacks_[s].x_b, positions_, nullptr,
+                             stacks_[s].cross[l], stacks_[s].x_c, stacks_[s].scratch);
+    Tensor& out = l + 1 == config_.layers_per_stack ? all_.output : all_.x_a;
+    mlp_block_forward(be, config_, shared, all_.x_c, out, all_.mlp);
+  }
+}
+
 void Decoder::take_handoff(int64_t s) {
   // Stack s's memory at position i: its own RMSNorm of the source stack's output at i. In the
   // staggered schedules the source is stack s-1; in recurrent decoding the last stack feeds
@@ -236,6 +293,9 @@ void Decoder::step(std::span<const int32_t> tokens) {
   if (mode_ == DecodeMode::recurrent) {
     run_stack(p - 1);
     take_handoff(p - 1);
+  } else if (batched_shared_) {
+    run_stacks_batched();
+    for (int64_t s = 1; s < p; ++s) take_handoff(s);
   } else if (workers_) {
     // Staggered: phase A, all stacks on token i at once; phase B, at once again, the hand-offs
     // (stacks >= 1) and the logits (on stack 0's thread group, which takes no hand-off). The

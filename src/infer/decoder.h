@@ -8,7 +8,8 @@
 //
 // Schedules of one decode step (token x_i of every sequence, at its own position i):
 //   staggered  — all p stacks process x_i AT THE SAME TIME, stack s on its own thread group
-//                (StackWorkers). Stack s's cross-attention reads memory positions < i only,
+//                (StackWorkers); with shared weights, as ONE pass of p*B rows through the
+//                shared blocks (each weight read once per step; cross-attention per stack). Stack s's cross-attention reads memory positions < i only,
 //                which earlier steps produced. Then, again concurrently, each stack s >= 1 takes
 //                the hand-off: stack s-1's output at i, normalised by s's memory norm, becomes
 //                cross K/V at position i in s's caches. Logits from stack p (or the combination).
@@ -71,6 +72,7 @@ class Decoder {
   };
 
   void run_stack(int64_t s);            // the step's layers of stack s
+  void run_stacks_batched();            // all stacks as one pass (shared weights)
   void take_handoff(int64_t s);         // stack s takes the output of `source` into its caches
   void compute_logits();
   void copy_prefill_caches(int64_t sequence, int64_t length);
@@ -84,6 +86,9 @@ class Decoder {
   int threads_;
   std::vector<int64_t> length_;         // positions already in the caches, per sequence
   std::vector<StackState> stacks_;
+  StackState all_;                      // [p*B, ...] tensors whose row blocks are the stacks'
+  bool batched_shared_ = false;         // staggered + shared weights: one batched pass
+  Tensor all_positions_, all_slots_;    // I32 [p*B]
   Tensor tokens_, positions_, self_slots_, cross_slots_;  // I32 [B]
   Tensor self_begin_, self_end_, cross_begin_, cross_end_;
   Tensor embedded_, combined_, final_norm_out_, final_rstd_, logits_;
