@@ -36,16 +36,6 @@ struct BenchArgs {
   bool no_bandwidth = false;
 };
 
-json read_json_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  SF_CHECK(in.good(), "{}: cannot open model config", path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  const json j = json::parse(buffer.str(), nullptr, /*allow_exceptions=*/false);
-  SF_CHECK(!j.is_discarded(), "{}: not valid JSON", path);
-  return j;
-}
-
 // The command line as typed, for the report: /proc/self/cmdline (Linux), each argument quoted
 // for a POSIX shell where it needs it, so the line can be pasted back.
 std::string command_line() {
@@ -92,9 +82,7 @@ void run(BenchArgs& a) {
   ModelConfig config;
   ModelFiles files;
   if (!a.config_path.empty()) {
-    json j = read_json_file(a.config_path);
-    for (const std::string& assignment : a.overrides) config_apply_override(j, assignment);
-    config = config_from_json(j, a.config_path);
+    config = config_load(a.config_path, a.overrides);
   } else {
     SF_CHECK(a.overrides.empty(),
              "--set applies to --config only: a MODEL's config must describe its weights");

@@ -44,16 +44,6 @@ struct InfoArgs {
   bool json = false;
 };
 
-json read_json_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  SF_CHECK(in.good(), "{}: cannot open model config", path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  const json j = json::parse(buffer.str(), nullptr, /*allow_exceptions=*/false);
-  SF_CHECK(!j.is_discarded(), "{}: not valid JSON", path);
-  return j;
-}
-
 std::string count_short(int64_t n) {
   const double v = static_cast<double>(n);
   if (n >= 1'000'000'000) return fmt::format("{:.2f}B", v / 1e9);
@@ -86,9 +76,7 @@ json build_summary(const InfoArgs& a) {
   json out;
   ModelConfig config;
   if (!a.config_path.empty()) {
-    json j = read_json_file(a.config_path);
-    for (const std::string& assignment : a.overrides) config_apply_override(j, assignment);
-    config = config_from_json(j, a.config_path);
+    config = config_load(a.config_path, a.overrides);
     out["source"] = {{"config", a.config_path}};
     if (!a.overrides.empty()) out["source"]["overrides"] = a.overrides;
   } else {

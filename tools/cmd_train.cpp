@@ -29,14 +29,7 @@ ModelConfig config_from_args(const TrainArgs& a) {
     SF_CHECK(a.options.resume, "--config is required (a model config JSON, e.g. configs/demo-stagformer.json)");
     return ModelConfig{};  // unused: the run folder's config is loaded
   }
-  std::ifstream in(a.config_path);
-  SF_CHECK(in.good(), "{}: cannot open model config", a.config_path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  nlohmann::json j = nlohmann::json::parse(buffer.str(), nullptr, false);
-  SF_CHECK(!j.is_discarded(), "{}: not valid JSON", a.config_path);
-  for (const std::string& o : a.overrides) config_apply_override(j, o);
-  return config_from_json(j, a.config_path);
+  return config_load(a.config_path, a.overrides);
 }
 
 void run(const TrainArgs& a) {

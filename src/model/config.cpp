@@ -179,7 +179,9 @@ ModelConfig config_from_json(const json& j, const std::string& source) {
   return c;
 }
 
-ModelConfig config_load(const std::string& path) {
+ModelConfig config_load(const std::string& path) { return config_load(path, {}); }
+
+ModelConfig config_load(const std::string& path, const std::vector<std::string>& overrides) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(fmt::format("{}: cannot open model config", path));
   std::stringstream buffer;
@@ -190,6 +192,7 @@ ModelConfig config_load(const std::string& path) {
   } catch (const json::parse_error& e) {
     fail(fmt::format("{}: not valid JSON ({})", path, e.what()));
   }
+  for (const std::string& assignment : overrides) config_apply_override(j, assignment);
   return config_from_json(j, path);
 }
 

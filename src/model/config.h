@@ -48,6 +48,9 @@ struct ModelConfig {
 nlohmann::json config_to_json(const ModelConfig& config);
 ModelConfig config_from_json(const nlohmann::json& json, const std::string& source);
 ModelConfig config_load(const std::string& path);  // reads, parses and validates
+// Reads a config file, applies "key=value" overrides (config_apply_override), then validates;
+// errors name the file and the field.
+ModelConfig config_load(const std::string& path, const std::vector<std::string>& overrides);
 void config_save(const ModelConfig& config, const std::string& path);  // atomic write
 
 // Applies "key=value" to a JSON object: the value is parsed as JSON when it is valid JSON
