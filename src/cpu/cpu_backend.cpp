@@ -32,11 +32,12 @@ void check_same(const Tensor& a, const Tensor& b, const char* op) {
   SF_CHECK(a.shape() == b.shape(), "{}: shape mismatch {} vs {}", op, a.describe(), b.describe());
 }
 
-void check_tokens(const Tensor& tokens, int64_t rows, const char* op) {
-  check_cpu(tokens, op);
-  SF_CHECK(tokens.dtype() == DType::i32, "{}: token ids must be I32, got {}", op,
-           tokens.describe());
-  SF_CHECK(tokens.numel() == rows, "{}: {} token ids for {} rows", op, tokens.numel(), rows);
+// An I32 index tensor (token ids, positions, slots, key ranges) with one entry per row.
+void check_indices(const Tensor& indices, int64_t rows, const char* op) {
+  check_cpu(indices, op);
+  SF_CHECK(indices.dtype() == DType::i32, "{}: indices must be I32, got {}", op,
+           indices.describe());
+  SF_CHECK(indices.numel() == rows, "{}: {} indices for {} rows", op, indices.numel(), rows);
 }
 
 // Calls fn(T{}) with T = float or double according to the tensor's dtype.
@@ -156,7 +157,7 @@ void CpuBackend::embedding_forward(Tensor& out, const Tensor& tokens, const Tens
   SF_CHECK(table.ndim() == 2 && out.dim(-1) == table.dim(1) && out.dtype() == table.dtype(),
            "embedding_forward: out {} vs table {}", out.describe(), table.describe());
   const int64_t rows = rows_of(out);
-  check_tokens(tokens, rows, "embedding_forward");
+  check_indices(tokens, rows, "embedding_forward");
   dispatch(out, [&](auto z) {
     using T = decltype(z);
     cpu::embedding_forward<T>(out.data<T>(), tokens.data<int32_t>(), table.data<T>(), rows,
@@ -170,7 +171,7 @@ void CpuBackend::embedding_backward(Tensor& dtable, const Tensor& dout, const Te
   SF_CHECK(dtable.ndim() == 2 && dout.dim(-1) == dtable.dim(1) && dout.dtype() == dtable.dtype(),
            "embedding_backward: dout {} vs dtable {}", dout.describe(), dtable.describe());
   const int64_t rows = rows_of(dout);
-  check_tokens(tokens, rows, "embedding_backward");
+  check_indices(tokens, rows, "embedding_backward");
   dispatch(dout, [&](auto z) {
     using T = decltype(z);
     cpu::embedding_backward<T>(dtable.data<T>(), dout.data<T>(), tokens.data<int32_t>(), rows,
@@ -303,7 +304,7 @@ int64_t CpuBackend::cross_entropy_forward(Tensor& losses, const Tensor& logits,
   const int64_t rows = rows_of(logits);
   SF_CHECK(losses.numel() == rows && losses.dtype() == logits.dtype(),
            "cross_entropy_forward: losses {} for logits {}", losses.describe(), logits.describe());
-  check_tokens(targets, rows, "cross_entropy_forward");
+  check_indices(targets, rows, "cross_entropy_forward");
   return dispatch(logits, [&](auto z) {
     using T = decltype(z);
     return cpu::cross_entropy_forward<T>(losses.data<T>(), logits.data<T>(),
@@ -315,7 +316,7 @@ void CpuBackend::cross_entropy_backward(Tensor& dlogits, const Tensor& logits,
                                         const Tensor& targets, double scale) {
   check_same(dlogits, logits, "cross_entropy_backward");
   const int64_t rows = rows_of(logits);
-  check_tokens(targets, rows, "cross_entropy_backward");
+  check_indices(targets, rows, "cross_entropy_backward");
   dispatch(logits, [&](auto z) {
     using T = decltype(z);
     cpu::cross_entropy_backward<T>(dlogits.data<T>(), logits.data<T>(), targets.data<int32_t>(),
@@ -327,7 +328,7 @@ void CpuBackend::rope_at(Tensor& x, const Tensor& positions, double theta) {
   check_float(x, "rope_at");
   SF_CHECK(x.ndim() == 3 && x.dim(2) % 2 == 0, "rope_at: expected [N, H, even head_dim], got {}",
            x.describe());
-  check_tokens(positions, x.dim(0), "rope_at");
+  check_indices(positions, x.dim(0), "rope_at");
   dispatch(x, [&](auto z) {
     using T = decltype(z);
     cpu::rope_at<T>(x.data<T>(), positions.data<int32_t>(), x.dim(0), x.dim(1), x.dim(2), theta);
@@ -340,7 +341,7 @@ void CpuBackend::kv_cache_write(Tensor& cache, const Tensor& rows, const Tensor&
   const int64_t B = cache.dim(0), C = cache.dim(1), W = cache.numel() / std::max<int64_t>(B * C, 1);
   SF_CHECK(rows.dtype() == cache.dtype() && rows.numel() == B * W,
            "kv_cache_write: rows {} do not fit cache {}", rows.describe(), cache.describe());
-  check_tokens(slots, B, "kv_cache_write");
+  check_indices(slots, B, "kv_cache_write");
   const int32_t* s = slots.data<int32_t>();
   for (int64_t b = 0; b < B; ++b)
     SF_CHECK(s[b] >= 0 && s[b] < C, "kv_cache_write: slot {} outside the cache of {} for sequence {}",
@@ -362,8 +363,8 @@ void CpuBackend::attention_decode(Tensor& out, const Tensor& q, const Tensor& k_
   const int64_t B = q.dim(0), Hq = q.dim(1), hd = q.dim(2), C = k_cache.dim(1), Hkv = k_cache.dim(2);
   SF_CHECK(k_cache.dim(0) == B && k_cache.dim(3) == hd && Hkv > 0 && Hq % Hkv == 0,
            "attention_decode: q {} does not match cache {}", q.describe(), k_cache.describe());
-  check_tokens(key_begin, B, "attention_decode");
-  check_tokens(key_end, B, "attention_decode");
+  check_indices(key_begin, B, "attention_decode");
+  check_indices(key_end, B, "attention_decode");
   const int32_t* kb = key_begin.data<int32_t>();
   const int32_t* ke = key_end.data<int32_t>();
   for (int64_t b = 0; b < B; ++b)

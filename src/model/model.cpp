@@ -78,13 +78,12 @@ void Model::plan(int64_t B, int64_t T) {
   act_ = std::move(a);
 }
 
-void Model::check_tokens(const Tensor& t, const char* what) const {
+void Model::check_tokens(const Tensor& t, const char* what, int32_t lowest) const {
   SF_CHECK(t.device() == Device::cpu && t.dtype() == DType::i32 && t.ndim() == 2 &&
                t.is_contiguous(),
            "{}: expected a contiguous CPU I32 [batch, seq] tensor, got {}", what, t.describe());
   const int32_t* p = t.data<int32_t>();
   const int64_t T = t.dim(1);
-  const int32_t lowest = std::string(what) == "targets" ? -1 : 0;
   for (int64_t i = 0; i < t.numel(); ++i)
     SF_CHECK(p[i] >= lowest && p[i] < config_.vocab_size,
              "{}: token id {} at batch {}, position {} is outside the vocabulary [0, {})", what,
@@ -126,14 +125,14 @@ void Model::stack_forward(int64_t s) {
 }
 
 double Model::forward(const Tensor& tokens, const Tensor& targets, const ForwardHooks* hooks) {
-  check_tokens(tokens, "tokens");
+  check_tokens(tokens, "tokens", 0);
   const int64_t B = tokens.dim(0), T = tokens.dim(1);
   SF_CHECK(B > 0 && T > 0, "forward: empty batch {}", tokens.describe());
   SF_CHECK(T <= config_.max_seq_len, "forward: sequence of {} tokens exceeds max_seq_len {}", T,
            config_.max_seq_len);
   have_targets_ = targets.defined();
   if (have_targets_) {
-    check_tokens(targets, "targets");
+    check_tokens(targets, "targets", -1);  // -1 marks an ignored position
     SF_CHECK(targets.shape() == tokens.shape(), "forward: targets {} vs tokens {}",
              targets.describe(), tokens.describe());
   }

@@ -88,7 +88,8 @@ class Model {
   };
 
   void plan(int64_t batch, int64_t seq);  // allocates activations once per shape
-  void check_tokens(const Tensor& tokens, const char* what) const;
+  // Ids must lie in [lowest, vocab_size).
+  void check_tokens(const Tensor& tokens, const char* what, int32_t lowest) const;
   void stack_forward(int64_t s);
   void stack_backward(int64_t s);
   std::vector<double> combine_alpha_host() const;
