@@ -2,46 +2,12 @@
 #include "infer/stack_workers.h"
 
 #include <omp.h>
-#include <pthread.h>
-#include <sched.h>
 
 namespace sf {
 
-namespace {
-
-// The CPUs this process may run on, in order.
-std::vector<int> allowed_cpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  std::vector<int> cpus;
-  if (sched_getaffinity(0, sizeof(set), &set) != 0) return cpus;
-  for (int c = 0; c < CPU_SETSIZE; ++c)
-    if (CPU_ISSET(c, &set)) cpus.push_back(c);
-  return cpus;
-}
-
-}  // namespace
-
 StackWorkers::StackWorkers(int64_t count, int threads_per_worker) {
-  // When the groups fit the machine side by side, worker i and its OpenMP team (whose threads
-  // inherit the worker's affinity) get CPUs [i*k, (i+1)*k) of the allowed set: the stacks' thread
-  // groups then never spin on each other's cores.
-  const std::vector<int> cpus = allowed_cpus();
-  const bool pin = static_cast<int64_t>(cpus.size()) >= count * threads_per_worker;
-  for (int64_t i = 0; i < count; ++i) {
-    std::vector<int> mine;
-    if (pin)
-      mine.assign(cpus.begin() + i * threads_per_worker, cpus.begin() + (i + 1) * threads_per_worker);
-    threads_.emplace_back([this, i, threads_per_worker, mine] {
-      if (!mine.empty()) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        for (int c : mine) CPU_SET(c, &set);
-        pthread_setaffinity_np(pthread_self(), sizeof(set), &set);  // best effort
-      }
-      loop(i, threads_per_worker);
-    });
-  }
+  for (int64_t i = 0; i < count; ++i)
+    threads_.emplace_back([this, i, threads_per_worker] { loop(i, threads_per_worker); });
 }
 
 StackWorkers::~StackWorkers() {

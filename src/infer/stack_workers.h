@@ -3,9 +3,7 @@
 // run(task) calls task(s) for every stack s at the same time, stack s on worker s, and returns
 // when all are done (a fork-join barrier). Each worker sets its own OpenMP thread count once, so
 // every OpenMP region inside task(s) uses a private team of that size: the stacks are separate
-// thread groups sharing the machine. When the groups fit side by side on the CPUs the process
-// may use, each worker (and so its team) is pinned to its own block of CPUs. Workers are
-// created once and sleep between calls.
+// thread groups sharing the machine. Workers are created once and sleep between calls.
 #pragma once
 
 #include <condition_variable>
