@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "support/test_util.h"
 #include "core/error.h"
 #include "data/batch_loader.h"
 #include "data/prepare.h"
@@ -41,11 +42,7 @@ std::vector<int32_t> to_vector(const Tensor& t) {
 class BatchLoaderTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("sf_batch_loader_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = test::fresh_temp_dir("batch_loader_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
   }
   void TearDown() override { fs::remove_all(dir_); }
 

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "support/test_util.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "data/prepare.h"
@@ -45,11 +46,7 @@ void expect_error(Action action, const std::vector<std::string>& fragments) {
 class PrepareTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    root_ = fs::temp_directory_path() /
-            ("sf_prepare_test_" + std::to_string(::getpid()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(root_);
-    fs::create_directories(root_);
+    root_ = test::fresh_temp_dir("prepare_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
   }
   void TearDown() override { fs::remove_all(root_); }
 
