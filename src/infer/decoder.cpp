@@ -10,11 +10,6 @@ namespace sf {
 
 namespace {
 
-AttentionWeights self_weights(const LayerWeights& L) { return {L.attn_norm, L.wq, L.wk, L.wv, L.wo}; }
-AttentionWeights cross_weights(const LayerWeights& L) {
-  return {L.cross_norm, L.cross_wq, L.cross_wk, L.cross_wv, L.cross_wo};
-}
-
 int32_t* i32(Tensor& t) { return t.data<int32_t>(); }
 
 }  // namespace
@@ -57,6 +52,7 @@ Decoder::Decoder(Model& model, int64_t batch, DecodeMode mode, int threads)
   const int64_t self_capacity = c.max_seq_len;
   const int64_t cross_capacity = c.cross_window > 0 ? std::min(c.cross_window, c.max_seq_len) : c.max_seq_len;
   length_.assign(B, 0);
+  alpha_ = model.combine_alpha();  // fixed while decoding: read once, not every step
   tokens_ = be.zeros({B}, DType::i32);
   positions_ = be.zeros({B}, DType::i32);
   self_slots_ = be.zeros({B}, DType::i32);
@@ -194,11 +190,11 @@ void Decoder::run_stack(int64_t s) {
   be.copy(S.x_a, embedded_);
   for (int64_t l = 0; l < config_.layers_per_stack; ++l) {
     const LayerWeights& LW = W.layers[l];
-    attention_block_decode(be, config_, self_weights(LW), model_.self_spec(), S.x_a, positions_,
+    attention_block_decode(be, config_, self_attention_weights(LW), model_.self_spec(), S.x_a, positions_,
                            &self_slots_, S.self[l], S.x_b, S.scratch);
     Tensor* mlp_in = &S.x_b;
     if (s >= 1) {
-      attention_block_decode(be, config_, cross_weights(LW), model_.cross_spec(), S.x_b,
+      attention_block_decode(be, config_, cross_attention_weights(LW), model_.cross_spec(), S.x_b,
                              positions_, nullptr, S.cross[l], S.x_c, S.scratch);
       mlp_in = &S.x_c;
     }
@@ -227,11 +223,11 @@ void Decoder::run_stacks_batched() {
         i32(self.key_end)[s * B + b] = i32(self_end_)[b];
       }
     const LayerWeights& shared = model_.weights().stacks[0].layers[l];
-    attention_block_decode(be, config_, self_weights(shared), model_.self_spec(), all_.x_a,
+    attention_block_decode(be, config_, self_attention_weights(shared), model_.self_spec(), all_.x_a,
                            all_positions_, &all_slots_, self, all_.x_b, all_.scratch);
     be.copy(stacks_[0].x_c, stacks_[0].x_b);  // stack 0 has no cross-attention
     for (int64_t s = 1; s < p; ++s)
-      attention_block_decode(be, config_, cross_weights(model_.weights().stacks[s].layers[l]),
+      attention_block_decode(be, config_, cross_attention_weights(model_.weights().stacks[s].layers[l]),
                              model_.cross_spec(), stacks_[s].x_b, positions_, nullptr,
                              stacks_[s].cross[l], stacks_[s].x_c, stacks_[s].scratch);
     Tensor& out = l + 1 == config_.layers_per_stack ? all_.output : all_.x_a;
@@ -249,28 +245,16 @@ void Decoder::take_handoff(int64_t s) {
   const StackWeights& W = model_.weights().stacks[s];
   be.rmsnorm_forward(S.mem, S.mem_rstd, stacks_[source].output, W.mem_norm.value, config_.norm_eps);
   for (int64_t l = 0; l < config_.layers_per_stack; ++l)
-    cross_cache_append(be, config_, cross_weights(W.layers[l]), model_.cross_spec(), S.mem,
+    cross_cache_append(be, config_, cross_attention_weights(W.layers[l]), model_.cross_spec(), S.mem,
                        positions_, cross_slots_, S.cross[l], S.scratch);
 }
 
 void Decoder::compute_logits() {
-  Backend& be = backend_;
-  const ModelWeights& W = model_.weights();
-  if (config_.combine == CombineMode::linear) {
-    Tensor alpha_host = Tensor::zeros({config_.n_stacks}, model_.dtype());
-    be.copy(alpha_host, W.combine_alpha.value);
-    be.fill(combined_, 0.0);
-    for (int64_t s = 0; s < config_.n_stacks; ++s) {
-      const double a = model_.dtype() == DType::f64 ? alpha_host.data<double>()[s]
-                                                    : alpha_host.data<float>()[s];
-      be.axpy(combined_, a, stacks_[s].output);
-    }
-  } else {
-    be.copy(combined_, stacks_.back().output);
-  }
-  be.rmsnorm_forward(final_norm_out_, final_rstd_, combined_, W.final_norm.value, config_.norm_eps);
-  be.matmul(logits_, final_norm_out_, false, W.lm_head.value, true, 1.0, 0.0);
-  be.copy(logits_host_, logits_);
+  std::vector<const Tensor*> outputs;
+  for (const StackState& S : stacks_) outputs.push_back(&S.output);
+  output_head_forward(backend_, config_, model_.weights(), outputs, alpha_, combined_,
+                      final_norm_out_, final_rstd_, logits_);
+  backend_.copy(logits_host_, logits_);
 }
 
 void Decoder::step(std::span<const int32_t> tokens) {

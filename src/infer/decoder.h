@@ -42,7 +42,8 @@ std::string to_string(DecodeMode mode);
 
 class Decoder {
  public:
-  // `threads`: CPU threads for the whole step (0: all cores); the staggered schedule gives
+  // The model's weights must not change while the decoder is in use (combine.alpha is read
+  // once here). `threads`: CPU threads for the whole step (0: all cores); the staggered schedule gives
   // each stack threads / p of them (at least 1).
   Decoder(Model& model, int64_t batch, DecodeMode mode, int threads = 0);
   ~Decoder();
@@ -93,6 +94,7 @@ class Decoder {
   Tensor self_begin_, self_end_, cross_begin_, cross_end_;
   Tensor embedded_, combined_, final_norm_out_, final_rstd_, logits_;
   Tensor logits_host_;
+  std::vector<double> alpha_;           // combine.alpha (combine = linear)
   std::unique_ptr<StackWorkers> workers_;
 };
 

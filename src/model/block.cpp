@@ -118,6 +118,20 @@ void mlp_block_backward(Backend& be, const ModelConfig& c, const LayerWeights& w
   be.rmsnorm_backward(dx, dnorm_w, s.d_norm, x_in, w.mlp_norm.value, m.rstd);
 }
 
+void output_head_forward(Backend& be, const ModelConfig& c, const ModelWeights& w,
+                         const std::vector<const Tensor*>& stack_outputs,
+                         const std::vector<double>& alpha, Tensor& combined, Tensor& norm_out,
+                         Tensor& rstd, Tensor& logits) {
+  if (c.combine == CombineMode::linear) {
+    be.fill(combined, 0.0);
+    for (size_t s = 0; s < stack_outputs.size(); ++s) be.axpy(combined, alpha[s], *stack_outputs[s]);
+  } else {
+    be.copy(combined, *stack_outputs.back());
+  }
+  be.rmsnorm_forward(norm_out, rstd, combined, w.final_norm.value, c.norm_eps);
+  be.matmul(logits, norm_out, false, w.lm_head.value, true, 1.0, 0.0);
+}
+
 DecodeScratch decode_scratch_allocate(Backend& be, const ModelConfig& c, DType dt, int64_t B) {
   const int64_t hd = c.head_dim();
   DecodeScratch d;

@@ -8,6 +8,8 @@
 // d(x_in) there (the residual passes the gradient through; the branch adds its part).
 #pragma once
 
+#include <vector>
+
 #include "core/backend.h"
 #include "model/config.h"
 #include "model/weights.h"
@@ -38,6 +40,14 @@ struct AttentionWeights {
   const Weight& wv;
   const Weight& wo;
 };
+
+// The weights of a layer's self- and cross-attention sub-blocks.
+inline AttentionWeights self_attention_weights(const LayerWeights& L) {
+  return {L.attn_norm, L.wq, L.wk, L.wv, L.wo};
+}
+inline AttentionWeights cross_attention_weights(const LayerWeights& L) {
+  return {L.cross_norm, L.cross_wq, L.cross_wk, L.cross_wv, L.cross_wo};
+}
 
 struct AttentionSpec {
   AttentionMask mask;
@@ -70,6 +80,14 @@ void mlp_block_forward(Backend& backend, const ModelConfig& config, const LayerW
 void mlp_block_backward(Backend& backend, const ModelConfig& config, const LayerWeights& w,
                         const Tensor& x_in, const MlpActivations& act, Tensor& dx,
                         BlockScratch& scratch);
+
+// The model's output (spec §3) for any number of rows: combined = the last stack's output, or
+// sum_k alpha[k] * stack_outputs[k] (combine = linear; `alpha` holds combine.alpha), then
+// norm_out = RMSNorm_final(combined) (rstd kept for backward) and logits = norm_out @ W_out^T.
+void output_head_forward(Backend& backend, const ModelConfig& config, const ModelWeights& w,
+                         const std::vector<const Tensor*>& stack_outputs,
+                         const std::vector<double>& alpha, Tensor& combined, Tensor& norm_out,
+                         Tensor& rstd, Tensor& logits);
 
 // ---- incremental decoding: one new position per sequence (B rows) ------------------------------
 

@@ -3,15 +3,6 @@
 
 namespace sf {
 
-namespace {
-
-AttentionWeights self_weights(const LayerWeights& L) { return {L.attn_norm, L.wq, L.wk, L.wv, L.wo}; }
-AttentionWeights cross_weights(const LayerWeights& L) {
-  return {L.cross_norm, L.cross_wq, L.cross_wk, L.cross_wv, L.cross_wo};
-}
-
-}  // namespace
-
 Model::Model(const ModelConfig& config, Backend& backend, DType dtype)
     : config_(config), backend_(backend), dtype_(dtype) {
   config_.validate("model config");
@@ -90,7 +81,8 @@ void Model::check_tokens(const Tensor& t, const char* what, int32_t lowest) cons
              p[i], i / T, i % T, config_.vocab_size);
 }
 
-std::vector<double> Model::combine_alpha_host() const {
+std::vector<double> Model::combine_alpha() const {
+  if (config_.combine != CombineMode::linear) return {};
   Tensor host = Tensor::zeros({config_.n_stacks}, dtype_);
   backend_.copy(host, weights_.combine_alpha.value);
   std::vector<double> alpha(config_.n_stacks);
@@ -112,11 +104,11 @@ void Model::stack_forward(int64_t s) {
   for (int64_t l = 0; l < config_.layers_per_stack; ++l) {
     const LayerWeights& LW = W.layers[l];
     LayerActivations& L = S.layers[l];
-    attention_block_forward(be, config_, self_weights(LW), self_spec(), S.residual[l], nullptr,
+    attention_block_forward(be, config_, self_attention_weights(LW), self_spec(), S.residual[l], nullptr,
                             L.x_after_attn, L.self);
     const Tensor* mlp_in = &L.x_after_attn;
     if (s >= 1) {
-      attention_block_forward(be, config_, cross_weights(LW), cross_spec(), L.x_after_attn, &S.mem,
+      attention_block_forward(be, config_, cross_attention_weights(LW), cross_spec(), L.x_after_attn, &S.mem,
                               L.x_after_cross, L.cross);
       mlp_in = &L.x_after_cross;
     }
@@ -148,19 +140,11 @@ double Model::forward(const Tensor& tokens, const Tensor& targets, const Forward
     if (hooks && hooks->after_stack) hooks->after_stack(s, act_.stacks[s].residual.back());
   }
 
-  // Output combination (spec §3): last stack, or sum_k alpha_k a^(k).
-  if (config_.combine == CombineMode::linear) {
-    const auto alpha = combine_alpha_host();
-    be.fill(act_.combined, 0.0);
-    for (int64_t s = 0; s < config_.n_stacks; ++s)
-      be.axpy(act_.combined, alpha[s], act_.stacks[s].residual.back());
-  } else {
-    be.copy(act_.combined, act_.stacks.back().residual.back());
-  }
-  be.rmsnorm_forward(act_.final_norm_out, act_.final_rstd, act_.combined,
-                     weights_.final_norm.value, config_.norm_eps);
+  std::vector<const Tensor*> outputs;
+  for (const StackActivations& S : act_.stacks) outputs.push_back(&S.residual.back());
   Tensor logits2d = act_.logits.view({B * T, config_.vocab_size});
-  be.matmul(logits2d, act_.final_norm_out, false, weights_.lm_head.value, true, 1.0, 0.0);
+  output_head_forward(be, config_, weights_, outputs, combine_alpha(), act_.combined,
+                      act_.final_norm_out, act_.final_rstd, logits2d);
 
   counted_targets_ = 0;
   if (!have_targets_) return 0.0;
@@ -180,9 +164,9 @@ void Model::stack_backward(int64_t s) {
     const Tensor& mlp_in = s >= 1 ? L.x_after_cross : L.x_after_attn;
     mlp_block_backward(be, config_, LW, mlp_in, L.mlp, dx, act_.scratch);
     if (s >= 1)
-      attention_block_backward(be, config_, cross_weights(LW), cross_spec(), L.x_after_attn,
+      attention_block_backward(be, config_, cross_attention_weights(LW), cross_spec(), L.x_after_attn,
                                &S.mem, L.cross, dx, &act_.d_mem[s], act_.scratch);
-    attention_block_backward(be, config_, self_weights(LW), self_spec(), S.residual[l], nullptr,
+    attention_block_backward(be, config_, self_attention_weights(LW), self_spec(), S.residual[l], nullptr,
                              L.self, dx, nullptr, act_.scratch);
   }
   be.axpy(act_.d_embedded, 1.0, dx);  // this stack's share of d E[tokens]
@@ -214,7 +198,7 @@ void Model::backward(double loss_scale) {
   // Combination -> gradients of the stack outputs (and of alpha).
   for (int64_t s = 0; s < config_.n_stacks; ++s) be.fill(act_.d_stack_output[s], 0.0);
   if (config_.combine == CombineMode::linear) {
-    const auto alpha = combine_alpha_host();
+    const auto alpha = combine_alpha();
     Tensor d_alpha_host = Tensor::zeros({config_.n_stacks}, dtype_);
     backend_.copy(d_alpha_host, weights_.combine_alpha.grad);
     for (int64_t s = 0; s < config_.n_stacks; ++s) {

@@ -41,6 +41,9 @@ class Model {
 
   void initialize();  // weights_initialize with config.seed
 
+  // combine.alpha as host values (combine = linear; empty otherwise).
+  std::vector<double> combine_alpha() const;
+
   // How self- and cross-attention attend (masks and RoPE flags), shared with the decoders.
   AttentionSpec self_spec() const;
   AttentionSpec cross_spec() const;
@@ -92,7 +95,6 @@ class Model {
   void check_tokens(const Tensor& tokens, const char* what, int32_t lowest) const;
   void stack_forward(int64_t s);
   void stack_backward(int64_t s);
-  std::vector<double> combine_alpha_host() const;
 
   ModelConfig config_;
   Backend& backend_;
