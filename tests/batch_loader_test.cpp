@@ -22,17 +22,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-template <class Action>
-void expect_error(Action action, const std::vector<std::string>& fragments) {
-  try {
-    action();
-    ADD_FAILURE() << "no error; expected one containing '" << fragments.front() << "'";
-  } catch (const Error& error) {
-    const std::string message = error.what();
-    for (const std::string& fragment : fragments)
-      EXPECT_NE(message.find(fragment), std::string::npos) << "'" << fragment << "' not in: " << message;
-  }
-}
+using test::expect_error;
 
 std::vector<int32_t> to_vector(const Tensor& t) {
   const int32_t* data = t.data<int32_t>();

@@ -30,18 +30,7 @@ namespace fs = std::filesystem;
 
 constexpr int32_t kByteEot = 256;
 
-// Expects `action` to throw sf::Error whose message contains every fragment.
-template <class Action>
-void expect_error(Action action, const std::vector<std::string>& fragments) {
-  try {
-    action();
-    ADD_FAILURE() << "no error; expected one containing '" << fragments.front() << "'";
-  } catch (const Error& error) {
-    const std::string message = error.what();
-    for (const std::string& fragment : fragments)
-      EXPECT_NE(message.find(fragment), std::string::npos) << "'" << fragment << "' not in: " << message;
-  }
-}
+using test::expect_error;
 
 class PrepareTest : public ::testing::Test {
  protected:

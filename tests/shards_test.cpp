@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "support/test_util.h"
 #include "core/error.h"
 #include "data/shards.h"
 
@@ -18,6 +19,7 @@ namespace sf {
 namespace {
 
 namespace fs = std::filesystem;
+using test::expect_error;
 
 class ShardsTest : public ::testing::Test {
  protected:
@@ -48,18 +50,6 @@ class ShardsTest : public ::testing::Test {
   }
 
   // Expects `action` to throw sf::Error whose message contains every fragment.
-  template <class Action>
-  static void expect_error(Action action, const std::vector<std::string>& fragments) {
-    try {
-      action();
-      ADD_FAILURE() << "no error; expected one containing '" << fragments.front() << "'";
-    } catch (const Error& error) {
-      std::string message = error.what();
-      for (const std::string& fragment : fragments)
-        EXPECT_NE(message.find(fragment), std::string::npos) << "'" << fragment << "' not in: " << message;
-    }
-  }
-
   fs::path directory_;
 };
 

@@ -1,7 +1,10 @@
 // test_util.h — small helpers shared by the test suites: error messages and temp folders.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 
@@ -16,6 +19,21 @@ std::string error_of(Fn&& fn) {
     return e.what();
   }
   return "";
+}
+
+// Expects `action` to throw sf::Error whose message contains every fragment (gtest failures
+// name the missing fragment and the message).
+template <class Action>
+void expect_error(Action action, const std::vector<std::string>& fragments) {
+  try {
+    action();
+    ADD_FAILURE() << "no error; expected one containing '" << fragments.front() << "'";
+  } catch (const Error& error) {
+    const std::string message = error.what();
+    for (const std::string& fragment : fragments)
+      EXPECT_NE(message.find(fragment), std::string::npos)
+          << "'" << fragment << "' not in: " << message;
+  }
 }
 
 // A fresh empty folder under the system temp dir, unique to this process and `name`.
