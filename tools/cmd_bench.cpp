@@ -36,33 +36,6 @@ struct BenchArgs {
   bool no_bandwidth = false;
 };
 
-// The command line as typed, for the report: /proc/self/cmdline (Linux), each argument quoted
-// for a POSIX shell where it needs it, so the line can be pasted back.
-std::string command_line() {
-  std::ifstream in("/proc/self/cmdline", std::ios::binary);
-  std::string raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::string line, arg;
-  auto flush = [&] {
-    bool plain = !arg.empty();
-    for (char ch : arg)
-      plain = plain && (std::isalnum(static_cast<unsigned char>(ch)) || std::string("_-./=,:+@%").find(ch) != std::string::npos);
-    std::string quoted = arg;
-    if (!plain) {
-      quoted = "'";
-      for (char ch : arg) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
-      quoted += "'";
-    }
-    line += (line.empty() ? "" : " ") + quoted;
-    arg.clear();
-  };
-  for (char ch : raw) {
-    if (ch == '\0') flush();
-    else arg += ch;
-  }
-  if (!arg.empty()) flush();
-  return line.empty() ? "stagformer bench" : line;
-}
-
 void progress(const std::string& line) {
   std::fprintf(stderr, "bench: %s\n", line.c_str());
   std::fflush(stderr);

@@ -16,5 +16,6 @@ void add_generate_command(CLI::App& app);
 void add_info_command(CLI::App& app);
 void add_plot_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_bench_train_command(CLI::App& app);
 
 }  // namespace sf::cli

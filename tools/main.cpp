@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   sf::cli::add_info_command(app);
   sf::cli::add_plot_command(app);
   sf::cli::add_bench_command(app);
+  sf::cli::add_bench_train_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -10,9 +10,15 @@
 //     branches that read the same input.
 //   * The CPU backend runs fp32 (the reference) and fp64 (used by the finite-difference checks);
 //     all tensors of one call have the same floating dtype.
+//   * The CUDA backend runs F32 or BF16 activations (fp32 arithmetic either way). In BF16 mixed
+//     precision the weights a kernel reads are BF16 working copies while the gradients it
+//     accumulates into are the F32 master gradients, so matmul, rmsnorm_backward and
+//     embedding_backward accept an F32 gradient output next to BF16 inputs; statistics (rstd,
+//     lse, losses) are F32.
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -47,6 +53,10 @@ class Backend {
   virtual Tensor zeros(const Shape& shape, DType dtype) = 0;
   // Copies between any two devices (one of them this backend's); shapes and dtypes must match.
   virtual void copy(Tensor& dst, const Tensor& src) = 0;
+  // dst = src converted to dst's floating dtype (F32, F64, BF16; rounding to nearest even).
+  // Both on this backend's device, same shape. The CUDA backend's mixed precision uses it to
+  // refresh the BF16 working weights from the F32 master weights.
+  virtual void convert(Tensor& dst, const Tensor& src) = 0;
 
   // ---- elementwise and reductions -----------------------------------------------------------
   virtual void fill(Tensor& x, double value) = 0;
@@ -54,11 +64,27 @@ class Backend {
   virtual void axpy(Tensor& y, double alpha, const Tensor& x) = 0;      // y += alpha * x
   virtual double dot(const Tensor& a, const Tensor& b) = 0;             // sum(a * b), fp64 result
   virtual double sum_squares(const Tensor& x) = 0;                      // sum(x^2), fp64 result
+  // sum over all tensors of sum(x^2) (the global gradient norm); a backend may do it in one go.
+  virtual double sum_squares_total(const std::vector<Tensor>& tensors) {
+    double total = 0.0;
+    for (const Tensor& t : tensors) total += sum_squares(t);
+    return total;
+  }
+  // Waits until all queued work is done (asynchronous backends; timing).
+  virtual void synchronize() {}
 
   // ---- matrix product -------------------------------------------------------------------------
   // out = alpha * op(a) @ op(b) + beta * out, with op(m) = m or m^T; a, b, out are 2-D.
   virtual void matmul(Tensor& out, const Tensor& a, bool transpose_a, const Tensor& b,
                       bool transpose_b, double alpha, double beta) = 0;
+  // out = op(a) @ op(b) + addend (out overwritten; addend has out's shape and dtype): a residual
+  // connection in one pass. The CUDA backend reads the addend inside the matrix product;
+  // this default copies it first.
+  virtual void matmul_add(Tensor& out, const Tensor& a, bool transpose_a, const Tensor& b,
+                          bool transpose_b, const Tensor& addend) {
+    copy(out, addend);
+    matmul(out, a, transpose_a, b, transpose_b, 1.0, 1.0);
+  }
 
   // ---- layers (forward / backward) ------------------------------------------------------------
   // tokens: I32[rows]; table: [V, D]; out: [rows, D] (overwrites). Token ids must be in [0, V).

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/bf16.h"
 #include "cpu/kernels.h"
 
 namespace sf {
@@ -62,6 +63,49 @@ void CpuBackend::copy(Tensor& dst, const Tensor& src) {
   SF_CHECK(dst.dtype() == src.dtype() && dst.shape() == src.shape(), "copy: {} into {}",
            src.describe(), dst.describe());
   std::memcpy(dst.raw(), src.raw(), src.nbytes());
+}
+
+namespace {
+
+// Element i of a contiguous floating tensor as a double (F32, F64 or BF16).
+double load_as_double(const Tensor& t, int64_t i) {
+  switch (t.dtype()) {
+    case DType::f32: return t.data<float>()[i];
+    case DType::f64: return t.data<double>()[i];
+    case DType::bf16: return bf16_to_float(static_cast<const uint16_t*>(t.raw())[i]);
+    default: fail(fmt::format("convert: {} is not a floating tensor", t.describe()));
+  }
+}
+
+}  // namespace
+
+void CpuBackend::convert(Tensor& dst, const Tensor& src) {
+  check_cpu(dst, "convert");
+  check_cpu(src, "convert");
+  SF_CHECK(dst.shape() == src.shape() && dst.is_contiguous() && src.is_contiguous(),
+           "convert: {} into {}", src.describe(), dst.describe());
+  SF_CHECK(src.dtype() == DType::f32 || src.dtype() == DType::f64 || src.dtype() == DType::bf16,
+           "convert: {} is not a floating tensor", src.describe());
+  const int64_t n = src.numel();
+  switch (dst.dtype()) {
+    case DType::f32: {
+      float* d = dst.data<float>();
+      for (int64_t i = 0; i < n; ++i) d[i] = static_cast<float>(load_as_double(src, i));
+      break;
+    }
+    case DType::f64: {
+      double* d = dst.data<double>();
+      for (int64_t i = 0; i < n; ++i) d[i] = load_as_double(src, i);
+      break;
+    }
+    case DType::bf16: {
+      // BF16 data is held in U16 on the host side of Tensor::data<>.
+      auto* d = static_cast<uint16_t*>(dst.raw());
+      for (int64_t i = 0; i < n; ++i) d[i] = float_to_bf16(static_cast<float>(load_as_double(src, i)));
+      break;
+    }
+    default: fail(fmt::format("convert: {} is not a floating tensor", dst.describe()));
+  }
 }
 
 void CpuBackend::fill(Tensor& x, double value) {

@@ -15,6 +15,7 @@ class CpuBackend final : public Backend {
   Device device() const override { return Device::cpu; }
   Tensor zeros(const Shape& shape, DType dtype) override;
   void copy(Tensor& dst, const Tensor& src) override;
+  void convert(Tensor& dst, const Tensor& src) override;
 
   void fill(Tensor& x, double value) override;
   void scale(Tensor& x, double alpha) override;

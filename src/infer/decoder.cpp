@@ -37,6 +37,11 @@ Decoder::Decoder(Model& model, int64_t batch, DecodeMode mode, int threads)
   SF_CHECK(batch >= 1, "decoder batch must be >= 1, got {}", batch);
   SF_CHECK(model.dtype() == DType::f32 || model.dtype() == DType::f64,
            "decoder: unsupported model dtype {}", dtype_name(model.dtype()));
+  // The decoder writes its per-step index tensors (positions, slots, key ranges) in place on
+  // the host; GPU decoding needs them staged and is not built yet.
+  SF_CHECK(model.backend().device() == Device::cpu,
+           "incremental decoding runs on the CPU backend only (GPU decoding is not implemented "
+           "yet); use --device cpu for generate and bench");
   if (mode == DecodeMode::recurrent) {
     SF_CHECK(c.n_stacks >= 2 && c.weights == WeightSharing::shared,
              "recurrent decoding needs a shared-weights model with n_stacks >= 2 (this one: "

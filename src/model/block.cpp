@@ -15,19 +15,19 @@ AttentionActivations attention_activations_allocate(Backend& be, const ModelConf
   const int64_t hd = c.head_dim();
   AttentionActivations a;
   a.norm_out = be.zeros({B * T, c.d_model}, dt);
-  a.rstd = be.zeros({B * T}, dt);
+  a.rstd = be.zeros({B * T}, statistics_dtype(dt));
   a.q = be.zeros({B, T, c.n_heads, hd}, dt);
   a.k = be.zeros({B, Tk, c.n_kv_heads, hd}, dt);
   a.v = be.zeros({B, Tk, c.n_kv_heads, hd}, dt);
   a.out = be.zeros({B, T, c.n_heads, hd}, dt);
-  a.lse = be.zeros({B, c.n_heads, T}, dt);
+  a.lse = be.zeros({B, c.n_heads, T}, statistics_dtype(dt));
   return a;
 }
 
 MlpActivations mlp_activations_allocate(Backend& be, const ModelConfig& c, DType dt, int64_t rows) {
   MlpActivations m;
   m.norm_out = be.zeros({rows, c.d_model}, dt);
-  m.rstd = be.zeros({rows}, dt);
+  m.rstd = be.zeros({rows}, statistics_dtype(dt));
   m.gate = be.zeros({rows, c.ffn_hidden}, dt);
   m.up = be.zeros({rows, c.ffn_hidden}, dt);
   m.hidden = be.zeros({rows, c.ffn_hidden}, dt);
@@ -60,8 +60,7 @@ void attention_block_forward(Backend& be, const ModelConfig& c, const AttentionW
   if (spec.rope_q) be.rope_forward(a.q, c.rope_theta, 0);
   if (spec.rope_k) be.rope_forward(a.k, c.rope_theta, 0);
   be.attention_forward(a.out, a.lse, a.q, a.k, a.v, spec.mask);
-  be.copy(x_out, x_in);
-  be.matmul(x_out, as_matrix(a.out), false, w.wo.value, true, 1.0, 1.0);
+  be.matmul_add(x_out, as_matrix(a.out), false, w.wo.value, true, x_in);
 }
 
 void attention_block_backward(Backend& be, const ModelConfig& c, const AttentionWeights& w,
@@ -101,8 +100,7 @@ void mlp_block_forward(Backend& be, const ModelConfig& c, const LayerWeights& w,
   be.matmul(m.gate, m.norm_out, false, w.w1.value, true, 1.0, 0.0);
   be.matmul(m.up, m.norm_out, false, w.w3.value, true, 1.0, 0.0);
   be.swiglu_forward(m.hidden, m.gate, m.up);
-  be.copy(x_out, x_in);
-  be.matmul(x_out, m.hidden, false, w.w2.value, true, 1.0, 1.0);
+  be.matmul_add(x_out, m.hidden, false, w.w2.value, true, x_in);
 }
 
 void mlp_block_backward(Backend& be, const ModelConfig& c, const LayerWeights& w, const Tensor& x_in,
@@ -136,7 +134,7 @@ DecodeScratch decode_scratch_allocate(Backend& be, const ModelConfig& c, DType d
   const int64_t hd = c.head_dim();
   DecodeScratch d;
   d.norm_out = be.zeros({B, c.d_model}, dt);
-  d.rstd = be.zeros({B}, dt);
+  d.rstd = be.zeros({B}, statistics_dtype(dt));
   d.q = be.zeros({B, c.n_heads, hd}, dt);
   d.k = be.zeros({B, c.n_kv_heads, hd}, dt);
   d.v = be.zeros({B, c.n_kv_heads, hd}, dt);
@@ -161,8 +159,7 @@ void attention_block_decode(Backend& be, const ModelConfig& c, const AttentionWe
     be.kv_cache_write(cache.v, d.v, *write_slots);
   }
   be.attention_decode(d.out, d.q, cache.k, cache.v, cache.key_begin, cache.key_end);
-  be.copy(x_out, x_in);
-  be.matmul(x_out, as_matrix(d.out), false, w.wo.value, true, 1.0, 1.0);
+  be.matmul_add(x_out, as_matrix(d.out), false, w.wo.value, true, x_in);
 }
 
 void cross_cache_append(Backend& be, const ModelConfig& c, const AttentionWeights& w,

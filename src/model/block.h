@@ -16,6 +16,10 @@
 
 namespace sf {
 
+// The dtype of per-row statistics (RMSNorm rstd, attention lse, losses) for activations of
+// dtype `compute`: F32 when activations are BF16 (8 mantissa bits are too few for them).
+inline DType statistics_dtype(DType compute) { return compute == DType::bf16 ? DType::f32 : compute; }
+
 // Saved activations of one attention sub-block (self or cross). Shapes for B sequences of T
 // positions: norm_out [B*T, D], rstd [B*T], q [B, T, Hq, hd], k/v [B, Tk, Hkv, hd], out like q,
 // lse [B, Hq, T].

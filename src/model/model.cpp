@@ -3,15 +3,63 @@
 
 namespace sf {
 
-Model::Model(const ModelConfig& config, Backend& backend, DType dtype)
-    : config_(config), backend_(backend), dtype_(dtype) {
+namespace {
+
+// Every Weight of the structure, shared ones as often as they are referenced.
+template <class Fn> void for_each_weight(ModelWeights& w, Fn&& fn) {
+  fn(w.tok_embeddings);
+  for (StackWeights& S : w.stacks) {
+    for (LayerWeights& L : S.layers)
+      for (Weight* x : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.cross_norm, &L.cross_wq,
+                        &L.cross_wk, &L.cross_wv, &L.cross_wo, &L.mlp_norm, &L.w1, &L.w3, &L.w2})
+        fn(*x);
+    fn(S.mem_norm);
+  }
+  fn(w.combine_alpha);
+  fn(w.final_norm);
+  fn(w.lm_head);
+}
+
+}  // namespace
+
+Model::Model(const ModelConfig& config, Backend& backend, DType dtype,
+             std::optional<DType> compute_dtype)
+    : config_(config),
+      backend_(backend),
+      dtype_(dtype),
+      compute_dtype_(compute_dtype.value_or(dtype)),
+      stat_dtype_(statistics_dtype(compute_dtype_)) {
   config_.validate("model config");
   SF_CHECK(dtype == DType::f32 || dtype == DType::f64, "model dtype must be F32 or F64, got {}",
            dtype_name(dtype));
+  SF_CHECK(compute_dtype_ == dtype_ || (dtype_ == DType::f32 && compute_dtype_ == DType::bf16),
+           "model compute dtype {} with parameter dtype {}: mixed precision is BF16 over F32",
+           dtype_name(compute_dtype_), dtype_name(dtype_));
   weights_ = weights_register(config_, backend_, dtype_, params_);
+  if (!mixed_precision()) return;
+  // Working copies: kernels read these; gradients stay the F32 master gradients. Shared
+  // weights are one parameter, so they get one working copy (matched by buffer).
+  for (const Parameter& p : params_.all())
+    working_copies_.emplace_back(p.value, backend_.zeros(p.value.shape(), compute_dtype_));
+  for_each_weight(weights_, [&](Weight& w) {
+    if (!w.value.defined()) return;
+    for (const auto& [master, working] : working_copies_)
+      if (master.buffer() == w.value.buffer()) {
+        w.value = working;
+        return;
+      }
+    fail("mixed precision: a weight is not a registered parameter");
+  });
 }
 
-void Model::initialize() { weights_initialize(config_, backend_, params_); }
+void Model::initialize() {
+  weights_initialize(config_, backend_, params_);
+  sync_compute_weights();
+}
+
+void Model::sync_compute_weights() {
+  for (auto& [master, working] : working_copies_) backend_.convert(working, master);
+}
 
 AttentionSpec Model::self_spec() const { return AttentionSpec{AttentionMask{0, 0}, true, true}; }
 
@@ -32,40 +80,40 @@ void Model::plan(int64_t B, int64_t T) {
   a.seq = T;
   a.tokens = be.zeros({B, T}, DType::i32);
   a.targets = be.zeros({B, T}, DType::i32);
-  a.embedded = be.zeros({N, D}, dtype_);
+  a.embedded = be.zeros({N, D}, compute_dtype_);
   a.stacks.resize(c.n_stacks);
   for (int64_t s = 0; s < c.n_stacks; ++s) {
     StackActivations& S = a.stacks[s];
-    for (int64_t l = 0; l <= c.layers_per_stack; ++l) S.residual.push_back(be.zeros({N, D}, dtype_));
+    for (int64_t l = 0; l <= c.layers_per_stack; ++l) S.residual.push_back(be.zeros({N, D}, compute_dtype_));
     S.layers.resize(c.layers_per_stack);
     for (auto& L : S.layers) {
-      L.x_after_attn = be.zeros({N, D}, dtype_);
-      L.self = attention_activations_allocate(be, c, dtype_, B, T, T);
+      L.x_after_attn = be.zeros({N, D}, compute_dtype_);
+      L.self = attention_activations_allocate(be, c, compute_dtype_, B, T, T);
       if (s >= 1) {
-        L.x_after_cross = be.zeros({N, D}, dtype_);
-        L.cross = attention_activations_allocate(be, c, dtype_, B, T, T);
+        L.x_after_cross = be.zeros({N, D}, compute_dtype_);
+        L.cross = attention_activations_allocate(be, c, compute_dtype_, B, T, T);
       }
-      L.mlp = mlp_activations_allocate(be, c, dtype_, N);
+      L.mlp = mlp_activations_allocate(be, c, compute_dtype_, N);
     }
     if (s >= 1) {
-      S.mem = be.zeros({N, D}, dtype_);
-      S.mem_rstd = be.zeros({N}, dtype_);
+      S.mem = be.zeros({N, D}, compute_dtype_);
+      S.mem_rstd = be.zeros({N}, stat_dtype_);
     }
-    a.d_stack_output.push_back(be.zeros({N, D}, dtype_));
-    a.d_mem.push_back(s >= 1 ? be.zeros({N, D}, dtype_) : Tensor());
+    a.d_stack_output.push_back(be.zeros({N, D}, compute_dtype_));
+    a.d_mem.push_back(s >= 1 ? be.zeros({N, D}, compute_dtype_) : Tensor());
   }
-  a.combined = be.zeros({N, D}, dtype_);
-  a.final_norm_out = be.zeros({N, D}, dtype_);
-  a.final_rstd = be.zeros({N}, dtype_);
-  a.logits = be.zeros({B, T, c.vocab_size}, dtype_);
-  a.losses = be.zeros({N}, dtype_);
-  a.ones = be.zeros({N}, dtype_);
+  a.combined = be.zeros({N, D}, compute_dtype_);
+  a.final_norm_out = be.zeros({N, D}, compute_dtype_);
+  a.final_rstd = be.zeros({N}, stat_dtype_);
+  a.logits = be.zeros({B, T, c.vocab_size}, compute_dtype_);
+  a.losses = be.zeros({N}, stat_dtype_);
+  a.ones = be.zeros({N}, stat_dtype_);
   be.fill(a.ones, 1.0);
-  a.d_combined = be.zeros({N, D}, dtype_);
-  a.d_final_norm_out = be.zeros({N, D}, dtype_);
-  a.d_logits = be.zeros({N, c.vocab_size}, dtype_);
-  a.d_embedded = be.zeros({N, D}, dtype_);
-  a.scratch = block_scratch_allocate(be, c, dtype_, N);
+  a.d_combined = be.zeros({N, D}, compute_dtype_);
+  a.d_final_norm_out = be.zeros({N, D}, compute_dtype_);
+  a.d_logits = be.zeros({N, c.vocab_size}, compute_dtype_);
+  a.d_embedded = be.zeros({N, D}, compute_dtype_);
+  a.scratch = block_scratch_allocate(be, c, compute_dtype_, N);
   act_ = std::move(a);
 }
 
@@ -84,7 +132,7 @@ void Model::check_tokens(const Tensor& t, const char* what, int32_t lowest) cons
 std::vector<double> Model::combine_alpha() const {
   if (config_.combine != CombineMode::linear) return {};
   Tensor host = Tensor::zeros({config_.n_stacks}, dtype_);
-  backend_.copy(host, weights_.combine_alpha.value);
+  backend_.copy(host, params_.get("combine.alpha").value);  // the master value
   std::vector<double> alpha(config_.n_stacks);
   for (int64_t k = 0; k < config_.n_stacks; ++k)
     alpha[k] = dtype_ == DType::f64 ? host.data<double>()[k] : host.data<float>()[k];
@@ -129,6 +177,7 @@ double Model::forward(const Tensor& tokens, const Tensor& targets, const Forward
              targets.describe(), tokens.describe());
   }
   plan(B, T);
+  sync_compute_weights();
   Backend& be = backend_;
   be.copy(act_.tokens, tokens);
   if (have_targets_) be.copy(act_.targets, targets);

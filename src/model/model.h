@@ -9,6 +9,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "core/backend.h"
@@ -28,15 +29,28 @@ struct ForwardHooks {
 
 class Model {
  public:
-  // Registers the parameters (zero until initialize() or a load). dtype: F32, or F64 for
-  // finite-difference checks on the CPU backend.
-  Model(const ModelConfig& config, Backend& backend, DType dtype = DType::f32);
+  // Registers the parameters (zero until initialize() or a load). dtype: the parameters' (master)
+  // dtype, F32, or F64 for finite-difference checks on the CPU backend. compute_dtype: the dtype
+  // of activations and of the weights the kernels read; F32/F64 = dtype (the default), or BF16
+  // for mixed precision on the CUDA backend (F32 master weights, gradients and optimizer state;
+  // BF16 working copies of the weights; F32 statistics).
+  Model(const ModelConfig& config, Backend& backend, DType dtype = DType::f32,
+        std::optional<DType> compute_dtype = std::nullopt);
 
   const ModelConfig& config() const { return config_; }
   Backend& backend() { return backend_; }
   DType dtype() const { return dtype_; }
+  DType compute_dtype() const { return compute_dtype_; }
+  bool mixed_precision() const { return compute_dtype_ != dtype_; }
+  // In mixed precision, refreshes the working copies from the master weights. forward() does
+  // this itself every time (one cast pass, a fraction of a percent of a step), so stale working
+  // weights after an optimizer step, a load or a test's edit cannot happen; code that reads
+  // weights() without a forward (the decoder) calls it after changing the master weights.
+  void sync_compute_weights();
   ParameterSet& params() { return params_; }
   const ParameterSet& params() const { return params_; }
+  // The weights as the kernels read them (working copies in mixed precision) with the master
+  // gradients.
   const ModelWeights& weights() const { return weights_; }
 
   void initialize();  // weights_initialize with config.seed
@@ -98,9 +112,13 @@ class Model {
 
   ModelConfig config_;
   Backend& backend_;
-  DType dtype_;
+  DType dtype_;          // master parameters and their gradients
+  DType compute_dtype_;  // activations and working weights
+  DType stat_dtype_;     // rstd, lse, losses: F32 when compute is BF16
   ParameterSet params_;
-  ModelWeights weights_;
+  ModelWeights weights_;  // .value = working copy in mixed precision; .grad = master gradient
+  // Mixed precision: (master, working copy) of every parameter, in registration order.
+  std::vector<std::pair<Tensor, Tensor>> working_copies_;
   Activations act_;
   bool have_targets_ = false;
   int64_t counted_targets_ = 0;

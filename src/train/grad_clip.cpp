@@ -8,9 +8,10 @@
 namespace sf {
 
 double global_grad_norm(Backend& backend, const ParameterSet& params) {
-  double sum = 0.0;
-  for (const Parameter& p : params.all()) sum += backend.sum_squares(p.grad);
-  return std::sqrt(sum);
+  std::vector<Tensor> grads;
+  grads.reserve(params.size());
+  for (const Parameter& p : params.all()) grads.push_back(p.grad);
+  return std::sqrt(backend.sum_squares_total(grads));
 }
 
 double clip_scale(double norm, double max_norm) {

@@ -11,10 +11,12 @@
 #include "data/batch_loader.h"
 #include "data/shards.h"
 #include "data/tokenizer_files.h"
+#include "dist/collective.h"
 #include "io/atomic_file.h"
 #include "model/model.h"
 #include "model/model_io.h"
 #include "train/adamw.h"
+#include "train/data_parallel.h"
 #include "train/evaluate.h"
 #include "train/grad_clip.h"
 #include "train/interrupt.h"
@@ -29,8 +31,9 @@ using json = nlohmann::json;
 
 namespace {
 
-json options_json(const TrainOptions& o) {
+json options_json(const TrainOptions& o, int world_size) {
   return json{{"data_dir", o.data_dir},         {"steps", o.steps},
+              {"world_size", world_size},
               {"batch", o.batch},               {"seq", o.seq},
               {"grad_accum", o.grad_accum},     {"lr", o.lr},
               {"min_lr_ratio", o.min_lr_ratio}, {"warmup", o.warmup},
@@ -69,6 +72,9 @@ void train_options_validate(const TrainOptions& o) {
 TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Backend& backend) {
   train_options_validate(o);
   const auto t0 = std::chrono::steady_clock::now();
+  SingleProcessCollective single_process;
+  Collective& world = o.collective != nullptr ? *o.collective : single_process;
+  const bool root = world.is_root();  // only rank 0 writes files (docs/data-parallel.md)
   const fs::path run(o.run_dir);
   std::error_code ec;
 
@@ -82,7 +88,7 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
     SF_CHECK(!checkpoint_exists(o.run_dir),
              "{} already holds a training run; use --resume to continue it or choose another --out",
              o.run_dir);
-    fs::create_directories(run, ec);
+    if (root) fs::create_directories(run, ec);
     SF_CHECK(!ec, "{}: cannot create run folder ({})", o.run_dir, ec.message());
   }
   config.validate(o.resume ? (run / "config.json").string() : "model config");
@@ -100,7 +106,7 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
   if (!list_shards(o.data_dir, "val").empty())
     val_data = std::make_unique<BatchLoader>(o.data_dir, "val", o.batch, o.seq, tokenizer.vocab_size);
 
-  Model model(config, backend, DType::f32);
+  Model model(config, backend, DType::f32, o.compute_dtype);
   AdamWConfig adamw_config;
   adamw_config.beta1 = o.beta1;
   adamw_config.beta2 = o.beta2;
@@ -120,43 +126,56 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
              state.step, o.steps);
     train_data.set_position(state.data);
   } else {
-    model.initialize();
+    model.initialize();  // the same seed on every rank: identical weights everywhere
     state.rng = Rng(config.seed).state();
-    config_save(config, (run / "config.json").string());
+    if (root) config_save(config, (run / "config.json").string());
   }
-  tokenizer_spec_save(tokenizer, (run / "tokenizer.json").string());
-  write_file_atomic((run / "train.json").string(), options_json(o).dump(2) + "\n");
+  check_ranks_agree(world, backend, model.params(), state.step);  // same weights, same step
+  if (root) {
+    tokenizer_spec_save(tokenizer, (run / "tokenizer.json").string());
+    write_file_atomic((run / "train.json").string(),
+                      options_json(o, world.world_size()).dump(2) + "\n");
+  }
 
   TrainResult result;
-  result.unigram_val_loss =
-      val_data ? unigram_cross_entropy(o.data_dir, tokenizer.vocab_size) : std::nan("");
+  result.unigram_val_loss = val_data && root
+                               ? unigram_cross_entropy(o.data_dir, tokenizer.vocab_size)
+                               : std::nan("");
   result.last_val_loss = std::nan("");
   const fs::path metrics_path = run / "metrics.jsonl";
-  if (!o.resume) fs::remove(metrics_path, ec);  // a stale log of an attempt that saved nothing
-  MetricsLog metrics(metrics_path.string(), o.resume ? state.step : -1);
+  std::unique_ptr<MetricsLog> metrics;  // rank 0's
+  if (root) {
+    if (!o.resume) fs::remove(metrics_path, ec);  // a stale log of an attempt that saved nothing
+    metrics = std::make_unique<MetricsLog>(metrics_path.string(), o.resume ? state.step : -1);
+  }
+  auto log = [&](const json& record) {
+    if (metrics) metrics->append(record);
+  };
   if (!o.resume) {
     nlohmann::json first{{"step", 0}, {"parameters", model.params().count_elements()}};
     if (val_data) first["unigram_val_loss"] = result.unigram_val_loss;
-    metrics.append(first);
+    log(first);
   }
 
+  // Every rank evaluates, identically (same weights, same batches): no rank waits for another.
   auto validate_now = [&] {
     if (!val_data) return;
     const EvalResult r = evaluate_loader(model, *val_data, o.eval_batches);
     result.last_val_loss = r.loss;
-    metrics.append({{"step", state.step}, {"val_loss", r.loss}, {"val_ppl", r.perplexity},
-                    {"val_tokens", r.tokens}});
+    log({{"step", state.step}, {"val_loss", r.loss}, {"val_ppl", r.perplexity},
+         {"val_tokens", r.tokens}});
   };
   const double elapsed_before = state.elapsed_seconds;  // earlier segments of a resumed run
   auto save_checkpoint = [&] {
     state.elapsed_seconds = elapsed_before + seconds_since(t0);
+    if (!root) return;  // the others go on and wait for rank 0 in the next collective
     CheckpointOptions copts;
     copts.keep = o.keep_checkpoints;
     checkpoint_save(o.run_dir, model, optimizer, state, copts);
     model_save(model, o.run_dir);  // the run folder itself is a loadable MODEL
     loss_plot_write({{fmt::format("{} ({}x{})", config.n_stacks == 1 ? "baseline" : "stagformer",
                                   config.n_stacks, config.layers_per_stack),
-                      metrics.path()}},
+                      metrics_path.string()}},
                     (run / "loss.svg").string(), "training loss — " + o.run_dir);
   };
   auto last_checkpoint_note = [&] {
@@ -168,9 +187,10 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
   if (!o.resume && o.eval_every > 0) validate_now();
 
   InterruptGuard interrupt;
-  const int64_t tokens_per_step = o.batch * o.seq * o.grad_accum;
+  const MicroBatchSchedule micro_batches(world.rank(), world.world_size(), o.grad_accum);
+  const int64_t tokens_per_step = o.batch * o.seq * micro_batches.per_update();
   ProgressOptions progress_options;
-  if (!o.progress) progress_options.output = ProgressOutput::quiet;
+  if (!o.progress || !root) progress_options.output = ProgressOutput::quiet;
   ProgressBar bar("train", o.steps, "step", progress_options);
   bar.update(state.step);
   Tensor tokens, targets;
@@ -179,11 +199,15 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
   for (int64_t step = first_step; step <= o.steps; ++step) {
     model.params().zero_grad(backend);
     double loss = 0.0;
-    for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
-      train_data.next(tokens, targets);
-      loss += model.forward(tokens, targets) / static_cast<double>(o.grad_accum);
-      model.backward(1.0 / static_cast<double>(o.grad_accum));
+    const double per_update = static_cast<double>(micro_batches.per_update());
+    for (int64_t micro = 0; micro < micro_batches.per_update(); ++micro) {
+      train_data.next(tokens, targets);  // every rank reads every micro-batch, trains on its own
+      if (!micro_batches.is_mine(micro)) continue;
+      loss += model.forward(tokens, targets) / per_update;
+      model.backward(micro_batches.loss_scale());
     }
+    loss = world.all_reduce_sum(loss);
+    all_reduce_gradients(world, model.params());
     const double norm = global_grad_norm(backend, model.params());
     SF_CHECK(std::isfinite(loss) && std::isfinite(norm),
              "training diverged at step {}: loss {}, gradient norm {} (try a lower --lr); {}", step,
@@ -196,14 +220,15 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
     result.last_train_loss = loss;
     const double elapsed = seconds_since(loop_start);
     const double tok_per_s = static_cast<double>((step - first_step + 1) * tokens_per_step) / elapsed;
-    metrics.append({{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
-                    {"tokens", state.tokens_seen}, {"tok_per_s", tok_per_s}});
+    log({{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
+         {"tokens", state.tokens_seen}, {"tok_per_s", tok_per_s}});
     bar.set_field("loss", fmt::format("{:.4f}", loss));
     bar.set_field("tok/s", fmt::format("{:.0f}", tok_per_s));
     bar.update(step);
 
     const bool last = step == o.steps;
-    const bool stopping = InterruptGuard::requested() || (o.stop_after > 0 && step >= o.stop_after);
+    const bool stopping = any_rank(world, InterruptGuard::requested()) ||
+                          (o.stop_after > 0 && step >= o.stop_after);
     if (last || (o.eval_every > 0 && step % o.eval_every == 0)) validate_now();
     if (last || stopping || (o.checkpoint_every > 0 && step % o.checkpoint_every == 0))
       save_checkpoint();
@@ -213,6 +238,7 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
     }
   }
   bar.finish();
+  world.barrier();  // every rank returns once rank 0's files are complete
   result.steps_done = state.step;
   result.tokens = state.tokens_seen;
   result.seconds = seconds_since(t0);

@@ -1,6 +1,7 @@
 // trainer.h — the training loop: batches from shards, gradient accumulation, AdamW with warmup +
 // cosine and global-norm clipping, periodic validation, metrics log, loss plot, atomic
-// checkpoints, bit-identical resume, clean stop on Ctrl-C, and a hard stop on a NaN/Inf loss.
+// checkpoints, bit-identical resume, clean stop on Ctrl-C, and a hard stop on a NaN/Inf loss;
+// optionally data-parallel over several processes (TrainOptions::collective).
 //
 // A run folder holds: config.json + model.safetensors (the latest weights, loadable by
 // generate/eval/info), tokenizer.json (copied from the data folder), train.json (the options),
@@ -16,6 +17,8 @@
 #include "train/checkpoint.h"
 
 namespace sf {
+
+class Collective;
 
 struct TrainOptions {
   std::string data_dir;
@@ -37,6 +40,13 @@ struct TrainOptions {
   bool resume = false;       // continue the run in run_dir from its latest checkpoint
   int64_t stop_after = 0;    // > 0: stop (with a checkpoint) after this update, as if interrupted
   bool progress = true;      // progress bar on stderr
+  // Activations and working weights: F32, or BF16 mixed precision (CUDA; F32 master weights,
+  // gradients and optimizer state either way).
+  DType compute_dtype = DType::f32;
+  // Data parallelism (docs/data-parallel.md): this process's rank in a job of several, each
+  // training on its share of every update's micro-batches. nullptr: one process. Only rank 0
+  // writes files.
+  Collective* collective = nullptr;
 };
 
 struct TrainResult {

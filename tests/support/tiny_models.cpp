@@ -51,6 +51,19 @@ std::vector<Variant> tiny_variants() {
   return v;
 }
 
+ModelConfig realistic_config(const ModelConfig& tiny) {
+  ModelConfig c = tiny;
+  const bool grouped = tiny.n_kv_heads != tiny.n_heads;
+  c.d_model = 256;
+  c.n_heads = 4;
+  c.n_kv_heads = grouped ? 2 : 4;
+  c.ffn_hidden = 512;
+  c.vocab_size = 1000;
+  c.max_seq_len = 160;
+  c.validate("realistic config");
+  return c;
+}
+
 void randomize_parameters(Model& model, Rng& rng) {
   for (Parameter& p : model.params().all()) {
     Tensor host = Tensor::zeros(p.value.shape(), DType::f64);

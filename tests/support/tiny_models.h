@@ -26,6 +26,13 @@ inline void PrintTo(const Variant& v, std::ostream* os) { *os << v.name; }
 ModelConfig tiny_config();  // baseline: p = 1, h = 2, d_model 8, 2 heads, vocab 11
 std::vector<Variant> tiny_variants();
 
+// The same variant at GPU-realistic sizes: head_dim 64 (the tensor-core attention path),
+// d_model 256, 4 query heads (2 kv heads for a GQA variant), ffn 512, vocab 1000, contexts up to
+// 160. BF16 tests use these with the standard initialisation: at the tiny sizes with strong
+// random weights, bf16 rounding alone moves gradients by 10-40%, which would hide real bugs
+// behind a loose tolerance.
+ModelConfig realistic_config(const ModelConfig& tiny);
+
 // Replaces every parameter with random values large enough that attention is far from uniform
 // and every nonlinearity matters (matrices ~ N(0, 0.5^2), norm weights ~ 1 + N(0, 0.2^2),
 // combine.alpha ~ N(0.5, 0.3^2)). Finite-difference checks on a model at its 0.02-std init

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Packs what a GPU machine without our build dependencies needs into .devbin/ (git-ignored):
+# the stagformer binary, the GPU test binaries, and the shared libraries they use that a bare
+# CUDA image lacks (fmt, OpenBLAS, PCRE2, GoogleTest's runtime, the GCC runtime). The CUDA
+# libraries (cudart, cuBLASLt, NCCL) are taken from the GPU machine's own CUDA install.
+# Used with the workplace's device runner: carry .devbin, then `bash bench/gpu_run.sh`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+rm -rf .devbin
+mkdir -p .devbin/lib
+for exe in stagformer cuda_kernels_test cuda_attention_test cuda_model_test cuda_data_parallel_test twin_test; do
+  if [[ -x "$build/$exe" ]]; then
+    strip -o ".devbin/$exe" "$build/$exe"
+  fi
+done
+for exe in .devbin/*; do
+  [[ -f "$exe" ]] || continue
+  ldd "$exe" | awk '/=> \//{print $3}' | while read -r lib; do
+    case "$(basename "$lib")" in
+      libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|ld-linux*) ;;     # the system's own
+      libcuda.so*|libcudart.so*|libcublas*|libnccl.so*|libnvidia*) ;;         # the GPU machine's CUDA
+      *) cp -Lu "$lib" .devbin/lib/ ;;
+    esac
+  done
+done
+du -sh .devbin

@@ -1,0 +1,41 @@
+// attention_kernels.h — tiled (flash-style) scaled dot-product attention on the GPU, forward
+// and backward, with the staggered mask and window as part of the tiling (never a dense mask).
+//
+// Same function as Backend::attention_forward/backward (src/core/backend.h):
+//   q [B, Tq, Hq, hd]; k, v [B, Tk, Hkv, hd] (query head h reads kv head h / (Hq / Hkv));
+//   query t (position t) sees key j iff j <= t - shift and, when window > 0,
+//   j >= t - shift - window + 1. Scores are scaled by 1/sqrt(hd). A query that sees no key
+//   gets an exactly zero output row and lse = -inf, and contributes no gradient.
+// (mask_shift, mask_window) are AttentionMask{shift, window}; this header stays free of fmt and
+// the Backend so nvcc compiles only what the kernels need. Tensors are contiguous. `dtype` (F32 or BF16) is the element type of q, k, v, out, dout,
+// dq, dk, dv; lse is always F32 [B, Hq, Tq]. Arithmetic is fp32 in either case.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace sf::cuda {
+
+struct AttentionDims {
+  int64_t batch = 0, q_len = 0, kv_len = 0, q_heads = 0, kv_heads = 0, head_dim = 0;
+};
+
+// out and lse are overwritten.
+void attention_forward(DType dtype, const AttentionDims& dims, int mask_shift, int mask_window, const void* q,
+                       const void* k, const void* v, void* out, float* lse, cudaStream_t stream);
+
+// Bytes of device scratch attention_backward needs for `dims` (may be 0).
+size_t attention_backward_workspace_bytes(DType dtype, const AttentionDims& dims);
+
+// dq, dk, dv are overwritten. `workspace` holds at least
+// attention_backward_workspace_bytes(dtype, dims) bytes of device memory (contents undefined).
+void attention_backward(DType dtype, const AttentionDims& dims, int mask_shift, int mask_window,
+                        const void* dout, const void* out, const float* lse, const void* q,
+                        const void* k, const void* v, void* dq, void* dk, void* dv,
+                        void* workspace, cudaStream_t stream);
+
+}  // namespace sf::cuda

@@ -1,0 +1,559 @@
+// cuda_backend.cpp — CudaBackend: argument checks, memory, copies and the dispatch of every
+// Backend operation to cuBLASLt and the kernels (see cuda_backend.h).
+#include "cuda/cuda_backend.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <string>
+
+#include "core/error.h"
+#include "cuda/attention_kernels.h"
+#include "cuda/cuda_check.h"
+#include "cuda/kernels.h"
+#include "cuda/matmul.h"
+#include "cuda/op_profiler.h"
+
+namespace sf {
+
+namespace {
+
+bool is_float(DType d) { return d == DType::f32 || d == DType::bf16; }
+
+using TensorList = std::initializer_list<const Tensor*>;
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device) : device_(device) {
+    SF_CUDA_CHECK(cudaSetDevice(device));
+    SF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    SF_CUDA_CHECK(cudaMalloc(&scalars_, 64 * sizeof(double)));
+    matmul_ = std::make_unique<cuda::Matmul>(stream_);
+    if (const char* flag = std::getenv("SF_CUDA_PROFILE"); flag && std::string(flag) == "1")
+      profiler_ = std::make_unique<cuda::OpProfiler>(stream_);
+  }
+  ~CudaBackend() override {
+    profiler_.reset();  // prints its table
+    matmul_.reset();
+    cudaStreamSynchronize(stream_);
+    if (workspace_) cudaFree(workspace_);
+    if (scalars_) cudaFree(scalars_);
+    if (norm_table_) cudaFree(norm_table_);
+    cudaStreamDestroy(stream_);
+  }
+
+  Device device() const override { return Device::cuda; }
+  cudaStream_t stream() const { return stream_; }
+  int index() const { return device_; }
+
+  Tensor zeros(const Shape& shape, DType dtype) override {
+    const size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
+    void* data = nullptr;
+    if (bytes > 0) {
+      const cudaError_t status = cudaMalloc(&data, bytes);
+      if (status == cudaErrorMemoryAllocation) {
+        cudaGetLastError();
+        size_t free_bytes = 0, total_bytes = 0;
+        cudaMemGetInfo(&free_bytes, &total_bytes);
+        fail(fmt::format("CUDA out of memory: a {} {} tensor needs {:.1f} MiB but GPU {} has "
+                         "{:.1f} MiB free of {:.1f} MiB; use a smaller --batch or --seq",
+                         dtype_name(dtype), shape_str(shape), bytes / 1048576.0, device_,
+                         free_bytes / 1048576.0, total_bytes / 1048576.0));
+      }
+      SF_CUDA_CHECK(status);
+      SF_CUDA_CHECK(cudaMemsetAsync(data, 0, bytes, stream_));
+    }
+    auto buffer = std::make_shared<Buffer>(Device::cuda, data, bytes, [](void* p) {
+      if (p) cudaFree(p);
+    });
+    return Tensor(std::move(buffer), dtype, shape);
+  }
+
+  void copy(Tensor& dst, const Tensor& src) override {
+    const auto op_timer = profile("copy");
+    SF_CHECK(dst.defined() && src.defined(), "copy: undefined tensor");
+    SF_CHECK(dst.dtype() == src.dtype() && dst.shape() == src.shape(), "copy: {} into {}",
+             src.describe(), dst.describe());
+    SF_CHECK(dst.is_contiguous() && src.is_contiguous(), "copy: {} into {} needs contiguous tensors",
+             src.describe(), dst.describe());
+    if (src.nbytes() == 0) return;
+    SF_CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDefault, stream_));
+    // A host destination must hold the data when copy() returns.
+    if (dst.device() == Device::cpu) SF_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  void convert(Tensor& dst, const Tensor& src) override {
+    const auto op_timer = profile("convert");
+    check(dst, "convert");
+    check(src, "convert");
+    SF_CHECK(dst.shape() == src.shape(), "convert: {} into {}", src.describe(), dst.describe());
+    if (dst.dtype() == src.dtype()) return copy(dst, src);
+    cuda::convert(dst.dtype(), dst.raw(), src.dtype(), src.raw(), src.numel(), stream_);
+  }
+
+  void fill(Tensor& x, double value) override {
+    const auto op_timer = profile("fill");
+    check(x, "fill");
+    cuda::fill(x.dtype(), x.raw(), x.numel(), static_cast<float>(value), stream_);
+  }
+  void scale(Tensor& x, double alpha) override {
+    const auto op_timer = profile("scale");
+    check(x, "scale");
+    cuda::scale(x.dtype(), x.raw(), x.numel(), static_cast<float>(alpha), stream_);
+  }
+  void axpy(Tensor& y, double alpha, const Tensor& x) override {
+    const auto op_timer = profile("axpy");
+    check(y, "axpy");
+    check(x, "axpy");
+    same_shape(y, x, "axpy");
+    cuda::axpy(y.dtype(), y.raw(), x.dtype(), x.raw(), x.numel(), static_cast<float>(alpha),
+               stream_);
+  }
+  double dot(const Tensor& a, const Tensor& b) override {
+    const auto op_timer = profile("dot");
+    check(a, "dot");
+    check(b, "dot");
+    same_shape(a, b, "dot");
+    cuda::dot(a.dtype(), a.raw(), b.dtype(), b.raw(), a.numel(), scalars_, stream_);
+    return read_scalar();
+  }
+  double sum_squares(const Tensor& x) override {
+    const auto op_timer = profile("sum_squares");
+    check(x, "sum_squares");
+    cuda::dot(x.dtype(), x.raw(), x.dtype(), nullptr, x.numel(), scalars_, stream_);
+    return read_scalar();
+  }
+  double sum_squares_total(const std::vector<Tensor>& tensors) override {
+    const auto op_timer = profile("sum_squares_total");
+    // F32 tensors (the gradients) in one launch; anything else one at a time.
+    std::vector<const float*> pointers;
+    std::vector<int64_t> sizes;
+    double total = 0.0;
+    for (const Tensor& t : tensors) {
+      check(t, "sum_squares_total");
+      if (t.dtype() != DType::f32) {
+        total += sum_squares(t);
+        continue;
+      }
+      pointers.push_back(static_cast<const float*>(t.raw()));
+      sizes.push_back(t.numel());
+    }
+    const int count = static_cast<int>(pointers.size());
+    if (count == 0) return total;
+    ensure_norm_table(count);
+    const size_t pointer_bytes = count * sizeof(const float*), size_bytes = count * sizeof(int64_t);
+    SF_CUDA_CHECK(cudaMemcpyAsync(norm_table_, pointers.data(), pointer_bytes,
+                                  cudaMemcpyHostToDevice, stream_));
+    SF_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(norm_table_) + pointer_bytes, sizes.data(),
+                                  size_bytes, cudaMemcpyHostToDevice, stream_));
+    auto* results = reinterpret_cast<double*>(static_cast<char*>(norm_table_) + pointer_bytes + size_bytes);
+    cuda::sum_squares_many(static_cast<const float* const*>(norm_table_),
+                           reinterpret_cast<const int64_t*>(static_cast<char*>(norm_table_) + pointer_bytes),
+                           count, results, stream_);
+    std::vector<double> host(count);
+    SF_CUDA_CHECK(cudaMemcpyAsync(host.data(), results, count * sizeof(double),
+                                  cudaMemcpyDeviceToHost, stream_));
+    SF_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    for (double v : host) total += v;  // fixed order: the same total for the same gradients
+    return total;
+  }
+  void synchronize() override { SF_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+  void matmul(Tensor& out, const Tensor& a, bool ta, const Tensor& b, bool tb, double alpha,
+              double beta) override {
+    check_matmul(out, a, ta, b, tb);
+    const int64_t M = out.dim(0), N = out.dim(1), K = ta ? a.dim(0) : a.dim(1);
+    const auto op_timer = profile(profiler_ ? fmt::format("matmul {}x{}x{} {}{} {}", M, N, K,
+                                                          ta ? "T" : "N", tb ? "T" : "N",
+                                                          dtype_name(out.dtype()))
+                                            : std::string());
+    if (K == 0) {  // an empty sum: out = beta * out
+      if (beta == 0.0) fill(out, 0.0);
+      else scale(out, beta);
+      return;
+    }
+    matmul_->run(out.raw(), out.dtype(), a.raw(), ta, b.raw(), tb, a.dtype(), M, N, K,
+                 static_cast<float>(alpha), static_cast<float>(beta));
+  }
+
+  void matmul_add(Tensor& out, const Tensor& a, bool ta, const Tensor& b, bool tb,
+                  const Tensor& addend) override {
+    check(addend, "matmul_add");
+    SF_CHECK(addend.shape() == out.shape() && addend.dtype() == out.dtype(),
+             "matmul_add: addend {} for out {}", addend.describe(), out.describe());
+    if ((ta ? a.dim(0) : a.dim(1)) == 0 || addend.raw() == out.raw()) {  // degenerate or in place
+      if (addend.raw() != out.raw()) copy(out, addend);
+      return matmul(out, a, ta, b, tb, 1.0, 1.0);
+    }
+    const auto op_timer = profile("matmul_add");
+    check_matmul(out, a, ta, b, tb);
+    matmul_->run(out.raw(), out.dtype(), a.raw(), ta, b.raw(), tb, a.dtype(), out.dim(0),
+                 out.dim(1), ta ? a.dim(0) : a.dim(1), 1.0f, 1.0f, addend.raw());
+  }
+
+  void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table) override {
+    const auto op_timer = profile("embedding_forward");
+    check(out, "embedding_forward");
+    check(table, "embedding_forward");
+    check_tokens(tokens, "embedding_forward");
+    SF_CHECK(out.dtype() == table.dtype() && table.ndim() == 2 && out.dim(-1) == table.dim(1) &&
+                 out.numel() == tokens.numel() * table.dim(1),
+             "embedding_forward: tokens {} table {} out {}", tokens.describe(), table.describe(),
+             out.describe());
+    cuda::embedding_forward(out.dtype(), out.raw(), tokens_ptr(tokens), table.raw(),
+                            tokens.numel(), table.dim(1), stream_);
+  }
+  void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& tokens) override {
+    const auto op_timer = profile("embedding_backward");
+    check(dtable, "embedding_backward");
+    check(dout, "embedding_backward");
+    check_tokens(tokens, "embedding_backward");
+    SF_CHECK(dtable.dtype() == DType::f32, "embedding_backward: the table gradient must be F32, got {}",
+             dtable.describe());
+    SF_CHECK(dtable.ndim() == 2 && dout.numel() == tokens.numel() * dtable.dim(1),
+             "embedding_backward: dtable {} dout {} tokens {}", dtable.describe(), dout.describe(),
+             tokens.describe());
+    cuda::embedding_backward(static_cast<float*>(dtable.raw()), dout.dtype(), dout.raw(),
+                             tokens_ptr(tokens), tokens.numel(), dtable.dim(1), stream_);
+  }
+
+  void rmsnorm_forward(Tensor& out, Tensor& rstd, const Tensor& x, const Tensor& weight,
+                       double eps) override {
+    const auto op_timer = profile("rmsnorm_forward");
+    check(out, "rmsnorm_forward");
+    check(x, "rmsnorm_forward");
+    check(weight, "rmsnorm_forward");
+    check_f32(rstd, "rmsnorm_forward rstd");
+    same_shape(out, x, "rmsnorm_forward");
+    const int64_t D = x.dim(-1), rows = x.numel() / std::max<int64_t>(D, 1);
+    SF_CHECK(out.dtype() == x.dtype() && weight.numel() == D && rstd.numel() == rows,
+             "rmsnorm_forward: x {} weight {} rstd {} out {}", x.describe(), weight.describe(),
+             rstd.describe(), out.describe());
+    cuda::rmsnorm_forward(x.dtype(), out.raw(), static_cast<float*>(rstd.raw()), x.raw(),
+                          weight.dtype(), weight.raw(), rows, D, static_cast<float>(eps), stream_);
+  }
+  void rmsnorm_backward(Tensor& dx, Tensor& dweight, const Tensor& dout, const Tensor& x,
+                        const Tensor& weight, const Tensor& rstd) override {
+    const auto op_timer = profile("rmsnorm_backward");
+    for (const Tensor* t : TensorList{&dx, &dout, &x, &weight}) check(*t, "rmsnorm_backward");
+    check_f32(dweight, "rmsnorm_backward dweight");
+    check_f32(rstd, "rmsnorm_backward rstd");
+    same_shape(dx, x, "rmsnorm_backward");
+    same_shape(dout, x, "rmsnorm_backward");
+    const int64_t D = x.dim(-1), rows = x.numel() / std::max<int64_t>(D, 1);
+    SF_CHECK(dx.dtype() == x.dtype() && dout.dtype() == x.dtype() && weight.numel() == D &&
+                 dweight.numel() == D && rstd.numel() == rows,
+             "rmsnorm_backward: x {} dx {} dout {} weight {} dweight {} rstd {}", x.describe(),
+             dx.describe(), dout.describe(), weight.describe(), dweight.describe(), rstd.describe());
+    cuda::rmsnorm_backward(x.dtype(), dx.raw(), static_cast<float*>(dweight.raw()), dout.raw(),
+                           x.raw(), weight.dtype(), weight.raw(),
+                           static_cast<const float*>(rstd.raw()), rows, D, stream_);
+  }
+
+  void rope_forward(Tensor& x, double theta, int64_t offset) override { rope(x, theta, offset, false); }
+  void rope_backward(Tensor& dx, double theta, int64_t offset) override { rope(dx, theta, offset, true); }
+
+  void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k,
+                         const Tensor& v, AttentionMask mask) override {
+    const auto op_timer = profile("attention_forward");
+    const cuda::AttentionDims d = attention_dims(q, k, v, "attention_forward");
+    check(out, "attention_forward");
+    check_f32(lse, "attention_forward lse");
+    same_shape(out, q, "attention_forward");
+    SF_CHECK(out.dtype() == q.dtype() && lse.numel() == d.batch * d.q_heads * d.q_len,
+             "attention_forward: out {} lse {} for q {}", out.describe(), lse.describe(), q.describe());
+    cuda::attention_forward(q.dtype(), d, mask.shift, mask.window, q.raw(), k.raw(), v.raw(),
+                            out.raw(), static_cast<float*>(lse.raw()), stream_);
+  }
+  void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout,
+                          const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
+                          const Tensor& v, AttentionMask mask) override {
+    const auto op_timer = profile("attention_backward");
+    const cuda::AttentionDims d = attention_dims(q, k, v, "attention_backward");
+    for (const Tensor* t : TensorList{&dq, &dk, &dv, &dout, &out}) check(*t, "attention_backward");
+    check_f32(lse, "attention_backward lse");
+    same_shape(dq, q, "attention_backward dq");
+    same_shape(dk, k, "attention_backward dk");
+    same_shape(dv, v, "attention_backward dv");
+    same_shape(dout, q, "attention_backward dout");
+    same_shape(out, q, "attention_backward out");
+    for (const Tensor* t : TensorList{&dq, &dk, &dv, &dout, &out})
+      SF_CHECK(t->dtype() == q.dtype(), "attention_backward: {} next to q {}", t->describe(),
+               q.describe());
+    const size_t bytes = cuda::attention_backward_workspace_bytes(q.dtype(), d);
+    cuda::attention_backward(q.dtype(), d, mask.shift, mask.window, dout.raw(), out.raw(),
+                             static_cast<const float*>(lse.raw()), q.raw(), k.raw(), v.raw(),
+                             dq.raw(), dk.raw(), dv.raw(), workspace(bytes), stream_);
+  }
+
+  void swiglu_forward(Tensor& out, const Tensor& gate, const Tensor& up) override {
+    const auto op_timer = profile("swiglu_forward");
+    for (const Tensor* t : TensorList{&out, &gate, &up}) check(*t, "swiglu_forward");
+    same_shape(out, gate, "swiglu_forward");
+    same_shape(up, gate, "swiglu_forward");
+    same_dtype({&out, &gate, &up}, "swiglu_forward");
+    cuda::swiglu_forward(out.dtype(), out.raw(), gate.raw(), up.raw(), out.numel(), stream_);
+  }
+  void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dout, const Tensor& gate,
+                       const Tensor& up) override {
+    const auto op_timer = profile("swiglu_backward");
+    for (const Tensor* t : TensorList{&dgate, &dup, &dout, &gate, &up}) check(*t, "swiglu_backward");
+    for (const Tensor* t : TensorList{&dgate, &dup, &dout, &up}) same_shape(*t, gate, "swiglu_backward");
+    same_dtype({&dgate, &dup, &dout, &gate, &up}, "swiglu_backward");
+    cuda::swiglu_backward(gate.dtype(), dgate.raw(), dup.raw(), dout.raw(), gate.raw(), up.raw(),
+                          gate.numel(), stream_);
+  }
+
+  int64_t cross_entropy_forward(Tensor& losses, const Tensor& logits,
+                                const Tensor& targets) override {
+    const auto op_timer = profile("cross_entropy_forward");
+    check(logits, "cross_entropy_forward");
+    check_f32(losses, "cross_entropy_forward losses");
+    check_tokens(targets, "cross_entropy_forward");
+    const int64_t V = logits.dim(-1), rows = logits.numel() / std::max<int64_t>(V, 1);
+    SF_CHECK(targets.numel() == rows && losses.numel() == rows,
+             "cross_entropy_forward: logits {} targets {} losses {}", logits.describe(),
+             targets.describe(), losses.describe());
+    auto* counted = reinterpret_cast<int64_t*>(scalars_);
+    cuda::cross_entropy_forward(logits.dtype(), static_cast<float*>(losses.raw()), counted,
+                                logits.raw(), tokens_ptr(targets), rows, V, stream_);
+    int64_t host = 0;
+    SF_CUDA_CHECK(cudaMemcpyAsync(&host, counted, sizeof host, cudaMemcpyDeviceToHost, stream_));
+    SF_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return host;
+  }
+  void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& targets,
+                              double scale) override {
+    const auto op_timer = profile("cross_entropy_backward");
+    check(dlogits, "cross_entropy_backward");
+    check(logits, "cross_entropy_backward");
+    check_tokens(targets, "cross_entropy_backward");
+    same_shape(dlogits, logits, "cross_entropy_backward");
+    SF_CHECK(dlogits.dtype() == logits.dtype(), "cross_entropy_backward: dlogits {} logits {}",
+             dlogits.describe(), logits.describe());
+    const int64_t V = logits.dim(-1), rows = logits.numel() / std::max<int64_t>(V, 1);
+    SF_CHECK(targets.numel() == rows, "cross_entropy_backward: logits {} targets {}",
+             logits.describe(), targets.describe());
+    cuda::cross_entropy_backward(logits.dtype(), dlogits.raw(), logits.raw(), tokens_ptr(targets),
+                                 rows, V, static_cast<float>(scale), stream_);
+  }
+
+  void rope_at(Tensor& x, const Tensor& positions, double theta) override {
+    const auto op_timer = profile("rope_at");
+    check(x, "rope_at");
+    check_tokens(positions, "rope_at");
+    SF_CHECK(x.ndim() == 3 && positions.numel() == x.dim(0) && x.dim(2) % 2 == 0,
+             "rope_at: x {} positions {}", x.describe(), positions.describe());
+    cuda::rope_at(x.dtype(), x.raw(), tokens_ptr(positions), x.dim(0), x.dim(1), x.dim(2), theta,
+                  stream_);
+  }
+  void kv_cache_write(Tensor& cache, const Tensor& rows, const Tensor& slots) override {
+    const auto op_timer = profile("kv_cache_write");
+    check(cache, "kv_cache_write");
+    check(rows, "kv_cache_write");
+    check_tokens(slots, "kv_cache_write");
+    const int64_t B = cache.dim(0), C = cache.dim(1), W = cache.numel() / std::max<int64_t>(B * C, 1);
+    SF_CHECK(cache.dtype() == rows.dtype() && rows.numel() == B * W && slots.numel() == B,
+             "kv_cache_write: cache {} rows {} slots {}", cache.describe(), rows.describe(),
+             slots.describe());
+    cuda::kv_cache_write(cache.dtype(), cache.raw(), rows.raw(), tokens_ptr(slots), B, C, W, stream_);
+  }
+  void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache,
+                        const Tensor& v_cache, const Tensor& key_begin,
+                        const Tensor& key_end) override {
+    const auto op_timer = profile("attention_decode");
+    for (const Tensor* t : TensorList{&out, &q, &k_cache, &v_cache}) check(*t, "attention_decode");
+    check_tokens(key_begin, "attention_decode");
+    check_tokens(key_end, "attention_decode");
+    same_dtype({&out, &q, &k_cache, &v_cache}, "attention_decode");
+    SF_CHECK(q.ndim() == 3 && k_cache.ndim() == 4 && k_cache.shape() == v_cache.shape() &&
+                 out.shape() == q.shape() && k_cache.dim(0) == q.dim(0) &&
+                 k_cache.dim(3) == q.dim(2) && q.dim(1) % k_cache.dim(2) == 0 &&
+                 key_begin.numel() == q.dim(0) && key_end.numel() == q.dim(0),
+             "attention_decode: q {} k {} v {} out {}", q.describe(), k_cache.describe(),
+             v_cache.describe(), out.describe());
+    cuda::attention_decode(q.dtype(), out.raw(), q.raw(), k_cache.raw(), v_cache.raw(),
+                           tokens_ptr(key_begin), tokens_ptr(key_end), q.dim(0), k_cache.dim(1),
+                           q.dim(1), k_cache.dim(2), q.dim(2), stream_);
+  }
+
+  void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                    const AdamWStep& s) override {
+    const auto op_timer = profile("adamw_update");
+    for (const Tensor* t : TensorList{&param, &grad, &m, &v}) check_f32(*t, "adamw_update");
+    for (const Tensor* t : TensorList{&grad, &m, &v}) same_shape(*t, param, "adamw_update");
+    SF_CHECK(s.step >= 1 && std::isfinite(s.lr) && s.lr >= 0.0 && s.eps > 0.0 &&
+                 std::isfinite(s.grad_scale),
+             "adamw_update: invalid step {} lr {} eps {} grad_scale {}", s.step, s.lr, s.eps,
+             s.grad_scale);
+    const double t = static_cast<double>(s.step);
+    cuda::AdamWArgs a;
+    a.decay = static_cast<float>(1.0 - s.lr * s.weight_decay);
+    a.step_size = static_cast<float>(s.lr / (1.0 - std::pow(s.beta1, t)));
+    a.bias_correction2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(s.beta2, t)));
+    a.beta1 = static_cast<float>(s.beta1);
+    a.one_minus_beta1 = static_cast<float>(1.0 - s.beta1);
+    a.beta2 = static_cast<float>(s.beta2);
+    a.one_minus_beta2 = static_cast<float>(1.0 - s.beta2);
+    a.eps = static_cast<float>(s.eps);
+    a.grad_scale = static_cast<float>(s.grad_scale);
+    cuda::adamw_update(static_cast<float*>(param.raw()), static_cast<const float*>(grad.raw()),
+                       static_cast<float*>(m.raw()), static_cast<float*>(v.raw()), param.numel(), a,
+                       stream_);
+  }
+
+ private:
+  void check_matmul(const Tensor& out, const Tensor& a, bool ta, const Tensor& b, bool tb) const {
+    check(out, "matmul");
+    check(a, "matmul");
+    check(b, "matmul");
+    SF_CHECK(a.ndim() == 2 && b.ndim() == 2 && out.ndim() == 2, "matmul: needs 2-D tensors, got {} {} {}",
+             a.describe(), b.describe(), out.describe());
+    const int64_t M = ta ? a.dim(1) : a.dim(0), K = ta ? a.dim(0) : a.dim(1);
+    const int64_t Kb = tb ? b.dim(1) : b.dim(0), N = tb ? b.dim(0) : b.dim(1);
+    SF_CHECK(K == Kb && out.dim(0) == M && out.dim(1) == N, "matmul: {}{} @ {}{} into {}",
+             a.describe(), ta ? "^T" : "", b.describe(), tb ? "^T" : "", out.describe());
+    SF_CHECK(a.dtype() == b.dtype() && (out.dtype() == a.dtype() || out.dtype() == DType::f32),
+             "matmul: inputs {} and {} with output {} (inputs share a dtype; the output is that "
+             "dtype or F32)", a.describe(), b.describe(), out.describe());
+  }
+  void check(const Tensor& t, const char* op) const {
+    SF_CHECK(t.defined(), "{}: undefined tensor", op);
+    SF_CHECK(t.device() == Device::cuda, "{}: tensor {} is not on the GPU", op, t.describe());
+    SF_CHECK(is_float(t.dtype()), "{}: tensor {} must be F32 or BF16 on the CUDA backend", op,
+             t.describe());
+    SF_CHECK(t.is_contiguous(), "{}: tensor {} must be contiguous", op, t.describe());
+  }
+  void check_f32(const Tensor& t, const char* op) const {
+    check(t, op);
+    SF_CHECK(t.dtype() == DType::f32, "{}: tensor {} must be F32", op, t.describe());
+  }
+  void check_tokens(const Tensor& t, const char* op) const {
+    SF_CHECK(t.defined() && t.device() == Device::cuda && t.dtype() == DType::i32 && t.is_contiguous(),
+             "{}: expected a contiguous I32 tensor on the GPU, got {}", op,
+             t.defined() ? t.describe() : std::string("undefined"));
+  }
+  static const int32_t* tokens_ptr(const Tensor& t) { return static_cast<const int32_t*>(t.raw()); }
+  static void same_shape(const Tensor& a, const Tensor& b, const char* op) {
+    SF_CHECK(a.shape() == b.shape(), "{}: shapes differ: {} vs {}", op, a.describe(), b.describe());
+  }
+  static void same_dtype(TensorList tensors, const char* op) {
+    for (const Tensor* t : tensors)
+      SF_CHECK(t->dtype() == (*tensors.begin())->dtype(), "{}: {} next to {}", op, t->describe(),
+               (*tensors.begin())->describe());
+  }
+
+  void rope(Tensor& x, double theta, int64_t offset, bool inverse) {
+    check(x, inverse ? "rope_backward" : "rope_forward");
+    SF_CHECK(x.ndim() == 4 && x.dim(3) % 2 == 0, "rope: expected [B, T, H, even head_dim], got {}",
+             x.describe());
+    cuda::rope(x.dtype(), x.raw(), x.dim(0) * x.dim(1), x.dim(1), x.dim(2), x.dim(3), theta,
+               offset, inverse, stream_);
+  }
+
+  cuda::AttentionDims attention_dims(const Tensor& q, const Tensor& k, const Tensor& v,
+                                     const char* op) const {
+    for (const Tensor* t : {&q, &k, &v}) check(*t, op);
+    SF_CHECK(q.ndim() == 4 && k.ndim() == 4 && k.shape() == v.shape() && q.dim(0) == k.dim(0) &&
+                 q.dim(3) == k.dim(3) && k.dim(2) > 0 && q.dim(2) % k.dim(2) == 0 &&
+                 q.dtype() == k.dtype() && q.dtype() == v.dtype(),
+             "{}: q {} k {} v {}", op, q.describe(), k.describe(), v.describe());
+    cuda::AttentionDims d;
+    d.batch = q.dim(0);
+    d.q_len = q.dim(1);
+    d.q_heads = q.dim(2);
+    d.head_dim = q.dim(3);
+    d.kv_len = k.dim(1);
+    d.kv_heads = k.dim(2);
+    return d;
+  }
+
+  void* workspace(size_t bytes) {
+    if (bytes > workspace_bytes_) {
+      SF_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      if (workspace_) SF_CUDA_CHECK(cudaFree(workspace_));
+      workspace_ = nullptr;
+      SF_CUDA_CHECK(cudaMalloc(&workspace_, bytes));
+      workspace_bytes_ = bytes;
+    }
+    return workspace_;
+  }
+
+  void ensure_norm_table(int count) {
+    const size_t bytes = count * (sizeof(const float*) + sizeof(int64_t) + sizeof(double));
+    if (bytes <= norm_table_bytes_) return;
+    SF_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    if (norm_table_) SF_CUDA_CHECK(cudaFree(norm_table_));
+    norm_table_ = nullptr;
+    SF_CUDA_CHECK(cudaMalloc(&norm_table_, bytes));
+    norm_table_bytes_ = bytes;
+  }
+
+  double read_scalar() {
+    double host = 0.0;
+    SF_CUDA_CHECK(cudaMemcpyAsync(&host, scalars_, sizeof host, cudaMemcpyDeviceToHost, stream_));
+    SF_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return host;
+  }
+
+  cuda::OpProfiler::Scope profile(std::string name) {
+    return cuda::OpProfiler::Scope(profiler_.get(), profiler_ ? std::move(name) : std::string());
+  }
+
+  int device_;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<cuda::OpProfiler> profiler_;  // SF_CUDA_PROFILE=1 only
+  std::unique_ptr<cuda::Matmul> matmul_;
+  double* scalars_ = nullptr;     // small device results (dot, counts)
+  void* workspace_ = nullptr;     // attention backward scratch, grown on demand
+  size_t workspace_bytes_ = 0;
+  void* norm_table_ = nullptr;    // pointers, sizes and results of sum_squares_total
+  size_t norm_table_bytes_ = 0;
+};
+
+}  // namespace
+
+int cuda_device_count() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();  // no driver or no device: not an error to keep
+    return 0;
+  }
+  return count;
+}
+
+bool cuda_device_available() { return cuda_device_count() > 0; }
+
+std::unique_ptr<Backend> make_cuda_backend(int device) {
+  const int count = cuda_device_count();
+  SF_CHECK(count > 0, "--device cuda: no CUDA GPU is visible (cudaGetDeviceCount found none; "
+                      "check the driver and CUDA_VISIBLE_DEVICES)");
+  if (device < 0) {
+    device = 0;
+    if (const char* local_rank = std::getenv("LOCAL_RANK")) {
+      char* end = nullptr;
+      const long value = std::strtol(local_rank, &end, 10);
+      SF_CHECK(end != local_rank && *end == '\0' && value >= 0,
+               "LOCAL_RANK='{}' is not a GPU index", local_rank);
+      device = static_cast<int>(value);
+    }
+  }
+  SF_CHECK(device < count, "GPU {} requested but only {} CUDA device(s) are visible", device, count);
+  return std::make_unique<CudaBackend>(device);
+}
+
+cudaStream_t cuda_stream(Backend& backend) {
+  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
+  SF_CHECK(cuda != nullptr, "cuda_stream: the backend is not the CUDA backend");
+  return cuda->stream();
+}
+
+std::string cuda_device_description(Backend& backend) {
+  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
+  SF_CHECK(cuda != nullptr, "cuda_device_description: the backend is not the CUDA backend");
+  cudaDeviceProp prop{};
+  SF_CUDA_CHECK(cudaGetDeviceProperties(&prop, cuda->index()));
+  return fmt::format("{}, {} SMs, {:.1f} GiB", prop.name, prop.multiProcessorCount,
+                     prop.totalGlobalMem / 1073741824.0);
+}
+
+}  // namespace sf

@@ -1,0 +1,80 @@
+// device_common.cuh — device helpers shared by the backend's kernels: element loads/stores as
+// fp32, warp and block sums, and the F32/BF16 dispatch of launchers.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "core/dtype.h"
+#include "cuda/cuda_check.h"
+
+namespace sf::cuda {
+
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <class T> __device__ __forceinline__ T from_float(float x);
+template <> __device__ __forceinline__ float from_float<float>(float x) { return x; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+
+__device__ __forceinline__ float warp_sum(float x) {
+  for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);
+  return x;
+}
+__device__ __forceinline__ double warp_sum(double x) {
+  for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);
+  return x;
+}
+__device__ __forceinline__ float warp_max(float x) {
+  for (int offset = 16; offset > 0; offset >>= 1)
+    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, offset));
+  return x;
+}
+
+// Sum over a block of up to 1024 threads; every thread gets the total. `scratch` holds 32
+// values; the leading __syncthreads makes back-to-back calls with one scratch safe.
+template <class T> __device__ __forceinline__ T block_sum(T x, T* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  x = warp_sum(x);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = x;
+  __syncthreads();
+  const int warps = (blockDim.x + 31) >> 5;
+  T total = lane < warps ? scratch[lane] : T(0);
+  return warp_sum(total);
+}
+
+__device__ __forceinline__ float block_max(float x, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  x = warp_max(x);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = x;
+  __syncthreads();
+  const int warps = (blockDim.x + 31) >> 5;
+  float best = lane < warps ? scratch[lane] : -INFINITY;
+  return warp_max(best);
+}
+
+inline unsigned blocks_for(int64_t n, int threads, int64_t max_blocks = 132 * 16) {
+  int64_t blocks = (n + threads - 1) / threads;
+  if (blocks < 1) blocks = 1;
+  return static_cast<unsigned>(blocks < max_blocks ? blocks : max_blocks);
+}
+
+}  // namespace sf::cuda
+
+// SF_DISPATCH_FLOAT(dtype, T, body): runs `body` with T = float or __nv_bfloat16.
+#define SF_DISPATCH_FLOAT(dtype, T, ...)          \
+  do {                                            \
+    if ((dtype) == ::sf::DType::bf16) {           \
+      using T = __nv_bfloat16;                    \
+      __VA_ARGS__;                                \
+    } else {                                      \
+      using T = float;                            \
+      __VA_ARGS__;                                \
+    }                                             \
+  } while (0)

@@ -1,0 +1,121 @@
+// elementwise.cu — fill, scale, axpy, dtype conversion and the fp64 dot/sum-of-squares
+// reductions of the CUDA backend (grid-stride loops, fp32 arithmetic).
+#include "cuda/device_common.cuh"
+#include "cuda/kernels.h"
+
+namespace sf::cuda {
+
+namespace {
+
+template <class T> __global__ void fill_kernel(T* x, int64_t n, float value) {
+  const T v = from_float<T>(value);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    x[i] = v;
+}
+
+template <class T> __global__ void scale_kernel(T* x, int64_t n, float alpha) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    x[i] = from_float<T>(to_float(x[i]) * alpha);
+}
+
+template <class Y, class X> __global__ void axpy_kernel(Y* y, const X* x, int64_t n, float alpha) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = from_float<Y>(to_float(y[i]) + alpha * to_float(x[i]));
+}
+
+template <class D, class S> __global__ void convert_kernel(D* dst, const S* src, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = from_float<D>(to_float(src[i]));
+}
+
+// Each block sums its grid-stride share in fp64 and adds it to *result with one atomic.
+template <class A, class B>
+__global__ void dot_kernel(const A* a, const B* b, int64_t n, double* result) {
+  __shared__ double scratch[32];
+  double sum = 0.0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const double x = to_float(a[i]);
+    sum += x * (b ? static_cast<double>(to_float(b[i])) : x);
+  }
+  sum = block_sum(sum, scratch);
+  if (threadIdx.x == 0) atomicAdd(result, sum);
+}
+
+// blockIdx.y picks the tensor; blocks in x stride over it.
+__global__ void sum_squares_many_kernel(const float* const* tensors, const int64_t* sizes,
+                                        double* results) {
+  __shared__ double scratch[32];
+  const float* x = tensors[blockIdx.y];
+  const int64_t n = sizes[blockIdx.y];
+  double sum = 0.0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const double v = x[i];
+    sum += v * v;
+  }
+  sum = block_sum(sum, scratch);
+  if (threadIdx.x == 0) atomicAdd(results + blockIdx.y, sum);
+}
+
+constexpr int kThreads = 256;
+
+}  // namespace
+
+void fill(DType dtype, void* x, int64_t n, float value, cudaStream_t stream) {
+  if (n == 0) return;
+  SF_DISPATCH_FLOAT(dtype, T,
+                    fill_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
+                        static_cast<T*>(x), n, value));
+  SF_CUDA_LAUNCH_CHECK("fill");
+}
+
+void scale(DType dtype, void* x, int64_t n, float alpha, cudaStream_t stream) {
+  if (n == 0) return;
+  SF_DISPATCH_FLOAT(dtype, T,
+                    scale_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
+                        static_cast<T*>(x), n, alpha));
+  SF_CUDA_LAUNCH_CHECK("scale");
+}
+
+void axpy(DType y_dtype, void* y, DType x_dtype, const void* x, int64_t n, float alpha,
+          cudaStream_t stream) {
+  if (n == 0) return;
+  SF_DISPATCH_FLOAT(y_dtype, Y, SF_DISPATCH_FLOAT(x_dtype, X,
+      axpy_kernel<Y, X><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
+          static_cast<Y*>(y), static_cast<const X*>(x), n, alpha)));
+  SF_CUDA_LAUNCH_CHECK("axpy");
+}
+
+void convert(DType dst_dtype, void* dst, DType src_dtype, const void* src, int64_t n,
+             cudaStream_t stream) {
+  if (n == 0) return;
+  SF_DISPATCH_FLOAT(dst_dtype, D, SF_DISPATCH_FLOAT(src_dtype, S,
+      convert_kernel<D, S><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
+          static_cast<D*>(dst), static_cast<const S*>(src), n)));
+  SF_CUDA_LAUNCH_CHECK("convert");
+}
+
+void dot(DType a_dtype, const void* a, DType b_dtype, const void* b, int64_t n, double* result,
+         cudaStream_t stream) {
+  SF_CUDA_CHECK(cudaMemsetAsync(result, 0, sizeof(double), stream));
+  if (n == 0) return;
+  SF_DISPATCH_FLOAT(a_dtype, A, SF_DISPATCH_FLOAT(b_dtype, B,
+      dot_kernel<A, B><<<blocks_for(n, kThreads, 264), kThreads, 0, stream>>>(
+          static_cast<const A*>(a), static_cast<const B*>(b), n, result)));
+  SF_CUDA_LAUNCH_CHECK("dot");
+}
+
+void sum_squares_many(const float* const* tensors, const int64_t* sizes, int count,
+                      double* results, cudaStream_t stream) {
+  SF_CUDA_CHECK(cudaMemsetAsync(results, 0, sizeof(double) * count, stream));
+  if (count == 0) return;
+  sum_squares_many_kernel<<<dim3(16, count), kThreads, 0, stream>>>(tensors, sizes, results);
+  SF_CUDA_LAUNCH_CHECK("sum_squares_many");
+}
+
+}  // namespace sf::cuda

@@ -1,0 +1,93 @@
+// kernels.h — launchers of the CUDA backend's own kernels (everything but attention and the
+// matrix product), called by cuda_backend.cpp after it has validated shapes and dtypes.
+//
+// Conventions: pointers are device pointers to contiguous data; `DType` arguments say what a
+// `void*` holds (F32 or BF16); arithmetic is fp32 (fp64 for the dot/sum-of-squares totals);
+// every launcher enqueues on `stream` and checks the launch. Free of fmt so nvcc stays fast.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace sf::cuda {
+
+// ---- elementwise and reductions (n elements) ----------------------------------------------------
+void fill(DType dtype, void* x, int64_t n, float value, cudaStream_t stream);
+void scale(DType dtype, void* x, int64_t n, float alpha, cudaStream_t stream);
+// y += alpha * x, y and x of any two floating dtypes.
+void axpy(DType y_dtype, void* y, DType x_dtype, const void* x, int64_t n, float alpha,
+          cudaStream_t stream);
+// dst = src converted (round to nearest even into BF16).
+void convert(DType dst_dtype, void* dst, DType src_dtype, const void* src, int64_t n,
+             cudaStream_t stream);
+// *result (device double, overwritten) = sum(a * b); b == nullptr means sum(a * a).
+void dot(DType a_dtype, const void* a, DType b_dtype, const void* b, int64_t n, double* result,
+         cudaStream_t stream);
+// results[i] (device doubles, overwritten) = sum of squares of tensor i, for `count` tensors in
+// one launch (the global gradient norm without a synchronisation per parameter).
+void sum_squares_many(const float* const* tensors, const int64_t* sizes, int count,
+                      double* results, cudaStream_t stream);
+
+// ---- layers --------------------------------------------------------------------------------------
+// out[r, :] = table[tokens[r], :]; table and out of `dtype`.
+void embedding_forward(DType dtype, void* out, const int32_t* tokens, const void* table,
+                       int64_t rows, int64_t dim, cudaStream_t stream);
+// dtable (F32) [tokens[r], :] += dout[r, :].
+void embedding_backward(float* dtable, DType dout_dtype, const void* dout, const int32_t* tokens,
+                        int64_t rows, int64_t dim, cudaStream_t stream);
+
+// out, x of `dtype`; weight of `weight_dtype`; rstd F32 [rows].
+void rmsnorm_forward(DType dtype, void* out, float* rstd, const void* x, DType weight_dtype,
+                     const void* weight, int64_t rows, int64_t dim, float eps,
+                     cudaStream_t stream);
+// dx (of `dtype`, accumulates), dweight (F32, accumulates).
+void rmsnorm_backward(DType dtype, void* dx, float* dweight, const void* dout, const void* x,
+                      DType weight_dtype, const void* weight, const float* rstd, int64_t rows,
+                      int64_t dim, cudaStream_t stream);
+
+// x [rows = B*T, heads, head_dim] in place; position of row r = offset + r % seq (seq = T).
+// inverse = true rotates by minus the angle (the backward).
+void rope(DType dtype, void* x, int64_t rows, int64_t seq, int64_t heads, int64_t head_dim,
+          double theta, int64_t position_offset, bool inverse, cudaStream_t stream);
+// x [n, heads, head_dim] in place, row r at positions[r].
+void rope_at(DType dtype, void* x, const int32_t* positions, int64_t n, int64_t heads,
+             int64_t head_dim, double theta, cudaStream_t stream);
+
+void swiglu_forward(DType dtype, void* out, const void* gate, const void* up, int64_t n,
+                    cudaStream_t stream);
+void swiglu_backward(DType dtype, void* dgate, void* dup, const void* dout, const void* gate,
+                     const void* up, int64_t n, cudaStream_t stream);
+
+// losses (F32, overwritten) per row; *counted (device int64, overwritten) = rows with target >= 0.
+void cross_entropy_forward(DType dtype, float* losses, int64_t* counted, const void* logits,
+                           const int32_t* targets, int64_t rows, int64_t vocab,
+                           cudaStream_t stream);
+void cross_entropy_backward(DType dtype, void* dlogits, const void* logits,
+                            const int32_t* targets, int64_t rows, int64_t vocab, float scale,
+                            cudaStream_t stream);
+
+// ---- incremental decoding ----------------------------------------------------------------------
+// cache [B, C, W] row slots[b] = rows[b, :].
+void kv_cache_write(DType dtype, void* cache, const void* rows, const int32_t* slots,
+                    int64_t batch, int64_t capacity, int64_t width, cudaStream_t stream);
+// One query per sequence over its cache; see Backend::attention_decode.
+void attention_decode(DType dtype, void* out, const void* q, const void* k_cache,
+                      const void* v_cache, const int32_t* key_begin, const int32_t* key_end,
+                      int64_t batch, int64_t capacity, int64_t q_heads, int64_t kv_heads,
+                      int64_t head_dim, cudaStream_t stream);
+
+// ---- optimizer ----------------------------------------------------------------------------------
+// Per-step constants, computed in double on the host and rounded once (as the CPU kernel does).
+struct AdamWArgs {
+  float decay;                  // 1 - lr * weight_decay
+  float step_size;              // lr / (1 - beta1^step)
+  float bias_correction2_sqrt;  // sqrt(1 - beta2^step)
+  float beta1, one_minus_beta1, beta2, one_minus_beta2, eps, grad_scale;
+};
+void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n,
+                  const AdamWArgs& args, cudaStream_t stream);
+
+}  // namespace sf::cuda

@@ -1,0 +1,48 @@
+// train_bench.h — timing of full training steps: tokens/s and model FLOPs utilisation (MFU).
+//
+// A step is what the trainer does per update with --grad-accum 1: zero the gradients, forward
+// and backward over one [batch, seq] batch, the global gradient norm, and the AdamW update of
+// every parameter. Steps run back to back after `warmup` untimed ones; each timed step ends
+// with Backend::synchronize(), so a step's time includes all of its GPU work. Batches are
+// random token ids (the work of a step does not depend on the ids) unless a data folder is
+// given, in which case they are the first batches of its train split.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "model/config.h"
+
+namespace sf {
+
+struct TrainBenchOptions {
+  int64_t batch = 8;
+  int64_t seq = 1024;
+  int64_t steps = 20;          // timed steps
+  int64_t warmup = 3;          // untimed steps first (plans, cuBLASLt heuristics, caches)
+  DType compute_dtype = DType::bf16;
+  std::string data_dir;        // empty: random ids
+  double peak_flops = 0.0;     // FLOP/s of the device for MFU; 0: no MFU
+};
+
+struct TrainBenchResult {
+  std::vector<double> step_seconds;  // every timed step
+  double median_step_seconds = 0.0;
+  double tokens_per_second = 0.0;    // batch * seq / median step time
+  double flops_per_token = 0.0;      // train/flops.h
+  double achieved_flops = 0.0;       // flops_per_token * tokens_per_second
+  double mfu = 0.0;                  // achieved / peak (0 when no peak is known)
+  double last_loss = 0.0;
+  int64_t parameters = 0;
+};
+
+TrainBenchResult bench_training(const ModelConfig& config, const TrainBenchOptions& options,
+                                Backend& backend);
+
+// Dense bf16 tensor-core peak of a GPU known by name (H100 SXM/HBM3: 989.4e12, H200: 989.4e12,
+// H100 PCIe: 756e12), or 0 when the name is unknown.
+double known_bf16_peak_flops(const std::string& device_name);
+
+}  // namespace sf

@@ -1,0 +1,338 @@
+// cuda_kernels_test.cpp — every CUDA backend kernel except attention (cuda_attention_test.cpp)
+// against the CPU reference, on random inputs (never zeros), at several shapes including odd
+// ones, in F32 and BF16. Outputs that a kernel overwrites are poisoned with NaN first, so an
+// element it forgets to write fails the comparison.
+//
+// Tolerances (norm-wise relative error ||gpu - cpu|| / ||cpu||):
+//   * F32: 1e-5. Both sides compute in fp32 (cuBLASLt with CUBLAS_COMPUTE_32F, no TF32); they
+//     differ only in summation order, ~1e-7 per element, accumulating to ~1e-6 at these sizes.
+//   * BF16: the CPU reference runs in fp32 on the same bf16-rounded inputs, so the only
+//     difference is the rounding of the GPU's bf16 outputs (relative 2^-9 = 2e-3 per element,
+//     ~1e-3 in norm) plus bf16 intermediates (matmul outputs): 1e-2 leaves margin while a wrong
+//     index or a missing term gives O(1).
+// Label gpu (ctest -L gpu); every test skips when no CUDA device is visible.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <memory>
+
+#include "cpu/cpu_backend.h"
+#include "cuda/cuda_backend.h"
+#include "support/device_tensors.h"
+#include "support/gradcheck.h"
+
+namespace sf {
+namespace {
+
+using test::norm_relative_error;
+using test::rounded_f32;
+using test::to_backend;
+using test::to_host_f32;
+
+class CudaKernels : public ::testing::TestWithParam<DType> {
+ protected:
+  void SetUp() override {
+    if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+    gpu_ = make_cuda_backend(0);
+  }
+  DType dt() const { return GetParam(); }
+  double tolerance() const { return dt() == DType::bf16 ? 1e-2 : 1e-5; }
+
+  // A random input: the device tensor (in the test's dtype) and the exact values it holds.
+  struct Input {
+    Tensor device, host;
+  };
+  Input input(const Shape& shape, double stddev = 1.0, double mean = 0.0) {
+    Tensor h = test::random_normal(shape, DType::f32, rng_, stddev);
+    if (mean != 0.0)
+      for (int64_t i = 0; i < h.numel(); ++i) h.data<float>()[i] += static_cast<float>(mean);
+    Input in;
+    in.host = rounded_f32(h, dt());
+    in.device = to_backend(*gpu_, in.host, dt());
+    return in;
+  }
+  Input f32_input(const Shape& shape) {
+    Input in;
+    in.host = test::random_normal(shape, DType::f32, rng_);
+    in.device = to_backend(*gpu_, in.host, DType::f32);
+    return in;
+  }
+  Tensor poisoned(const Shape& shape, DType dtype) {
+    Tensor t = gpu_->zeros(shape, dtype);
+    gpu_->fill(t, std::numeric_limits<double>::quiet_NaN());
+    return t;
+  }
+  void expect_close(const Tensor& device_result, const Tensor& reference, const std::string& what,
+                    double tol = 0.0) {
+    const double err = norm_relative_error(to_host_f32(*gpu_, device_result), reference);
+    EXPECT_LT(err, tol > 0 ? tol : tolerance()) << what << " (" << dtype_name(dt()) << ")";
+  }
+
+  std::unique_ptr<Backend> gpu_;
+  CpuBackend cpu_;
+  Rng rng_{20261122};
+};
+
+TEST_P(CudaKernels, ElementwiseAndReductions) {
+  for (int64_t n : {1, 7, 1000, 100003}) {
+    Input x = input({n}), y = input({n});
+    // axpy, scale, convert round trip
+    Tensor ref = test::clone(y.host);
+    cpu_.axpy(ref, -0.75, x.host);
+    gpu_->axpy(y.device, -0.75, x.device);
+    expect_close(y.device, ref, "axpy n=" + std::to_string(n));
+    Input z = input({n});
+    Tensor zref = test::clone(z.host);
+    cpu_.scale(zref, 1.5);
+    gpu_->scale(z.device, 1.5);
+    expect_close(z.device, zref, "scale n=" + std::to_string(n));
+    // dot and sum_squares are fp64 sums of exact products of the stored values.
+    // z was scaled above (and rounded to the dtype): the reference reads the GPU's own z.
+    const double dot_ref = cpu_.dot(x.host, to_host_f32(*gpu_, z.device));
+    EXPECT_NEAR(gpu_->dot(x.device, z.device), dot_ref, 1e-9 * (std::fabs(dot_ref) + n));
+    const double ss_ref = cpu_.sum_squares(x.host);
+    EXPECT_NEAR(gpu_->sum_squares(x.device), ss_ref, 1e-9 * ss_ref);
+    // fill
+    gpu_->fill(z.device, 0.3125);
+    EXPECT_EQ(to_host_f32(*gpu_, z.device).data<float>()[n - 1], 0.3125f);
+  }
+  // Mixed dtypes: F32 += BF16 (gradient accumulation) and convert F32 -> dtype -> F32.
+  Input x = input({999});
+  Input acc = f32_input({999});
+  Tensor ref = test::clone(acc.host);
+  cpu_.axpy(ref, 2.0, x.host);
+  gpu_->axpy(acc.device, 2.0, x.device);
+  expect_close(acc.device, ref, "axpy F32 += dtype", 1e-6);
+  Input master = f32_input({1001});
+  Tensor working = poisoned({1001}, dt());
+  gpu_->convert(working, master.device);
+  EXPECT_EQ(test::max_abs_difference(to_host_f32(*gpu_, working), rounded_f32(master.host, dt())), 0.0)
+      << "convert must round exactly like the host (nearest even)";
+}
+
+TEST_P(CudaKernels, SumSquaresTotalMatchesPerTensorSums) {
+  std::vector<Tensor> host, device;
+  double expected = 0.0;
+  for (int64_t n : {5, 4096, 77, 100000}) {
+    Input g = f32_input({n});
+    host.push_back(g.host);
+    device.push_back(g.device);
+    expected += cpu_.sum_squares(g.host);
+  }
+  EXPECT_NEAR(gpu_->sum_squares_total(device), expected, 1e-9 * expected);
+}
+
+TEST_P(CudaKernels, MatmulAllTransposesAndShapes) {
+  struct Case { int64_t m, n, k; };
+  for (Case c : {Case{1, 1, 1}, Case{7, 13, 5}, Case{64, 96, 48}, Case{257, 131, 77}}) {
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) {
+        for (double beta : {0.0, 1.0}) {
+          Input a = input(ta ? Shape{c.k, c.m} : Shape{c.m, c.k});
+          Input b = input(tb ? Shape{c.n, c.k} : Shape{c.k, c.n});
+          Input out = input({c.m, c.n});
+          Tensor ref = test::clone(out.host);
+          cpu_.matmul(ref, a.host, ta, b.host, tb, 0.5, beta);
+          if (beta == 0.0) gpu_->fill(out.device, std::numeric_limits<double>::quiet_NaN());
+          gpu_->matmul(out.device, a.device, ta, b.device, tb, 0.5, beta);
+          expect_close(out.device, ref,
+                       fmt::format("matmul {}x{}x{} ta={} tb={} beta={}", c.m, c.n, c.k, ta, tb, beta));
+        }
+      }
+    }
+    // Residual form: out = a @ b^T + addend, the addend read inside the product.
+    {
+      Input a = input({c.m, c.k}), b = input({c.n, c.k}), addend = input({c.m, c.n});
+      Tensor ref = test::clone(addend.host);
+      cpu_.matmul(ref, a.host, false, b.host, true, 1.0, 1.0);
+      Tensor out = poisoned({c.m, c.n}, dt());
+      gpu_->matmul_add(out, a.device, false, b.device, true, addend.device);
+      expect_close(out, ref, fmt::format("matmul_add {}x{}x{}", c.m, c.n, c.k));
+      expect_close(addend.device, addend.host, "matmul_add leaves the addend", 1e-7);
+    }
+    // Weight-gradient form: F32 out += dtype inputs (no rounding of the output).
+    Input dy = input({c.m, c.n}), x = input({c.m, c.k});
+    Input grad = f32_input({c.n, c.k});
+    Tensor ref = test::clone(grad.host);
+    cpu_.matmul(ref, dy.host, true, x.host, false, 1.0, 1.0);
+    gpu_->matmul(grad.device, dy.device, true, x.device, false, 1.0, 1.0);
+    expect_close(grad.device, ref, fmt::format("matmul F32 accumulate {}x{}x{}", c.m, c.n, c.k), 1e-5);
+  }
+}
+
+TEST_P(CudaKernels, Embedding) {
+  for (int64_t rows : {1, 9, 300}) {
+    const int64_t V = 37, D = rows == 9 ? 13 : 64;
+    Input table = input({V, D});
+    Tensor ids = test::random_ids({rows}, V, rng_);
+    Tensor ids_dev = to_backend(*gpu_, ids, DType::i32);
+    Tensor out = poisoned({rows, D}, dt());
+    Tensor ref = Tensor::zeros({rows, D});
+    cpu_.embedding_forward(ref, ids, table.host);
+    gpu_->embedding_forward(out, ids_dev, table.device);
+    EXPECT_EQ(test::max_abs_difference(to_host_f32(*gpu_, out), ref), 0.0) << "gather is exact";
+    Input dout = input({rows, D});
+    Input dtable = f32_input({V, D});  // accumulates
+    Tensor dref = test::clone(dtable.host);
+    cpu_.embedding_backward(dref, dout.host, ids);
+    gpu_->embedding_backward(dtable.device, dout.device, ids_dev);
+    expect_close(dtable.device, dref, "embedding_backward rows=" + std::to_string(rows), 1e-6);
+  }
+}
+
+TEST_P(CudaKernels, RmsNorm) {
+  for (auto [rows, D] : {std::pair<int64_t, int64_t>{1, 8}, {7, 13}, {300, 768}, {33, 2048}}) {
+    Input x = input({rows, D}, 1.0, 0.3), w = input({D}, 0.2, 1.0);
+    Tensor out = poisoned({rows, D}, dt()), rstd = poisoned({rows}, DType::f32);
+    Tensor ref = Tensor::zeros({rows, D}), rstd_ref = Tensor::zeros({rows});
+    cpu_.rmsnorm_forward(ref, rstd_ref, x.host, w.host, 1e-5);
+    gpu_->rmsnorm_forward(out, rstd, x.device, w.device, 1e-5);
+    const std::string what = fmt::format("rmsnorm {}x{}", rows, D);
+    expect_close(out, ref, what);
+    expect_close(rstd, rstd_ref, what + " rstd", 1e-5);
+    // Backward: dx accumulates (dtype), dweight accumulates (F32 master gradient).
+    Input dout = input({rows, D}), dx = input({rows, D});
+    Input dw = f32_input({D});
+    Tensor dx_ref = test::clone(dx.host), dw_ref = test::clone(dw.host);
+    cpu_.rmsnorm_backward(dx_ref, dw_ref, dout.host, x.host, w.host, rstd_ref);
+    gpu_->rmsnorm_backward(dx.device, dw.device, dout.device, x.device, w.device, rstd);
+    expect_close(dx.device, dx_ref, what + " dx");
+    expect_close(dw.device, dw_ref, what + " dweight", dt() == DType::bf16 ? 1e-2 : 1e-5);
+  }
+}
+
+TEST_P(CudaKernels, RopeForwardBackwardAndAtPositions) {
+  for (auto [B, T, H, hd] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{1, 1, 1, 2},
+                             {2, 7, 3, 8}, {2, 300, 4, 64}}) {
+    for (int64_t offset : {0, 1000}) {
+      Input x = input({B, T, H, hd});
+      Tensor ref = test::clone(x.host);
+      cpu_.rope_forward(ref, 10000.0, offset);
+      gpu_->rope_forward(x.device, 10000.0, offset);
+      const std::string what = fmt::format("rope [{},{},{},{}] offset {}", B, T, H, hd, offset);
+      expect_close(x.device, ref, what);
+      Input g = input({B, T, H, hd});
+      Tensor gref = test::clone(g.host);
+      cpu_.rope_backward(gref, 10000.0, offset);
+      gpu_->rope_backward(g.device, 10000.0, offset);
+      expect_close(g.device, gref, what + " backward");
+    }
+  }
+  Input x = input({5, 3, 8});
+  Tensor positions = test::random_ids({5}, 2000, rng_);
+  Tensor ref = test::clone(x.host);
+  cpu_.rope_at(ref, positions, 10000.0);
+  gpu_->rope_at(x.device, to_backend(*gpu_, positions, DType::i32), 10000.0);
+  expect_close(x.device, ref, "rope_at");
+}
+
+TEST_P(CudaKernels, SwiGlu) {
+  for (int64_t n : {1, 13, 300 * 2048}) {
+    Input gate = input({n}, 2.0), up = input({n});
+    Tensor out = poisoned({n}, dt()), ref = Tensor::zeros({n});
+    cpu_.swiglu_forward(ref, gate.host, up.host);
+    gpu_->swiglu_forward(out, gate.device, up.device);
+    expect_close(out, ref, "swiglu n=" + std::to_string(n));
+    Input dout = input({n});
+    Tensor dg = poisoned({n}, dt()), du = poisoned({n}, dt());
+    Tensor dg_ref = Tensor::zeros({n}), du_ref = Tensor::zeros({n});
+    cpu_.swiglu_backward(dg_ref, du_ref, dout.host, gate.host, up.host);
+    gpu_->swiglu_backward(dg, du, dout.device, gate.device, up.device);
+    expect_close(dg, dg_ref, "swiglu dgate n=" + std::to_string(n));
+    expect_close(du, du_ref, "swiglu dup n=" + std::to_string(n));
+  }
+}
+
+TEST_P(CudaKernels, CrossEntropyWithIgnoredRows) {
+  for (auto [rows, V] : {std::pair<int64_t, int64_t>{1, 2}, {9, 11}, {64, 50304}}) {
+    Input logits = input({rows, V}, 3.0);
+    Tensor targets = test::random_ids({rows}, V, rng_);
+    if (rows > 1) targets.data<int32_t>()[1] = -1;  // an ignored position
+    Tensor targets_dev = to_backend(*gpu_, targets, DType::i32);
+    Tensor losses = poisoned({rows}, DType::f32), ref = Tensor::zeros({rows});
+    const int64_t counted_ref = cpu_.cross_entropy_forward(ref, logits.host, targets);
+    EXPECT_EQ(gpu_->cross_entropy_forward(losses, logits.device, targets_dev), counted_ref);
+    const std::string what = fmt::format("cross entropy {}x{}", rows, V);
+    expect_close(losses, ref, what, 1e-5);  // fp32 on both sides of the same inputs
+    Tensor dl = poisoned({rows, V}, dt()), dl_ref = Tensor::zeros({rows, V});
+    cpu_.cross_entropy_backward(dl_ref, logits.host, targets, 0.37);
+    gpu_->cross_entropy_backward(dl, logits.device, targets_dev, 0.37);
+    expect_close(dl, dl_ref, what + " backward");
+  }
+}
+
+TEST_P(CudaKernels, DecodeCacheWriteAndAttention) {
+  const int64_t B = 3, C = 9, Hq = 4, Hkv = 2, hd = 8;
+  Input k_cache = input({B, C, Hkv, hd}), v_cache = input({B, C, Hkv, hd});
+  Input rows = input({B, Hkv * hd});
+  Tensor slots = Tensor::zeros({B}, DType::i32);
+  for (int64_t b = 0; b < B; ++b) slots.data<int32_t>()[b] = static_cast<int32_t>((b * 4) % C);
+  Tensor k_ref = test::clone(k_cache.host);
+  cpu_.kv_cache_write(k_ref, rows.host, slots);
+  gpu_->kv_cache_write(k_cache.device, rows.device, to_backend(*gpu_, slots, DType::i32));
+  EXPECT_EQ(test::max_abs_difference(to_host_f32(*gpu_, k_cache.device), k_ref), 0.0);
+
+  // Ranges: full, a ring wrap-around (positions 5..13 in slots j % 9), one key, empty.
+  Tensor begin = Tensor::zeros({B}, DType::i32), end = Tensor::zeros({B}, DType::i32);
+  const int32_t begins[] = {0, 5, 4}, ends[] = {9, 14, 4};
+  for (int64_t b = 0; b < B; ++b) {
+    begin.data<int32_t>()[b] = begins[b];
+    end.data<int32_t>()[b] = ends[b];
+  }
+  Input q = input({B, Hq, hd});
+  Tensor out = poisoned({B, Hq, hd}, dt()), ref = Tensor::zeros({B, Hq, hd});
+  cpu_.attention_decode(ref, q.host, k_ref, v_cache.host, begin, end);
+  gpu_->attention_decode(out, q.device, k_cache.device, v_cache.device,
+                         to_backend(*gpu_, begin, DType::i32), to_backend(*gpu_, end, DType::i32));
+  expect_close(out, ref, "attention_decode");
+}
+
+TEST_P(CudaKernels, AdamWMatchesTheCpuStep) {
+  if (dt() == DType::bf16) GTEST_SKIP() << "AdamW runs on F32 master state only";
+  for (int64_t n : {1, 1000, 65537}) {
+    Input p = f32_input({n}), g = f32_input({n}), m = f32_input({n}), v = f32_input({n});
+    // v must be non-negative (a second moment).
+    Tensor v_host = test::clone(v.host);
+    for (int64_t i = 0; i < n; ++i) v_host.data<float>()[i] = std::fabs(v_host.data<float>()[i]);
+    v.device = to_backend(*gpu_, v_host, DType::f32);
+    Tensor p_ref = test::clone(p.host), m_ref = test::clone(m.host), v_ref = test::clone(v_host);
+    AdamWStep s;
+    s.lr = 3e-3;
+    s.weight_decay = 0.1;
+    s.step = 7;
+    s.grad_scale = 0.8;
+    cpu_.adamw_update(p_ref, g.host, m_ref, v_ref, s);
+    gpu_->adamw_update(p.device, g.device, m.device, v.device, s);
+    expect_close(p.device, p_ref, "adamw param", 1e-6);
+    expect_close(m.device, m_ref, "adamw m", 1e-6);
+    expect_close(v.device, v_ref, "adamw v", 1e-6);
+  }
+}
+
+TEST(CudaBackend, ClearErrorsForWrongTensors) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  auto gpu = make_cuda_backend(0);
+  Tensor host = Tensor::zeros({4});
+  Tensor dev = gpu->zeros({4}, DType::f32);
+  EXPECT_THROW(gpu->scale(host, 2.0), Error);  // a CPU tensor
+  Tensor f64 = gpu->zeros({4}, DType::f64);
+  EXPECT_THROW(gpu->fill(f64, 1.0), Error);  // F64 is CPU-only
+  Tensor a = gpu->zeros({3, 4}, DType::f32), b = gpu->zeros({5, 6}, DType::f32), c = gpu->zeros({3, 6}, DType::f32);
+  EXPECT_THROW(gpu->matmul(c, a, false, b, false, 1.0, 0.0), Error);  // 4 != 5
+  // Asking for far more memory than any GPU has names the size and the free memory.
+  try {
+    gpu->zeros({int64_t(1) << 40}, DType::f32);
+    ADD_FAILURE() << "a 4 TiB allocation succeeded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("CUDA out of memory"), std::string::npos) << e.what();
+  }
+  gpu->fill(dev, 1.0);  // the backend still works after the failed allocation
+  EXPECT_EQ(gpu->sum_squares(dev), 4.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, CudaKernels, ::testing::Values(DType::f32, DType::bf16),
+                         [](const auto& info) { return std::string(dtype_name(info.param)); });
+
+}  // namespace
+}  // namespace sf
