@@ -5,12 +5,13 @@
 // Tolerances (norm-wise relative error per gradient tensor, ||gpu - cpu|| / ||cpu||):
 //   * F32 compute: 1e-4 for gradients, 1e-5 for the loss. Every kernel is fp32 on both sides
 //     (no TF32), so only summation order differs; gradients pass through a dozen kernels.
-//   * BF16 mixed precision: 5e-2 for gradients, 1e-2 for the loss. Every activation and
-//     activation gradient is rounded to bf16 (8 significant bits, relative error up to 2^-9 =
-//     2e-3 per rounding); a gradient goes through ~10 roundings per layer, partly cancelling,
-//     partly compounding through the norms' 1/rms factors. The tiny models' weights are large
-//     (std 0.5, to make every path matter) which amplifies this; measured errors sit around
-//     1e-2. A wrong kernel (missing term, wrong index, wrong mask) gives O(1) errors.
+//   * BF16 mixed precision (realistic shapes, standard initialisation): 5e-2 for gradients,
+//     1e-2 for the loss. Every activation and activation gradient is rounded to bf16 (8
+//     significant bits, relative error up to 2^-9 = 2e-3 per rounding); a gradient goes through
+//     ~10 roundings per layer, partly cancelling. Measured on an H100: worst gradient 1.1e-2 to
+//     1.6e-2, loss under 1e-4. A wrong kernel (missing term, wrong index, wrong mask) gives O(1)
+//     errors. (At the tiny sizes with std-0.5 random weights bf16 alone moves gradients by
+//     10-40%, so bf16 is checked at the realistic sizes.)
 // Label gpu; skips without a CUDA device.
 #include <gtest/gtest.h>
 
