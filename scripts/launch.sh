@@ -26,9 +26,9 @@ fail() {
   exit 2
 }
 
-usage() {
+usage() {  # $1: exit status (0 for --help)
   sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2
-  exit 2
+  exit "${1:-2}"
 }
 
 is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
@@ -47,7 +47,7 @@ while (($# > 0)); do
     --master-addr) master_addr="${2-}"; shift 2 || usage ;;
     --master-port) master_port="${2-}"; shift 2 || usage ;;
     --grace) grace="${2-}"; shift 2 || usage ;;
-    -h | --help) usage ;;
+    -h | --help) usage 0 ;;
     --) shift; break ;;
     *) fail "unknown option '$1' (the command goes after --; --help shows the options)" ;;
   esac

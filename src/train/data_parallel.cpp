@@ -27,11 +27,13 @@ void all_reduce_gradients(Collective& collective, ParameterSet& params) {
 
 namespace {
 
-// Throws on this rank when `value` differs from the average over the ranks.
+// Throws on this rank when `value` differs from the average over the ranks by more than the
+// rounding of a GPU reduction (whose summation order may vary): ranks that really differ
+// (another seed, another checkpoint) differ by far more.
 void check_same(Collective& collective, double value, const std::string& what,
                 const std::string& hint) {
   const double mean = collective.all_reduce_sum(value) / collective.world_size();
-  SF_CHECK(std::abs(value - mean) <= 1e-9 * std::abs(mean),
+  SF_CHECK(std::abs(value - mean) <= 1e-6 * std::abs(mean),
            "data parallel: rank {} of {} starts from a different {} than the others ({} here, {} "
            "on average over the ranks); {}",
            collective.rank(), collective.world_size(), what, value, mean, hint);
