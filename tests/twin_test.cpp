@@ -29,6 +29,7 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "model/model_io.h"
+#include "support/device_tensors.h"
 #include "support/gradcheck.h"
 #include "support/test_util.h"
 #include "support/tiny_models.h"
@@ -105,13 +106,6 @@ Batch random_batch(int64_t vocab, Rng& rng) {
   return b;
 }
 
-// A host F32 copy of a (possibly device) F32 or F64 tensor.
-Tensor host_f32(Backend& backend, const Tensor& t) {
-  Tensor host = Tensor::zeros(t.shape(), t.dtype());
-  backend.copy(host, t);
-  return host.dtype() == DType::f32 ? host : test::convert(host, DType::f32);
-}
-
 // Writes the folder python/twin_check.py reads (its header comment lists the files).
 void write_dump(Model& model, const Batch& batch, double loss, const std::string& backend_name,
                 const std::string& precision, const std::string& dir) {
@@ -120,7 +114,7 @@ void write_dump(Model& model, const Batch& batch, double loss, const std::string
                     {{"tokens", batch.tokens}, {"targets", batch.targets}});
   std::vector<std::pair<std::string, Tensor>> grads;
   for (const Parameter& p : model.params().all())
-    grads.emplace_back(p.name, host_f32(model.backend(), p.grad));
+    grads.emplace_back(p.name, test::to_host_f32(model.backend(), p.grad));
   write_safetensors((fs::path(dir) / "grads.safetensors").string(), grads);
   const nlohmann::json result{{"loss", loss}, {"backend", backend_name}, {"precision", precision}};
   write_file_atomic((fs::path(dir) / "result.json").string(), result.dump(2) + "\n");

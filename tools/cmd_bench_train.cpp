@@ -45,9 +45,10 @@ void run(BenchTrainArgs& a) {
 #ifdef SF_HAVE_CUDA
   if (a.device == "cuda") device_name = cuda_device_description(*backend);
 #endif
-  o.peak_flops = a.peak_tflops > 0 ? a.peak_tflops * 1e12
-                                   : (a.device == "cuda" ? known_bf16_peak_flops(device_name) : 0.0);
-  if (o.compute_dtype != DType::bf16) o.peak_flops = a.peak_tflops * 1e12;  // no default fp32 peak
+  // MFU needs a peak: the one given, else the GPU's known bf16 peak (none is assumed for f32).
+  o.peak_flops = a.peak_tflops * 1e12;
+  if (o.peak_flops <= 0 && a.device == "cuda" && o.compute_dtype == DType::bf16)
+    o.peak_flops = known_bf16_peak_flops(device_name);
   const TrainBenchResult r = bench_training(config, o, *backend);
 
   const std::string model = fmt::format("{}x{} {} d{} V{}", config.n_stacks, config.layers_per_stack,

@@ -139,7 +139,8 @@ class CudaBackend final : public Backend {
     }
     const int count = static_cast<int>(pointers.size());
     if (count == 0) return total;
-    ensure_norm_table(count);
+    grown(norm_table_, norm_table_bytes_,
+          count * (sizeof(const float*) + sizeof(int64_t) + sizeof(double)));
     const size_t pointer_bytes = count * sizeof(const float*), size_bytes = count * sizeof(int64_t);
     SF_CUDA_CHECK(cudaMemcpyAsync(norm_table_, pointers.data(), pointer_bytes,
                                   cudaMemcpyHostToDevice, stream_));
@@ -282,7 +283,8 @@ class CudaBackend final : public Backend {
     const size_t bytes = cuda::attention_backward_workspace_bytes(q.dtype(), d);
     cuda::attention_backward(q.dtype(), d, mask.shift, mask.window, dout.raw(), out.raw(),
                              static_cast<const float*>(lse.raw()), q.raw(), k.raw(), v.raw(),
-                             dq.raw(), dk.raw(), dv.raw(), workspace(bytes), stream_);
+                             dq.raw(), dk.raw(), dv.raw(),
+                             grown(workspace_, workspace_bytes_, bytes), stream_);
   }
 
   void swiglu_forward(Tensor& out, const Tensor& gate, const Tensor& up) override {
@@ -467,25 +469,16 @@ class CudaBackend final : public Backend {
     return d;
   }
 
-  void* workspace(size_t bytes) {
-    if (bytes > workspace_bytes_) {
-      SF_CUDA_CHECK(cudaStreamSynchronize(stream_));
-      if (workspace_) SF_CUDA_CHECK(cudaFree(workspace_));
-      workspace_ = nullptr;
-      SF_CUDA_CHECK(cudaMalloc(&workspace_, bytes));
-      workspace_bytes_ = bytes;
+  // A device scratch buffer that grows to `bytes` (never shrinks); its contents are not kept.
+  void* grown(void*& buffer, size_t& capacity, size_t bytes) {
+    if (bytes > capacity) {
+      SF_CUDA_CHECK(cudaStreamSynchronize(stream_));  // queued work may still use the old one
+      if (buffer) SF_CUDA_CHECK(cudaFree(buffer));
+      buffer = nullptr;
+      SF_CUDA_CHECK(cudaMalloc(&buffer, bytes));
+      capacity = bytes;
     }
-    return workspace_;
-  }
-
-  void ensure_norm_table(int count) {
-    const size_t bytes = count * (sizeof(const float*) + sizeof(int64_t) + sizeof(double));
-    if (bytes <= norm_table_bytes_) return;
-    SF_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    if (norm_table_) SF_CUDA_CHECK(cudaFree(norm_table_));
-    norm_table_ = nullptr;
-    SF_CUDA_CHECK(cudaMalloc(&norm_table_, bytes));
-    norm_table_bytes_ = bytes;
+    return buffer;
   }
 
   double read_scalar() {
