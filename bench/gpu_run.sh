@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# GPU checks and training benchmarks in one go, for a GPU machine that has the CUDA toolkit and
-# PyTorch but not our build dependencies: run from the repository root after
-# `bash scripts/devbin.sh` packed .devbin/ (carried to the machine). Writes logs under
-# ${OUT:-gpu-out}/ and prints a summary last.
-#   bash bench/gpu_run.sh [tests] [bench] [twin]     (default: all three)
+# GPU checks, training benchmarks and kernel profiles in one go, for a GPU machine that has the
+# CUDA toolkit and PyTorch but not our build dependencies: run from the repository root after
+# `bash scripts/devbin.sh` packed .devbin/ (carried to the machine).
+#   bash bench/gpu_run.sh [tests] [bench] [twin] [profile]    (default: all four)
+# tests: the cuda_* and twin GPU tests; bench: `stagformer bench-train` of the GPT-2-small
+# baseline and 2x6 StagFormer (batch 16 x 1024); twin: the same with the PyTorch twin under
+# torch.compile; profile: bench/gpu_profile.sh (per-kernel times of our step).
+# Logs go to a work folder that is packed into ${OUT:-gpu-out}/gpu-out.tgz (the device runner
+# returns at most 8 files); summary.txt is also written next to it and printed last.
 set -uo pipefail
-out=${OUT:-gpu-out}
+dest=${OUT:-gpu-out}
+mkdir -p "$dest"
+out=$(mktemp -d)/gpu-out
 mkdir -p "$out"
-what=${*:-tests bench twin}
-cuda_libs=$(ls -d /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib 2>/dev/null | tr '\n' ':')
-py_nvidia=$(python3 -c 'import nvidia, os; print(":".join(os.path.join(p, d, "lib") for p in nvidia.__path__ for d in os.listdir(p)))' 2>/dev/null || true)
-export LD_LIBRARY_PATH="$PWD/.devbin/lib:${cuda_libs}${py_nvidia}:${LD_LIBRARY_PATH:-}"
-export NCCL_NVLS_ENABLE=0
+what=${*:-tests bench twin profile}
+source bench/gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 git rev-parse --short HEAD 2>/dev/null | tee "$out/commit.txt" || true
+git status --short > "$out/worktree-changes.txt" 2>/dev/null || true
+configs="gpt2-small-baseline-12 gpt2-small-stagformer-2x6"
 summary=()
 
 if [[ $what == *tests* ]]; then
@@ -22,28 +27,30 @@ if [[ $what == *tests* ]]; then
     ./.devbin/$t --gtest_brief=1 > "$out/$t.log" 2>&1
     rc=$?
     summary+=("$t: exit $rc, $(grep -c '^\[  FAILED' "$out/$t.log") failed lines")
-    { echo "=== $t (exit $rc)"; cat "$out/$t.log"; } >> "$out/tests.log"
-    rm -f "$out/$t.log"
   done
 fi
 
 if [[ $what == *bench* ]]; then
-  for cfg in gpt2-small-baseline-12 gpt2-small-stagformer-2x6; do
+  for cfg in $configs; do
     ./.devbin/stagformer bench-train --config configs/$cfg.json --device cuda --batch 16 --seq 1024 \
       --steps 20 --warmup 3 -o json > "$out/bench-$cfg.json" 2>> "$out/bench.err"
-    summary+=("bench $cfg: $(python3 -c "import json;d=json.load(open('$out/bench-$cfg.json'));print(f\"{d['tokens_per_second']:.0f} tok/s, {100*d['mfu']:.1f}% MFU, {d['median_step_ms']:.1f} ms/step\")" 2>&1 | tail -1)")
-    # The same steps again with per-operation GPU times (SF_CUDA_PROFILE=1; slower, not reported).
-    SF_CUDA_PROFILE=1 ./.devbin/stagformer bench-train --config configs/$cfg.json --device cuda \
-      --batch 16 --seq 1024 --steps 5 --warmup 1 > /dev/null 2>> "$out/profile-$cfg.txt"
+    summary+=("bench $cfg: $(python3 -c "import json;d=json.load(open('$out/bench-$cfg.json'));print(f\"{d['tokens_per_second']:.0f} tok/s, {100*d['mfu']:.1f}% MFU, {d['median_step_ms']:.2f} ms/step\")" 2>&1 | tail -1)")
   done
 fi
 
 if [[ $what == *twin* && -f python/twin_bench.py ]]; then
-  for cfg in gpt2-small-baseline-12 gpt2-small-stagformer-2x6; do
+  for cfg in $configs; do
     PYTHONUNBUFFERED=1 timeout 300 python3 python/twin_bench.py --config configs/$cfg.json --batch 16 \
       --seq 1024 --steps 20 --compile --json "$out/twin-$cfg.json" >> "$out/twin.log" 2>&1
-    summary+=("twin $cfg: exit $?, $(python3 -c "import json;d=json.load(open('$out/twin-$cfg.json'));print(f\"{d.get('tokens_per_s',0):.0f} tok/s, {100*d.get('mfu',0):.1f}% MFU, {d.get('median_step_ms',0):.1f} ms/step\")" 2>&1 | tail -1)")
+    summary+=("twin $cfg: exit $?, $(python3 -c "import json;d=json.load(open('$out/twin-$cfg.json'));print(f\"{d.get('tokens_per_s',0):.0f} tok/s, {100*d.get('mfu',0):.1f}% MFU, {d.get('median_step_ms',0):.2f} ms/step\")" 2>&1 | tail -1)")
   done
 fi
 
+if [[ $what == *profile* ]]; then
+  OUT=$out bash bench/gpu_profile.sh ours > /dev/null 2>&1
+  for cfg in $configs; do summary+=("profile $cfg: $(head -n 2 "$out/profile-ours-$cfg.txt" | tr '\n' ' ')"); done
+fi
+
 printf '%s\n' "${summary[@]}" | tee "$out/summary.txt"
+cp "$out/summary.txt" "$dest/summary.txt"
+tar czf "$dest/gpu-out.tgz" -C "$(dirname "$out")" gpu-out

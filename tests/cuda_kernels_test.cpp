@@ -259,6 +259,14 @@ TEST_P(CudaKernels, CrossEntropyWithIgnoredRows) {
     cpu_.cross_entropy_backward(dl_ref, logits.host, targets, 0.37);
     gpu_->cross_entropy_backward(dl, logits.device, targets_dev, 0.37);
     expect_close(dl, dl_ref, what + " backward");
+    // Both in one pass (the row kept in shared memory at 50304): gradient with scale 1.
+    Tensor losses2 = poisoned({rows}, DType::f32), dl2 = poisoned({rows, V}, dt());
+    Tensor dl1_ref = Tensor::zeros({rows, V});
+    cpu_.cross_entropy_backward(dl1_ref, logits.host, targets, 1.0);
+    EXPECT_EQ(gpu_->cross_entropy_forward_backward(losses2, dl2, logits.device, targets_dev),
+              counted_ref);
+    expect_close(losses2, ref, what + " fused loss", 1e-5);
+    expect_close(dl2, dl1_ref, what + " fused gradient");
   }
 }
 

@@ -128,6 +128,15 @@ class Backend {
   // dlogits (overwritten) = scale * (softmax(logits) - onehot(target)); zero on ignored rows.
   virtual void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& targets,
                                       double scale) = 0;
+  // Both at once, as training's forward wants them: losses (overwritten; returns the counted
+  // rows) and dlogits (overwritten) = softmax(logits) - onehot(target), i.e. the backward with
+  // scale 1. The CUDA backend reads the logits once for the two; this default runs them in turn.
+  virtual int64_t cross_entropy_forward_backward(Tensor& losses, Tensor& dlogits,
+                                                 const Tensor& logits, const Tensor& targets) {
+    const int64_t counted = cross_entropy_forward(losses, logits, targets);
+    cross_entropy_backward(dlogits, logits, targets, 1.0);
+    return counted;
+  }
 
   // ---- incremental decoding (one new position per sequence) ------------------------------------
   // Rotary embedding in place on x [N, H, hd] where row n is at position positions[n] (I32[N]).

@@ -2,9 +2,11 @@
 // Backend operation to cuBLASLt and the kernels (see cuda_backend.h).
 #include "cuda/cuda_backend.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "cuda/attention_kernels.h"
@@ -38,6 +40,7 @@ class CudaBackend final : public Backend {
     if (workspace_) cudaFree(workspace_);
     if (scalars_) cudaFree(scalars_);
     if (norm_table_) cudaFree(norm_table_);
+    for (RopeTable& t : rope_tables_) cudaFree(t.data);
     cudaStreamDestroy(stream_);
   }
 
@@ -318,10 +321,25 @@ class CudaBackend final : public Backend {
     auto* counted = reinterpret_cast<int64_t*>(scalars_);
     cuda::cross_entropy_forward(logits.dtype(), static_cast<float*>(losses.raw()), counted,
                                 logits.raw(), tokens_ptr(targets), rows, V, stream_);
-    int64_t host = 0;
-    SF_CUDA_CHECK(cudaMemcpyAsync(&host, counted, sizeof host, cudaMemcpyDeviceToHost, stream_));
-    SF_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    return host;
+    return read_count(counted);
+  }
+  int64_t cross_entropy_forward_backward(Tensor& losses, Tensor& dlogits, const Tensor& logits,
+                                         const Tensor& targets) override {
+    const auto op_timer = profile("cross_entropy_forward_backward");
+    check(logits, "cross_entropy_forward_backward");
+    check(dlogits, "cross_entropy_forward_backward");
+    check_f32(losses, "cross_entropy_forward_backward losses");
+    check_tokens(targets, "cross_entropy_forward_backward");
+    same_shape(dlogits, logits, "cross_entropy_forward_backward");
+    const int64_t V = logits.dim(-1), rows = logits.numel() / std::max<int64_t>(V, 1);
+    SF_CHECK(dlogits.dtype() == logits.dtype() && targets.numel() == rows && losses.numel() == rows,
+             "cross_entropy_forward_backward: logits {} dlogits {} targets {} losses {}",
+             logits.describe(), dlogits.describe(), targets.describe(), losses.describe());
+    auto* counted = reinterpret_cast<int64_t*>(scalars_);
+    cuda::cross_entropy_forward_backward(logits.dtype(), static_cast<float*>(losses.raw()), counted,
+                                         dlogits.raw(), logits.raw(), tokens_ptr(targets), rows, V,
+                                         stream_);
+    return read_count(counted);
   }
   void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& targets,
                               double scale) override {
@@ -448,8 +466,26 @@ class CudaBackend final : public Backend {
     check(x, inverse ? "rope_backward" : "rope_forward");
     SF_CHECK(x.ndim() == 4 && x.dim(3) % 2 == 0, "rope: expected [B, T, H, even head_dim], got {}",
              x.describe());
-    cuda::rope(x.dtype(), x.raw(), x.dim(0) * x.dim(1), x.dim(1), x.dim(2), x.dim(3), theta,
+    SF_CHECK(offset >= 0, "rope: negative position offset {}", offset);
+    const float* table = rope_table(theta, x.dim(3), offset + x.dim(1));
+    cuda::rope(x.dtype(), x.raw(), table, x.dim(0) * x.dim(1), x.dim(1), x.dim(2), x.dim(3),
                offset, inverse, stream_);
+  }
+
+  // The (cos, sin) table of rope() for (theta, head_dim), covering positions [0, positions):
+  // built on first use, rebuilt larger (doubling) when a longer sequence needs it.
+  const float* rope_table(double theta, int64_t head_dim, int64_t positions) {
+    RopeTable* table = nullptr;
+    for (RopeTable& t : rope_tables_)
+      if (t.theta == theta && t.head_dim == head_dim) table = &t;
+    if (!table) table = &rope_tables_.emplace_back(RopeTable{theta, head_dim});
+    if (table->positions < positions) {
+      const int64_t grown_positions = std::max(positions, 2 * table->positions);
+      grown(table->data, table->bytes, grown_positions * head_dim * sizeof(float));
+      cuda::rope_table(static_cast<float*>(table->data), grown_positions, head_dim, theta, stream_);
+      table->positions = grown_positions;
+    }
+    return static_cast<const float*>(table->data);
   }
 
   cuda::AttentionDims attention_dims(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -481,6 +517,13 @@ class CudaBackend final : public Backend {
     return buffer;
   }
 
+  int64_t read_count(const int64_t* device_count) {
+    int64_t host = 0;
+    SF_CUDA_CHECK(cudaMemcpyAsync(&host, device_count, sizeof host, cudaMemcpyDeviceToHost, stream_));
+    SF_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return host;
+  }
+
   double read_scalar() {
     double host = 0.0;
     SF_CUDA_CHECK(cudaMemcpyAsync(&host, scalars_, sizeof host, cudaMemcpyDeviceToHost, stream_));
@@ -501,6 +544,14 @@ class CudaBackend final : public Backend {
   size_t workspace_bytes_ = 0;
   void* norm_table_ = nullptr;    // pointers, sizes and results of sum_squares_total
   size_t norm_table_bytes_ = 0;
+  struct RopeTable {
+    double theta;
+    int64_t head_dim;
+    int64_t positions = 0;
+    void* data = nullptr;
+    size_t bytes = 0;
+  };
+  std::vector<RopeTable> rope_tables_;
 };
 
 }  // namespace

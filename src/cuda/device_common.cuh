@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <initializer_list>
 
 #include "core/dtype.h"
 #include "cuda/cuda_check.h"
@@ -57,6 +58,24 @@ __device__ __forceinline__ float block_max(float x, float* scratch) {
   const int warps = (blockDim.x + 31) >> 5;
   float best = lane < warps ? scratch[lane] : -INFINITY;
   return warp_max(best);
+}
+
+// N consecutive elements moved as one aligned vector access (16 bytes for 8 BF16, two for 8
+// F32): the memory-bound kernels use it where the row length and the pointers allow.
+template <class T, int N> struct alignas(sizeof(T) * N) Pack {
+  T v[N];
+};
+template <int N, class T> __device__ __forceinline__ Pack<T, N> load_pack(const T* p) {
+  return *reinterpret_cast<const Pack<T, N>*>(p);
+}
+template <int N, class T> __device__ __forceinline__ void store_pack(T* p, const Pack<T, N>& x) {
+  *reinterpret_cast<Pack<T, N>*>(p) = x;
+}
+// True when every pointer is aligned to `bytes` (e.g. sizeof(Pack<T, N>)).
+inline bool all_aligned(size_t bytes, std::initializer_list<const void*> pointers) {
+  for (const void* p : pointers)
+    if (reinterpret_cast<uintptr_t>(p) % bytes != 0) return false;
+  return true;
 }
 
 inline unsigned blocks_for(int64_t n, int threads, int64_t max_blocks = 132 * 16) {

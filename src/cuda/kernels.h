@@ -48,10 +48,15 @@ void rmsnorm_backward(DType dtype, void* dx, float* dweight, const void* dout, c
                       DType weight_dtype, const void* weight, const float* rstd, int64_t rows,
                       int64_t dim, cudaStream_t stream);
 
-// x [rows = B*T, heads, head_dim] in place; position of row r = offset + r % seq (seq = T).
-// inverse = true rotates by minus the angle (the backward).
-void rope(DType dtype, void* x, int64_t rows, int64_t seq, int64_t heads, int64_t head_dim,
-          double theta, int64_t position_offset, bool inverse, cudaStream_t stream);
+// table (F32 [positions, head_dim / 2, 2], overwritten) = (cos, sin) of every position's angle
+// for every pair: built once per (theta, head_dim) and reused by rope().
+void rope_table(float* table, int64_t positions, int64_t head_dim, double theta,
+                cudaStream_t stream);
+// x [rows = B*T, heads, head_dim] in place; position of row r = offset + r % seq (seq = T), whose
+// angles `table` (from rope_table) must cover. inverse = true rotates by minus the angle (the
+// backward).
+void rope(DType dtype, void* x, const float* table, int64_t rows, int64_t seq, int64_t heads,
+          int64_t head_dim, int64_t position_offset, bool inverse, cudaStream_t stream);
 // x [n, heads, head_dim] in place, row r at positions[r].
 void rope_at(DType dtype, void* x, const int32_t* positions, int64_t n, int64_t heads,
              int64_t head_dim, double theta, cudaStream_t stream);
@@ -68,6 +73,11 @@ void cross_entropy_forward(DType dtype, float* losses, int64_t* counted, const v
 void cross_entropy_backward(DType dtype, void* dlogits, const void* logits,
                             const int32_t* targets, int64_t rows, int64_t vocab, float scale,
                             cudaStream_t stream);
+// Both in one pass over the logits: losses and *counted as the forward, dlogits (overwritten) as
+// the backward with scale 1.
+void cross_entropy_forward_backward(DType dtype, float* losses, int64_t* counted, void* dlogits,
+                                    const void* logits, const int32_t* targets, int64_t rows,
+                                    int64_t vocab, cudaStream_t stream);
 
 // ---- incremental decoding ----------------------------------------------------------------------
 // cache [B, C, W] row slots[b] = rows[b, :].

@@ -197,7 +197,10 @@ double Model::forward(const Tensor& tokens, const Tensor& targets, const Forward
 
   counted_targets_ = 0;
   if (!have_targets_) return 0.0;
-  counted_targets_ = be.cross_entropy_forward(act_.losses, logits2d, act_.targets.view({B * T}));
+  // The gradient of the logits comes with the loss (softmax - onehot, unscaled; backward()
+  // scales it inside the LM head's products): one pass over the [B*T, V] logits, not two.
+  counted_targets_ = be.cross_entropy_forward_backward(act_.losses, act_.d_logits, logits2d,
+                                                       act_.targets.view({B * T}));
   if (counted_targets_ == 0) return 0.0;
   return be.dot(act_.losses, act_.ones) / static_cast<double>(counted_targets_);
 }
@@ -230,15 +233,14 @@ void Model::stack_backward(int64_t s) {
 void Model::backward(double loss_scale) {
   SF_CHECK(act_.batch > 0 && have_targets_, "backward() needs a forward() with targets first");
   Backend& be = backend_;
-  const int64_t N = act_.batch * act_.seq, V = config_.vocab_size;
-  Tensor logits2d = act_.logits.view({N, V});
+  const int64_t N = act_.batch * act_.seq;
   const double scale = counted_targets_ > 0 ? loss_scale / static_cast<double>(counted_targets_) : 0.0;
-  be.cross_entropy_backward(act_.d_logits, logits2d, act_.targets.view({N}), scale);
 
-  // LM head and final norm.
+  // LM head and final norm; act_.d_logits holds softmax - onehot from forward(), and
+  // d loss / d logits = scale * that.
   Tensor d_head = weights_.lm_head.grad;
-  be.matmul(d_head, act_.d_logits, true, act_.final_norm_out, false, 1.0, 1.0);
-  be.matmul(act_.d_final_norm_out, act_.d_logits, false, weights_.lm_head.value, false, 1.0, 0.0);
+  be.matmul(d_head, act_.d_logits, true, act_.final_norm_out, false, scale, 1.0);
+  be.matmul(act_.d_final_norm_out, act_.d_logits, false, weights_.lm_head.value, false, scale, 0.0);
   be.fill(act_.d_combined, 0.0);
   Tensor d_final_w = weights_.final_norm.grad;
   be.rmsnorm_backward(act_.d_combined, d_final_w, act_.d_final_norm_out, act_.combined,

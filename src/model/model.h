@@ -64,7 +64,9 @@ class Model {
 
   // Teacher-forced forward. tokens, targets: CPU I32 [B, T] (targets may be undefined: no loss;
   // -1 marks an ignored position). Returns the mean cross-entropy over counted targets (0 when
-  // there are none or no targets). Token ids and T are validated with clear errors.
+  // there are none or no targets). Token ids and T are validated with clear errors. With
+  // targets it also keeps the loss's gradient w.r.t. the logits for backward(): the cross-entropy
+  // reads the logits once for both (an evaluation pays one extra write of [B*T, V]).
   double forward(const Tensor& tokens, const Tensor& targets = Tensor(),
                  const ForwardHooks* hooks = nullptr);
   // Backward of the last forward (which must have had targets): ACCUMULATES into the parameter
