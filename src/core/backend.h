@@ -44,6 +44,12 @@ struct AdamWStep {
   double grad_scale = 1.0;    // gradients are multiplied by this first (global-norm clipping)
 };
 
+// One parameter's tensors for Backend::adamw_update_many.
+struct AdamWTensors {
+  Tensor param, grad, m, v;
+  double weight_decay = 0.0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -128,14 +134,14 @@ class Backend {
   // dlogits (overwritten) = scale * (softmax(logits) - onehot(target)); zero on ignored rows.
   virtual void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& targets,
                                       double scale) = 0;
-  // Both at once, as training's forward wants them: losses (overwritten; returns the counted
-  // rows) and dlogits (overwritten) = softmax(logits) - onehot(target), i.e. the backward with
-  // scale 1. The CUDA backend reads the logits once for the two; this default runs them in turn.
-  virtual int64_t cross_entropy_forward_backward(Tensor& losses, Tensor& dlogits,
-                                                 const Tensor& logits, const Tensor& targets) {
-    const int64_t counted = cross_entropy_forward(losses, logits, targets);
+  // Both at once, as training's forward wants them: losses (overwritten) and dlogits
+  // (overwritten) = softmax(logits) - onehot(target), i.e. the backward with scale 1. Returns
+  // nothing, so an asynchronous backend need not wait for it (the caller counts the targets).
+  // The CUDA backend reads the logits once for the two; this default runs them in turn.
+  virtual void cross_entropy_forward_backward(Tensor& losses, Tensor& dlogits,
+                                              const Tensor& logits, const Tensor& targets) {
+    cross_entropy_forward(losses, logits, targets);
     cross_entropy_backward(dlogits, logits, targets, 1.0);
-    return counted;
   }
 
   // ---- incremental decoding (one new position per sequence) ------------------------------------
@@ -157,6 +163,30 @@ class Backend {
   // One AdamW step on a parameter (F32) with its gradient and moments (F32, same shape).
   virtual void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                             const AdamWStep& step) = 0;
+
+  // ---- many tensors at once -------------------------------------------------------------------
+  // The per-parameter work of an optimizer step (zero the gradients, update, refresh the BF16
+  // working copies) touches ~100 tensors of very different sizes; the CUDA backend does each of
+  // these in one launch. The defaults loop over the one-tensor operations. The results are
+  // those of the loops.
+  virtual void fill_many(const std::vector<Tensor>& tensors, double value) {
+    for (Tensor t : tensors) fill(t, value);
+  }
+  virtual void convert_many(const std::vector<Tensor>& dst, const std::vector<Tensor>& src) {
+    for (size_t i = 0; i < dst.size(); ++i) {
+      Tensor d = dst[i];
+      convert(d, src[i]);
+    }
+  }
+  // step.weight_decay is ignored: each parameter brings its own.
+  virtual void adamw_update_many(const std::vector<AdamWTensors>& params, const AdamWStep& step) {
+    for (const AdamWTensors& p : params) {
+      AdamWStep s = step;
+      s.weight_decay = p.weight_decay;
+      Tensor param = p.param, m = p.m, v = p.v;
+      adamw_update(param, p.grad, m, v, s);
+    }
+  }
 };
 
 }  // namespace sf

@@ -1,5 +1,7 @@
-// adamw.cu — one AdamW step on F32 master weights and moments, the same per-element arithmetic
-// as the CPU kernel (src/cpu/adamw.cpp, which follows torch.optim.AdamW step for step).
+// adamw.cu — AdamW steps on F32 master weights and moments, the same per-element arithmetic
+// as the CPU kernel (src/cpu/adamw.cpp, which follows torch.optim.AdamW step for step): one
+// parameter per launch, or every parameter of a model in one launch (one grid row per tensor,
+// 4 elements per access where the tensor allows).
 #include "cuda/device_common.cuh"
 #include "cuda/kernels.h"
 
@@ -7,18 +9,50 @@ namespace sf::cuda {
 
 namespace {
 
+__device__ __forceinline__ void adamw_element(float& param, float grad, float& m, float& v,
+                                              float decay, const AdamWArgs& a) {
+  const float g = grad * a.grad_scale;
+  const float mi = a.beta1 * m + a.one_minus_beta1 * g;
+  const float vi = a.beta2 * v + a.one_minus_beta2 * (g * g);
+  m = mi;
+  v = vi;
+  const float denom = sqrtf(vi) / a.bias_correction2_sqrt + a.eps;
+  param = param * decay - a.step_size * (mi / denom);
+}
+
 __global__ void adamw_kernel(float* param, const float* grad, float* m, float* v, int64_t n,
                              AdamWArgs a) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const float g = grad[i] * a.grad_scale;
-    const float mi = a.beta1 * m[i] + a.one_minus_beta1 * g;
-    const float vi = a.beta2 * v[i] + a.one_minus_beta2 * (g * g);
-    m[i] = mi;
-    v[i] = vi;
-    const float denom = sqrtf(vi) / a.bias_correction2_sqrt + a.eps;
-    param[i] = param[i] * a.decay - a.step_size * (mi / denom);
+       i += int64_t(gridDim.x) * blockDim.x)
+    adamw_element(param[i], grad[i], m[i], v[i], a.decay, a);
+}
+
+__global__ void adamw_many_kernel(AdamWTable t, AdamWArgs a) {
+  const int k = blockIdx.y;
+  float* param = t.params[k];
+  const float* grad = t.grads[k];
+  float *m = t.m[k], *v = t.v[k];
+  const int64_t n = t.sizes[k];
+  const float decay = t.decays[k];
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  const bool vectors = all_aligned_device(16, param, grad, m, v);
+  if (vectors) {
+    for (; 4 * i + 3 < n; i += stride) {
+      Pack<float, 4> p = load_pack<4>(param + 4 * i), g = load_pack<4>(grad + 4 * i),
+                     mm = load_pack<4>(m + 4 * i), vv = load_pack<4>(v + 4 * i);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) adamw_element(p.v[j], g.v[j], mm.v[j], vv.v[j], decay, a);
+      store_pack(param + 4 * i, p);
+      store_pack(m + 4 * i, mm);
+      store_pack(v + 4 * i, vv);
+    }
+    // the last n % 4 elements: thread 0 of block 0 of this row
+    if (blockIdx.x == 0 && threadIdx.x == 0)
+      for (int64_t r = n - n % 4; r < n; ++r) adamw_element(param[r], grad[r], m[r], v[r], decay, a);
+    return;
   }
+  for (; i < n; i += stride) adamw_element(param[i], grad[i], m[i], v[i], decay, a);
 }
 
 }  // namespace
@@ -28,6 +62,13 @@ void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n
   if (n == 0) return;
   adamw_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(param, grad, m, v, n, args);
   SF_CUDA_LAUNCH_CHECK("adamw_update");
+}
+
+void adamw_update_many(const AdamWTable& table, int count, int64_t max_size, const AdamWArgs& args,
+                       cudaStream_t stream) {
+  if (count == 0 || max_size == 0) return;
+  adamw_many_kernel<<<many_grid(max_size, count), 256, 0, stream>>>(table, args);
+  SF_CUDA_LAUNCH_CHECK("adamw_update_many");
 }
 
 }  // namespace sf::cuda

@@ -8,12 +8,11 @@
 //   dk = scale * sum_t ds q_t,  dq = scale * sum_j ds k_j.
 //
 // The tensor-core kernel, FlashAttention-2 style: one block per (key block, kv head, batch), each
-// warp owning 16 keys (4 warps and 64 keys for head_dim 64, 8 warps and 128 keys for 128). K and
+// warp owning 16 keys (8 warps and 128 keys, or 4 and 64 with grouped heads; see the dispatch). K and
 // V stay in shared memory; the block walks the query heads of the kv head's group and, per head,
 // the band of 64-query tiles that its keys can see — [first_query(k0), last_query(k_last)] — with
 // Q, dout, lse and D double-buffered by cp.async. Per query tile, in two halves of 32 queries (so
-// that only half of S^T and dP^T is live next to the dK, dV accumulators: 168 registers, three
-// blocks per multiprocessor for head_dim 64), a warp forms S^T = K Q^T and dP^T = V dout^T for
+// that only half of S^T and dP^T is live next to the dK, dV accumulators), a warp forms S^T = K Q^T and dP^T = V dout^T for
 // its keys (fp32 accumulators), turns them into P^T and dS^T in registers (masking only parts
 // that are not entirely visible, skipping parts it cannot see), and accumulates dV += P^T dout
 // and dK += dS^T Q with P^T and dS^T re-used as bf16 A fragments: dk and dv are summed over the
@@ -488,12 +487,15 @@ void attention_backward(DType dtype, const AttentionDims& dims, int mask_shift, 
     SF_CUDA_LAUNCH_CHECK("delta_bf16_kernel");
   }
   if (dims.kv_len > 0) {
-    // head_dim 64: three blocks of 4 warps per multiprocessor, except with grouped heads, where
-    // each block walks the whole group and there are fewer, longer blocks: two blocks (with the
-    // larger register budget) then balance better (measured, bench/results/attention-kernels.md).
-    // head_dim 128: one block of 8 warps (128 keys), its dK and dV accumulators need the registers.
+    // head_dim 64: two blocks of 8 warps (128 keys) per multiprocessor: every query tile read
+    // into shared memory then serves twice the keys. Measured in training (B16 T1024 H12, H100):
+    // 35.18 ms a step against 35.67 with three blocks of 4 warps, which had measured best in
+    // isolation at B8. With grouped heads each block walks the whole group and there are fewer,
+    // longer blocks: two blocks of 4 warps with the larger register budget balance better
+    // (bench/results/attention-kernels.md). head_dim 128: one block of 8 warps (128 keys), its dK
+    // and dV accumulators need the registers.
     if (hd == 64 && dims.q_heads == dims.kv_heads)
-      launch_flash_backward<64, 4, 3>(dims, mask, dout, lse, delta, q, k, v, dq_accum, dk, dv,
+      launch_flash_backward<64, 8, 2>(dims, mask, dout, lse, delta, q, k, v, dq_accum, dk, dv,
                                       stream);
     else if (hd == 64)
       launch_flash_backward<64, 4, 2>(dims, mask, dout, lse, delta, q, k, v, dq_accum, dk, dv,

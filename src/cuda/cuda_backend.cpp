@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -39,7 +40,7 @@ class CudaBackend final : public Backend {
     cudaStreamSynchronize(stream_);
     if (workspace_) cudaFree(workspace_);
     if (scalars_) cudaFree(scalars_);
-    if (norm_table_) cudaFree(norm_table_);
+    if (table_) cudaFree(table_);
     for (RopeTable& t : rope_tables_) cudaFree(t.data);
     cudaStreamDestroy(stream_);
   }
@@ -142,17 +143,15 @@ class CudaBackend final : public Backend {
     }
     const int count = static_cast<int>(pointers.size());
     if (count == 0) return total;
-    grown(norm_table_, norm_table_bytes_,
-          count * (sizeof(const float*) + sizeof(int64_t) + sizeof(double)));
-    const size_t pointer_bytes = count * sizeof(const float*), size_bytes = count * sizeof(int64_t);
-    SF_CUDA_CHECK(cudaMemcpyAsync(norm_table_, pointers.data(), pointer_bytes,
-                                  cudaMemcpyHostToDevice, stream_));
-    SF_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(norm_table_) + pointer_bytes, sizes.data(),
-                                  size_bytes, cudaMemcpyHostToDevice, stream_));
-    auto* results = reinterpret_cast<double*>(static_cast<char*>(norm_table_) + pointer_bytes + size_bytes);
-    cuda::sum_squares_many(static_cast<const float* const*>(norm_table_),
-                           reinterpret_cast<const int64_t*>(static_cast<char*>(norm_table_) + pointer_bytes),
-                           count, results, stream_);
+    std::vector<uint64_t> words;
+    for (const float* p : pointers) words.push_back(reinterpret_cast<uint64_t>(p));
+    for (int64_t n : sizes) words.push_back(static_cast<uint64_t>(n));
+    words.resize(words.size() + count);  // room for the per-tensor results
+    uint64_t* table = upload_table(words);
+    auto* results = reinterpret_cast<double*>(table + 2 * count);
+    cuda::sum_squares_many(reinterpret_cast<const float* const*>(table),
+                           reinterpret_cast<const int64_t*>(table + count), count,
+                           *std::max_element(sizes.begin(), sizes.end()), results, stream_);
     std::vector<double> host(count);
     SF_CUDA_CHECK(cudaMemcpyAsync(host.data(), results, count * sizeof(double),
                                   cudaMemcpyDeviceToHost, stream_));
@@ -323,8 +322,8 @@ class CudaBackend final : public Backend {
                                 logits.raw(), tokens_ptr(targets), rows, V, stream_);
     return read_count(counted);
   }
-  int64_t cross_entropy_forward_backward(Tensor& losses, Tensor& dlogits, const Tensor& logits,
-                                         const Tensor& targets) override {
+  void cross_entropy_forward_backward(Tensor& losses, Tensor& dlogits, const Tensor& logits,
+                                      const Tensor& targets) override {
     const auto op_timer = profile("cross_entropy_forward_backward");
     check(logits, "cross_entropy_forward_backward");
     check(dlogits, "cross_entropy_forward_backward");
@@ -339,7 +338,6 @@ class CudaBackend final : public Backend {
     cuda::cross_entropy_forward_backward(logits.dtype(), static_cast<float*>(losses.raw()), counted,
                                          dlogits.raw(), logits.raw(), tokens_ptr(targets), rows, V,
                                          stream_);
-    return read_count(counted);
   }
   void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& targets,
                               double scale) override {
@@ -401,10 +399,99 @@ class CudaBackend final : public Backend {
     const auto op_timer = profile("adamw_update");
     for (const Tensor* t : TensorList{&param, &grad, &m, &v}) check_f32(*t, "adamw_update");
     for (const Tensor* t : TensorList{&grad, &m, &v}) same_shape(*t, param, "adamw_update");
+    check_adamw_step(s);
+    cuda::adamw_update(static_cast<float*>(param.raw()), static_cast<const float*>(grad.raw()),
+                       static_cast<float*>(m.raw()), static_cast<float*>(v.raw()), param.numel(),
+                       adamw_args(s), stream_);
+  }
+
+  // ---- many tensors in one launch (tables of pointers and sizes uploaded per call) ----------
+  void fill_many(const std::vector<Tensor>& tensors, double value) override {
+    const auto op_timer = profile("fill_many");
+    if (tensors.empty()) return;
+    std::vector<uint64_t> pointers, sizes;
+    for (const Tensor& t : tensors) {
+      check(t, "fill_many");
+      SF_CHECK(t.dtype() == tensors[0].dtype(), "fill_many: {} next to {}", t.describe(),
+               tensors[0].describe());
+      pointers.push_back(reinterpret_cast<uint64_t>(t.raw()));
+      sizes.push_back(static_cast<uint64_t>(t.numel()));
+    }
+    const int count = static_cast<int>(tensors.size());
+    uint64_t* table = upload_table(concat({pointers, sizes}));
+    cuda::fill_many(tensors[0].dtype(), reinterpret_cast<void* const*>(table),
+                    reinterpret_cast<const int64_t*>(table + count), count, largest(sizes),
+                    static_cast<float>(value), stream_);
+  }
+
+  void convert_many(const std::vector<Tensor>& dst, const std::vector<Tensor>& src) override {
+    const auto op_timer = profile("convert_many");
+    SF_CHECK(dst.size() == src.size(), "convert_many: {} destinations for {} sources", dst.size(),
+             src.size());
+    if (dst.empty()) return;
+    std::vector<uint64_t> to, from, sizes;
+    for (size_t i = 0; i < dst.size(); ++i) {
+      check(dst[i], "convert_many");
+      check(src[i], "convert_many");
+      SF_CHECK(dst[i].shape() == src[i].shape() && dst[i].dtype() == dst[0].dtype() &&
+                   src[i].dtype() == src[0].dtype(),
+               "convert_many: {} into {} (one source dtype, one destination dtype, same shapes)",
+               src[i].describe(), dst[i].describe());
+      to.push_back(reinterpret_cast<uint64_t>(dst[i].raw()));
+      from.push_back(reinterpret_cast<uint64_t>(src[i].raw()));
+      sizes.push_back(static_cast<uint64_t>(src[i].numel()));
+    }
+    const int count = static_cast<int>(dst.size());
+    uint64_t* table = upload_table(concat({to, from, sizes}));
+    cuda::convert_many(dst[0].dtype(), reinterpret_cast<void* const*>(table), src[0].dtype(),
+                       reinterpret_cast<const void* const*>(table + count),
+                       reinterpret_cast<const int64_t*>(table + 2 * count), count, largest(sizes),
+                       stream_);
+  }
+
+  void adamw_update_many(const std::vector<AdamWTensors>& params, const AdamWStep& s) override {
+    const auto op_timer = profile("adamw_update_many");
+    if (params.empty()) return;
+    check_adamw_step(s);
+    std::vector<uint64_t> values, grads, ms, vs, sizes;
+    std::vector<float> decays;
+    for (const AdamWTensors& p : params) {
+      for (const Tensor* t : TensorList{&p.param, &p.grad, &p.m, &p.v}) check_f32(*t, "adamw_update_many");
+      for (const Tensor* t : TensorList{&p.grad, &p.m, &p.v}) same_shape(*t, p.param, "adamw_update_many");
+      values.push_back(reinterpret_cast<uint64_t>(p.param.raw()));
+      grads.push_back(reinterpret_cast<uint64_t>(p.grad.raw()));
+      ms.push_back(reinterpret_cast<uint64_t>(p.m.raw()));
+      vs.push_back(reinterpret_cast<uint64_t>(p.v.raw()));
+      sizes.push_back(static_cast<uint64_t>(p.param.numel()));
+      AdamWStep own = s;
+      own.weight_decay = p.weight_decay;
+      decays.push_back(adamw_args(own).decay);
+    }
+    const int count = static_cast<int>(params.size());
+    std::vector<uint64_t> words = concat({values, grads, ms, vs, sizes});
+    const size_t decay_word = words.size();
+    words.resize(decay_word + (decays.size() + 1) / 2);  // two floats per word
+    std::memcpy(words.data() + decay_word, decays.data(), decays.size() * sizeof(float));
+    uint64_t* table = upload_table(words);
+    cuda::AdamWTable t;
+    t.params = reinterpret_cast<float* const*>(table);
+    t.grads = reinterpret_cast<const float* const*>(table + count);
+    t.m = reinterpret_cast<float* const*>(table + 2 * count);
+    t.v = reinterpret_cast<float* const*>(table + 3 * count);
+    t.sizes = reinterpret_cast<const int64_t*>(table + 4 * count);
+    t.decays = reinterpret_cast<const float*>(table + decay_word);
+    cuda::adamw_update_many(t, count, largest(sizes), adamw_args(s), stream_);
+  }
+
+ private:
+  static void check_adamw_step(const AdamWStep& s) {
     SF_CHECK(s.step >= 1 && std::isfinite(s.lr) && s.lr >= 0.0 && s.eps > 0.0 &&
                  std::isfinite(s.grad_scale),
              "adamw_update: invalid step {} lr {} eps {} grad_scale {}", s.step, s.lr, s.eps,
              s.grad_scale);
+  }
+  // The per-step constants, in double and rounded once (as the CPU kernel does).
+  static cuda::AdamWArgs adamw_args(const AdamWStep& s) {
     const double t = static_cast<double>(s.step);
     cuda::AdamWArgs a;
     a.decay = static_cast<float>(1.0 - s.lr * s.weight_decay);
@@ -416,12 +503,26 @@ class CudaBackend final : public Backend {
     a.one_minus_beta2 = static_cast<float>(1.0 - s.beta2);
     a.eps = static_cast<float>(s.eps);
     a.grad_scale = static_cast<float>(s.grad_scale);
-    cuda::adamw_update(static_cast<float*>(param.raw()), static_cast<const float*>(grad.raw()),
-                       static_cast<float*>(m.raw()), static_cast<float*>(v.raw()), param.numel(), a,
-                       stream_);
+    return a;
+  }
+  static std::vector<uint64_t> concat(std::initializer_list<std::vector<uint64_t>> parts) {
+    std::vector<uint64_t> all;
+    for (const auto& part : parts) all.insert(all.end(), part.begin(), part.end());
+    return all;
+  }
+  static int64_t largest(const std::vector<uint64_t>& sizes) {
+    return static_cast<int64_t>(*std::max_element(sizes.begin(), sizes.end()));
+  }
+  // Copies the pointer/size table of a multi-tensor launch to the device. One buffer serves
+  // every such launch: the copy is queued on the stream after the kernels that read the
+  // previous table, so it never overwrites a table in use.
+  uint64_t* upload_table(const std::vector<uint64_t>& words) {
+    const size_t bytes = words.size() * sizeof(uint64_t);
+    grown(table_, table_bytes_, bytes);
+    SF_CUDA_CHECK(cudaMemcpyAsync(table_, words.data(), bytes, cudaMemcpyHostToDevice, stream_));
+    return static_cast<uint64_t*>(table_);
   }
 
- private:
   void check_matmul(const Tensor& out, const Tensor& a, bool ta, const Tensor& b, bool tb) const {
     check(out, "matmul");
     check(a, "matmul");
@@ -542,8 +643,8 @@ class CudaBackend final : public Backend {
   double* scalars_ = nullptr;     // small device results (dot, counts)
   void* workspace_ = nullptr;     // attention backward scratch, grown on demand
   size_t workspace_bytes_ = 0;
-  void* norm_table_ = nullptr;    // pointers, sizes and results of sum_squares_total
-  size_t norm_table_bytes_ = 0;
+  void* table_ = nullptr;         // pointer/size tables of the multi-tensor launches
+  size_t table_bytes_ = 0;
   struct RopeTable {
     double theta;
     int64_t head_dim;

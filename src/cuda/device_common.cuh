@@ -78,6 +78,20 @@ inline bool all_aligned(size_t bytes, std::initializer_list<const void*> pointer
   return true;
 }
 
+template <class... P> __device__ __forceinline__ bool all_aligned_device(size_t bytes, const P*... p) {
+  return ((reinterpret_cast<uintptr_t>(p) % bytes == 0) && ...);
+}
+
+// Grid of a multi-tensor launch: one row (blockIdx.y) per tensor, enough blocks across (at most
+// two waves of 256-thread blocks on 132 multiprocessors) for the largest tensor at 4 elements per
+// thread; rows of small tensors leave most of their blocks idle, which costs little.
+inline dim3 many_grid(int64_t max_size, int count) {
+  const int64_t per_block = 256 * 4;
+  int64_t x = (max_size + per_block - 1) / per_block;
+  x = x < 1 ? 1 : (x > 264 ? 264 : x);
+  return dim3(static_cast<unsigned>(x), static_cast<unsigned>(count));
+}
+
 inline unsigned blocks_for(int64_t n, int threads, int64_t max_blocks = 132 * 16) {
   int64_t blocks = (n + threads - 1) / threads;
   if (blocks < 1) blocks = 1;

@@ -47,19 +47,68 @@ __global__ void dot_kernel(const A* a, const B* b, int64_t n, double* result) {
 }
 
 // blockIdx.y picks the tensor; blocks in x stride over it.
+// Calls fn(first, count) over row k's share of n elements in pieces of 4 (count 4, where
+// `vector_ok`) or 1: the grid-stride loop of the multi-tensor kernels below.
+template <class Fn>
+__device__ __forceinline__ void for_each_piece(int64_t n, bool vector_ok, Fn&& fn) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (!vector_ok) {
+    for (; i < n; i += stride) fn(i, 1);
+    return;
+  }
+  for (; 4 * i + 3 < n; i += stride) fn(4 * i, 4);
+  if (blockIdx.x == 0 && threadIdx.x == 0)
+    for (int64_t r = n - n % 4; r < n; ++r) fn(r, 1);
+}
+
 __global__ void sum_squares_many_kernel(const float* const* tensors, const int64_t* sizes,
                                         double* results) {
   __shared__ double scratch[32];
   const float* x = tensors[blockIdx.y];
-  const int64_t n = sizes[blockIdx.y];
   double sum = 0.0;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const double v = x[i];
-    sum += v * v;
-  }
+  for_each_piece(sizes[blockIdx.y], all_aligned_device(16, x), [&](int64_t i, int count) {
+    if (count == 4) {
+      const Pack<float, 4> p = load_pack<4>(x + i);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) sum += static_cast<double>(p.v[j]) * p.v[j];
+    } else {
+      sum += static_cast<double>(x[i]) * x[i];
+    }
+  });
   sum = block_sum(sum, scratch);
   if (threadIdx.x == 0) atomicAdd(results + blockIdx.y, sum);
+}
+
+template <class T>
+__global__ void fill_many_kernel(T* const* tensors, const int64_t* sizes, float value) {
+  T* x = tensors[blockIdx.y];
+  const T v = from_float<T>(value);
+  for_each_piece(sizes[blockIdx.y], all_aligned_device(4 * sizeof(T), x), [&](int64_t i, int count) {
+    if (count == 4) {
+      store_pack(x + i, Pack<T, 4>{{v, v, v, v}});
+    } else {
+      x[i] = v;
+    }
+  });
+}
+
+template <class D, class S>
+__global__ void convert_many_kernel(D* const* dst, const S* const* src, const int64_t* sizes) {
+  D* d = dst[blockIdx.y];
+  const S* x = src[blockIdx.y];
+  const bool vector_ok = all_aligned_device(4 * sizeof(D), d) && all_aligned_device(4 * sizeof(S), x);
+  for_each_piece(sizes[blockIdx.y], vector_ok, [&](int64_t i, int count) {
+    if (count == 4) {
+      const Pack<S, 4> p = load_pack<4>(x + i);
+      Pack<D, 4> q;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) q.v[j] = from_float<D>(to_float(p.v[j]));
+      store_pack(d + i, q);
+    } else {
+      d[i] = from_float<D>(to_float(x[i]));
+    }
+  });
 }
 
 constexpr int kThreads = 256;
@@ -111,11 +160,29 @@ void dot(DType a_dtype, const void* a, DType b_dtype, const void* b, int64_t n, 
 }
 
 void sum_squares_many(const float* const* tensors, const int64_t* sizes, int count,
-                      double* results, cudaStream_t stream) {
+                      int64_t max_size, double* results, cudaStream_t stream) {
   SF_CUDA_CHECK(cudaMemsetAsync(results, 0, sizeof(double) * count, stream));
-  if (count == 0) return;
-  sum_squares_many_kernel<<<dim3(16, count), kThreads, 0, stream>>>(tensors, sizes, results);
+  if (count == 0 || max_size == 0) return;
+  sum_squares_many_kernel<<<many_grid(max_size, count), kThreads, 0, stream>>>(tensors, sizes, results);
   SF_CUDA_LAUNCH_CHECK("sum_squares_many");
+}
+
+void fill_many(DType dtype, void* const* tensors, const int64_t* sizes, int count,
+               int64_t max_size, float value, cudaStream_t stream) {
+  if (count == 0 || max_size == 0) return;
+  SF_DISPATCH_FLOAT(dtype, T,
+                    fill_many_kernel<T><<<many_grid(max_size, count), kThreads, 0, stream>>>(
+                        reinterpret_cast<T* const*>(tensors), sizes, value));
+  SF_CUDA_LAUNCH_CHECK("fill_many");
+}
+
+void convert_many(DType dst_dtype, void* const* dst, DType src_dtype, const void* const* src,
+                  const int64_t* sizes, int count, int64_t max_size, cudaStream_t stream) {
+  if (count == 0 || max_size == 0) return;
+  SF_DISPATCH_FLOAT(dst_dtype, D, SF_DISPATCH_FLOAT(src_dtype, S,
+      convert_many_kernel<D, S><<<many_grid(max_size, count), kThreads, 0, stream>>>(
+          reinterpret_cast<D* const*>(dst), reinterpret_cast<const S* const*>(src), sizes)));
+  SF_CUDA_LAUNCH_CHECK("convert_many");
 }
 
 }  // namespace sf::cuda

@@ -23,13 +23,18 @@ void axpy(DType y_dtype, void* y, DType x_dtype, const void* x, int64_t n, float
 // dst = src converted (round to nearest even into BF16).
 void convert(DType dst_dtype, void* dst, DType src_dtype, const void* src, int64_t n,
              cudaStream_t stream);
+// Many tensors of one dtype in one launch; pointers and sizes are device arrays of `count`.
+void fill_many(DType dtype, void* const* tensors, const int64_t* sizes, int count,
+               int64_t max_size, float value, cudaStream_t stream);
+void convert_many(DType dst_dtype, void* const* dst, DType src_dtype, const void* const* src,
+                  const int64_t* sizes, int count, int64_t max_size, cudaStream_t stream);
 // *result (device double, overwritten) = sum(a * b); b == nullptr means sum(a * a).
 void dot(DType a_dtype, const void* a, DType b_dtype, const void* b, int64_t n, double* result,
          cudaStream_t stream);
 // results[i] (device doubles, overwritten) = sum of squares of tensor i, for `count` tensors in
 // one launch (the global gradient norm without a synchronisation per parameter).
 void sum_squares_many(const float* const* tensors, const int64_t* sizes, int count,
-                      double* results, cudaStream_t stream);
+                      int64_t max_size, double* results, cudaStream_t stream);
 
 // ---- layers --------------------------------------------------------------------------------------
 // out[r, :] = table[tokens[r], :]; table and out of `dtype`.
@@ -99,5 +104,17 @@ struct AdamWArgs {
 };
 void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n,
                   const AdamWArgs& args, cudaStream_t stream);
+// Every parameter in one launch: device arrays of `count` pointers, sizes and decays
+// (1 - lr * weight_decay of each parameter; args.decay is not used).
+struct AdamWTable {
+  float* const* params;
+  const float* const* grads;
+  float* const* m;
+  float* const* v;
+  const int64_t* sizes;
+  const float* decays;
+};
+void adamw_update_many(const AdamWTable& table, int count, int64_t max_size, const AdamWArgs& args,
+                       cudaStream_t stream);
 
 }  // namespace sf::cuda

@@ -58,7 +58,13 @@ void Model::initialize() {
 }
 
 void Model::sync_compute_weights() {
-  for (auto& [master, working] : working_copies_) backend_.convert(working, master);
+  if (working_copies_.empty()) return;
+  std::vector<Tensor> masters, working;
+  for (auto& [m, w] : working_copies_) {
+    masters.push_back(m);
+    working.push_back(w);
+  }
+  backend_.convert_many(working, masters);
 }
 
 AttentionSpec Model::self_spec() const { return AttentionSpec{AttentionMask{0, 0}, true, true}; }
@@ -165,6 +171,16 @@ void Model::stack_forward(int64_t s) {
 }
 
 double Model::forward(const Tensor& tokens, const Tensor& targets, const ForwardHooks* hooks) {
+  forward_async(tokens, targets, hooks);
+  return loss();
+}
+
+double Model::loss() {
+  if (!have_targets_ || counted_targets_ == 0) return 0.0;
+  return backend_.dot(act_.losses, act_.ones) / static_cast<double>(counted_targets_);
+}
+
+void Model::forward_async(const Tensor& tokens, const Tensor& targets, const ForwardHooks* hooks) {
   check_tokens(tokens, "tokens", 0);
   const int64_t B = tokens.dim(0), T = tokens.dim(1);
   SF_CHECK(B > 0 && T > 0, "forward: empty batch {}", tokens.describe());
@@ -196,13 +212,13 @@ double Model::forward(const Tensor& tokens, const Tensor& targets, const Forward
                       act_.final_norm_out, act_.final_rstd, logits2d);
 
   counted_targets_ = 0;
-  if (!have_targets_) return 0.0;
+  if (!have_targets_) return;
+  // Counted here, from the host's copy: reading a device count back would make the host wait.
+  for (int64_t i = 0; i < targets.numel(); ++i) counted_targets_ += targets.data<int32_t>()[i] >= 0;
   // The gradient of the logits comes with the loss (softmax - onehot, unscaled; backward()
   // scales it inside the LM head's products): one pass over the [B*T, V] logits, not two.
-  counted_targets_ = be.cross_entropy_forward_backward(act_.losses, act_.d_logits, logits2d,
-                                                       act_.targets.view({B * T}));
-  if (counted_targets_ == 0) return 0.0;
-  return be.dot(act_.losses, act_.ones) / static_cast<double>(counted_targets_);
+  be.cross_entropy_forward_backward(act_.losses, act_.d_logits, logits2d,
+                                    act_.targets.view({B * T}));
 }
 
 void Model::stack_backward(int64_t s) {

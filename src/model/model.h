@@ -69,6 +69,12 @@ class Model {
   // reads the logits once for both (an evaluation pays one extra write of [B*T, V]).
   double forward(const Tensor& tokens, const Tensor& targets = Tensor(),
                  const ForwardHooks* hooks = nullptr);
+  // The same without reading the loss back: on an asynchronous backend (CUDA) the host can go on
+  // queueing backward() while the device computes. loss() reads the mean loss of the last
+  // forward (waiting for the device); a training step calls it after backward().
+  void forward_async(const Tensor& tokens, const Tensor& targets = Tensor(),
+                     const ForwardHooks* hooks = nullptr);
+  double loss();
   // Backward of the last forward (which must have had targets): ACCUMULATES into the parameter
   // gradients the gradient of loss_scale * mean loss. Call params().zero_grad() between steps.
   void backward(double loss_scale = 1.0);

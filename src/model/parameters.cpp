@@ -31,7 +31,9 @@ int64_t ParameterSet::count_elements() const {
 }
 
 void ParameterSet::zero_grad(Backend& backend) {
-  for (auto& p : params_) backend.fill(p.grad, 0.0);
+  std::vector<Tensor> grads;
+  for (auto& p : params_) grads.push_back(p.grad);
+  backend.fill_many(grads, 0.0);
 }
 
 }  // namespace sf

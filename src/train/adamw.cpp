@@ -51,10 +51,12 @@ void AdamW::step(double lr, double grad_scale) {
   hyper.grad_scale = grad_scale;
 
   auto& all = params_.all();
-  for (size_t i = 0; i < all.size(); ++i) {
-    hyper.weight_decay = all[i].weight_decay ? config_.weight_decay : 0.0;
-    backend_.adamw_update(all[i].value, all[i].grad, exp_avg_[i], exp_avg_sq_[i], hyper);
-  }
+  std::vector<AdamWTensors> tensors;
+  tensors.reserve(all.size());
+  for (size_t i = 0; i < all.size(); ++i)
+    tensors.push_back({all[i].value, all[i].grad, exp_avg_[i], exp_avg_sq_[i],
+                       all[i].weight_decay ? config_.weight_decay : 0.0});
+  backend_.adamw_update_many(tensors, hyper);
   ++step_count_;
 }
 

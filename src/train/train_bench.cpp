@@ -55,8 +55,9 @@ TrainBenchResult bench_training(const ModelConfig& config, const TrainBenchOptio
     backend.synchronize();
     const auto start = std::chrono::steady_clock::now();
     model.params().zero_grad(backend);
-    r.last_loss = model.forward(tokens, targets);
+    model.forward_async(tokens, targets);
     model.backward();
+    r.last_loss = model.loss();  // as the trainer: read once backward is queued
     const double norm = global_grad_norm(backend, model.params());
     optimizer.step(3e-4, clip_scale(norm, 1.0));
     backend.synchronize();
