@@ -2,10 +2,11 @@
 # GPU checks, training benchmarks and kernel profiles in one go, for a GPU machine that has the
 # CUDA toolkit and PyTorch but not our build dependencies: run from the repository root after
 # `bash scripts/devbin.sh` packed .devbin/ (carried to the machine).
-#   bash bench/gpu_run.sh [tests] [bench] [twin] [profile]    (default: all four)
+#   bash bench/gpu_run.sh [tests] [bench] [twin] [recompute] [profile]    (default: all)
 # tests: the cuda_* and twin GPU tests; bench: `stagformer bench-train` of the GPT-2-small
 # baseline and 2x6 StagFormer (batch 16 x 1024); twin: the same with the PyTorch twin under
-# torch.compile; profile: bench/gpu_profile.sh (per-kernel times of our step).
+# torch.compile; recompute: the baseline with and without activation recomputation at 16 x 1024
+# and 4 x 4096; profile: bench/gpu_profile.sh (per-kernel times of our step).
 # Logs go to a work folder that is packed into ${OUT:-gpu-out}/gpu-out.tgz (the device runner
 # returns at most 8 files); summary.txt is also written next to it and printed last.
 set -uo pipefail
@@ -13,7 +14,7 @@ dest=${OUT:-gpu-out}
 mkdir -p "$dest"
 out=$(mktemp -d)/gpu-out
 mkdir -p "$out"
-what=${*:-tests bench twin profile}
+what=${*:-tests bench twin recompute profile}
 source bench/gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 git rev-parse --short HEAD 2>/dev/null | tee "$out/commit.txt" || true
@@ -43,6 +44,19 @@ if [[ $what == *twin* && -f python/twin_bench.py ]]; then
     PYTHONUNBUFFERED=1 timeout 300 python3 python/twin_bench.py --config configs/$cfg.json --batch 16 \
       --seq 1024 --steps 20 --compile --json "$out/twin-$cfg.json" >> "$out/twin.log" 2>&1
     summary+=("twin $cfg: exit $?, $(python3 -c "import json;d=json.load(open('$out/twin-$cfg.json'));print(f\"{d.get('tokens_per_s',0):.0f} tok/s, {100*d.get('mfu',0):.1f}% MFU, {d.get('median_step_ms',0):.2f} ms/step\")" 2>&1 | tail -1)")
+  done
+fi
+
+if [[ $what == *recompute* ]]; then
+  # Activation recomputation: its cost at the benchmark shape, and activations at a long sequence.
+  for shape in "16 1024" "4 4096"; do
+    set -- $shape
+    for flag in "" --recompute; do
+      name=recompute-$1x$2${flag:+-on}
+      ./.devbin/stagformer bench-train --config configs/gpt2-small-baseline-12.json --device cuda \
+        --batch $1 --seq $2 --set max_seq_len=$2 --steps 10 --warmup 2 $flag -o json > "$out/$name.json" 2>> "$out/bench.err"
+      summary+=("$name: $(python3 -c "import json;d=json.load(open('$out/$name.json'));print(f\"{d['median_step_ms']:.2f} ms/step, {d['tokens_per_second']:.0f} tok/s, activations {d['activation_gib']:.2f} GiB\")" 2>&1 | tail -1)")
+    done
   done
 fi
 

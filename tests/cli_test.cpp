@@ -1,6 +1,7 @@
 // cli_test.cpp — the `stagformer` binary end to end: clear errors for bad input, a full
 // prepare → train → eval → generate → info round, and a clean stop on Ctrl-C (SIGINT).
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -55,6 +56,26 @@ TEST(Cli, EveryCommandHasHelp) {
     EXPECT_NE(r.output.find("Usage"), std::string::npos) << cmd << ": " << r.output;
   }
   EXPECT_NE(stagformer("").exit_code, 0);
+}
+
+// bench-train on the CPU, with and without activation recomputation: the same loss (the same
+// arithmetic), fewer activation bytes with it, and the JSON says which.
+TEST(Cli, BenchTrainWithRecomputation) {
+  const std::string dir = ::testing::TempDir();
+  const std::string cfg = write_config(dir, R"({"vocab_size": 257, "d_model": 16, "n_heads": 2,
+      "ffn_hidden": 32, "max_seq_len": 32, "n_stacks": 2, "layers_per_stack": 3})");
+  auto bench = [&](const std::string& extra) {
+    const CliRun r = stagformer("bench-train --config " + cfg +
+                                " --device cpu --precision f32 --batch 2 --seq 16 --steps 2 "
+                                "--warmup 1 -t 1 -o json " + extra);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return nlohmann::json::parse(r.output.substr(r.output.find('{')));
+  };
+  const auto kept = bench(""), recomputed = bench("--recompute");
+  EXPECT_FALSE(kept["recompute"].get<bool>());
+  EXPECT_TRUE(recomputed["recompute"].get<bool>());
+  EXPECT_EQ(kept["last_loss"].get<double>(), recomputed["last_loss"].get<double>());
+  EXPECT_LT(recomputed["activation_gib"].get<double>(), kept["activation_gib"].get<double>());
 }
 
 TEST(Cli, MissingFilesAreNamed) {

@@ -67,7 +67,8 @@ struct Comparison {
 };
 
 // Loss and gradients of the same model and batch on the CPU (F32) and on the GPU.
-Comparison compare_with_cpu(const ModelConfig& c, DType compute, const Batch& batch, bool randomize) {
+Comparison compare_with_cpu(const ModelConfig& c, DType compute, const Batch& batch, bool randomize,
+                            bool recompute = false) {
   CpuBackend cpu;
   auto gpu = make_cuda_backend(0);
   Model reference(c, cpu);
@@ -75,6 +76,7 @@ Comparison compare_with_cpu(const ModelConfig& c, DType compute, const Batch& ba
   if (randomize) test::randomize_parameters(reference, rng);
   else reference.initialize();
   Model model(c, *gpu, DType::f32, compute);
+  model.set_activation_recomputation(recompute);
   copy_parameters(reference, model);
 
   reference.params().zero_grad(cpu);
@@ -139,6 +141,23 @@ TEST_F(CudaModel, EveryVariantAtRealisticShapesMatchesTheCpu) {
                   bf16 ? "bf16" : "f32", v.name.c_str(), r.loss_error, r.worst_gradient_error,
                   r.worst_gradient.c_str());
     }
+  }
+}
+
+// Activation recomputation on the GPU against the CPU without it: every variant in F32, and the
+// 2-stack variants at realistic shapes in BF16 (the same tolerances as without recomputation).
+TEST_F(CudaModel, RecomputationMatchesTheCpu) {
+  Rng rng(13);
+  for (const auto& v : test::tiny_variants()) {
+    const Comparison r = compare_with_cpu(v.config, DType::f32, random_batch(v.config, 2, 7, rng),
+                                          true, true);
+    EXPECT_LT(r.loss_error, 1e-5) << v.name;
+    EXPECT_LT(r.worst_gradient_error, 1e-4) << v.name << ": " << r.worst_gradient;
+    if (v.config.n_stacks < 2) continue;
+    const ModelConfig c = test::realistic_config(v.config);
+    const Comparison b = compare_with_cpu(c, DType::bf16, random_batch(c, 2, 150, rng), false, true);
+    EXPECT_LT(b.loss_error, 1e-2) << v.name;
+    EXPECT_LT(b.worst_gradient_error, 5e-2) << v.name << ": " << b.worst_gradient;
   }
 }
 

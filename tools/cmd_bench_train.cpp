@@ -70,6 +70,8 @@ void run(BenchTrainArgs& a) {
                      {"achieved_tflops", r.achieved_flops / 1e12},
                      {"peak_tflops", o.peak_flops / 1e12},
                      {"mfu", r.mfu},
+                     {"recompute", o.recompute},
+                     {"activation_gib", r.activation_bytes / 1073741824.0},
                      {"last_loss", r.last_loss},
                      {"date", today()},
                      {"command", command_line()}};
@@ -86,6 +88,8 @@ void run(BenchTrainArgs& a) {
               r.mfu > 0 ? fmt::format("{:.1f}%", 100 * r.mfu).c_str() : "n/a");
   std::printf("\ndevice: %s; peak %.1f TFLOP/s; FLOPs/token %.4g (6N + 12*A*H*hd*T); loss %.4f\n",
               device_name.c_str(), o.peak_flops / 1e12, r.flops_per_token, r.last_loss);
+  std::printf("activations: %.2f GiB%s\n", r.activation_bytes / 1073741824.0,
+              o.recompute ? " (recomputation on)" : "");
   std::printf("date: %s; command: %s\n", today().c_str(), command_line().c_str());
 }
 
@@ -108,6 +112,7 @@ void add_bench_train_command(CLI::App& app) {
   cmd->add_option("--steps", o.steps, "Timed steps")->capture_default_str();
   cmd->add_option("--warmup", o.warmup, "Untimed steps first")->capture_default_str();
   cmd->add_option("--data", o.data_dir, "Prepared data folder (default: random token ids)");
+  cmd->add_flag("--recompute", o.recompute, "Activation recomputation (less memory, ~1 more forward)");
   cmd->add_option("--peak-tflops", args->peak_tflops,
                   "Device peak for MFU (default: known bf16 peak of the GPU)");
   cmd->add_option("-o,--output", args->output, "md or json")->capture_default_str();

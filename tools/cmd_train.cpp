@@ -127,6 +127,8 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--device", args->device, "cpu or cuda")->capture_default_str();
   cmd->add_option("--precision", args->precision,
                   "Activations: bf16 (mixed precision, cuda default) or f32 (cpu default)");
+  cmd->add_flag("--recompute", o.recompute,
+                "Recompute each layer's activations in backward (long sequences in less memory)");
   cmd->add_option("-t,--threads", args->threads, "CPU threads (0: all cores)");
   cmd->add_flag("--no-progress", args->no_progress, "No progress bar");
   cmd->callback([args] { run(*args); });

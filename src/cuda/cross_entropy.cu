@@ -41,10 +41,10 @@ __global__ void __launch_bounds__(kThreads)
   }
   const T* row = logits + r * vocab;
   // Pass 1: this thread's running max and sum of exp(x - max) over its elements.
+  // kUnroll vectors are loaded before any is used: more reads in flight per thread.
+  constexpr int kUnroll = 4;
   float max_v = -INFINITY, sum = 0.f;
-  for (int64_t c = threadIdx.x; c < vecs; c += blockDim.x) {
-    const Pack<T, V> p = load_pack<V>(row + c * V);
-    if constexpr (kCached) store_pack(row_cache + c * V, p);
+  auto accumulate = [&](const Pack<T, V>& p) {
     float m = to_float(p.v[0]);
 #pragma unroll
     for (int j = 1; j < V; ++j) m = fmaxf(m, to_float(p.v[j]));
@@ -54,6 +54,22 @@ __global__ void __launch_bounds__(kThreads)
     }
 #pragma unroll
     for (int j = 0; j < V; ++j) sum += __expf(to_float(p.v[j]) - max_v);
+  };
+  int64_t c = threadIdx.x;
+  for (; c + (kUnroll - 1) * int64_t(blockDim.x) < vecs; c += kUnroll * int64_t(blockDim.x)) {
+    Pack<T, V> p[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) p[u] = load_pack<V>(row + (c + u * blockDim.x) * V);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if constexpr (kCached) store_pack(row_cache + (c + u * blockDim.x) * V, p[u]);
+      accumulate(p[u]);
+    }
+  }
+  for (; c < vecs; c += blockDim.x) {
+    const Pack<T, V> p = load_pack<V>(row + c * V);
+    if constexpr (kCached) store_pack(row_cache + c * V, p);
+    accumulate(p);
   }
   const float row_max = block_max(max_v, scratch);
   sum = max_v == -INFINITY ? 0.f : sum * __expf(max_v - row_max);

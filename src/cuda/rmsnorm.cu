@@ -122,7 +122,8 @@ __global__ void rmsnorm_backward_warp_kernel(T* dx, float* dweight, const T* dou
   for (int64_t row = blockIdx.x * int64_t(kRowsPerBlock) + warp; row < rows;
        row += int64_t(gridDim.x) * kRowsPerBlock) {
     const float r = rstd[row];
-    Pack<T, kVec> xs[K], dys[K];
+    // dx is loaded with x and dy, before the reduction: all three reads of the row in flight.
+    Pack<T, kVec> xs[K], dys[K], dxs[K];
     float dot = 0.f;
 #pragma unroll
     for (int k = 0; k < K; ++k) {
@@ -130,6 +131,7 @@ __global__ void rmsnorm_backward_warp_kernel(T* dx, float* dweight, const T* dou
       if (c >= vecs) continue;
       xs[k] = load_pack<kVec>(x + row * dim + c * kVec);
       dys[k] = load_pack<kVec>(dout + row * dim + c * kVec);
+      dxs[k] = load_pack<kVec>(dx + row * dim + c * kVec);
 #pragma unroll
       for (int j = 0; j < kVec; ++j) dot += to_float(dys[k].v[j]) * w[k][j] * to_float(xs[k].v[j]);
     }
@@ -140,7 +142,7 @@ __global__ void rmsnorm_backward_warp_kernel(T* dx, float* dweight, const T* dou
       const int64_t c = lane + 32 * k;
       if (c >= vecs) continue;
       T* dxp = dx + row * dim + c * kVec;
-      Pack<T, kVec> g = load_pack<kVec>(dxp);
+      Pack<T, kVec> g = dxs[k];
 #pragma unroll
       for (int j = 0; j < kVec; ++j) {
         const float xv = to_float(xs[k].v[j]), dy = to_float(dys[k].v[j]);

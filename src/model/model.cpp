@@ -76,8 +76,19 @@ AttentionSpec Model::cross_spec() const {
                        config_.cross_rope, config_.cross_rope};
 }
 
+void Model::set_activation_recomputation(bool on) {
+  if (on == recompute_) return;
+  recompute_ = on;
+  act_ = Activations();  // planned again, with the other layout, at the next forward
+}
+
+Model::LayerActivations& Model::layer_activations(int64_t s, int64_t l) {
+  return act_.stacks[s].layers[recompute_ ? 0 : l];
+}
+
 void Model::plan(int64_t B, int64_t T) {
   if (act_.batch == B && act_.seq == T) return;
+  act_ = Activations();  // the previous shape's buffers go first
   Backend& be = backend_;
   const ModelConfig& c = config_;
   const int64_t N = B * T, D = c.d_model;
@@ -91,7 +102,8 @@ void Model::plan(int64_t B, int64_t T) {
   for (int64_t s = 0; s < c.n_stacks; ++s) {
     StackActivations& S = a.stacks[s];
     for (int64_t l = 0; l <= c.layers_per_stack; ++l) S.residual.push_back(be.zeros({N, D}, compute_dtype_));
-    S.layers.resize(c.layers_per_stack);
+    // Recomputation: one set of layer activations per stack, overwritten by every layer.
+    S.layers.resize(recompute_ ? 1 : c.layers_per_stack);
     for (auto& L : S.layers) {
       L.x_after_attn = be.zeros({N, D}, compute_dtype_);
       L.self = attention_activations_allocate(be, c, compute_dtype_, B, T, T);
@@ -120,7 +132,38 @@ void Model::plan(int64_t B, int64_t T) {
   a.d_logits = be.zeros({N, c.vocab_size}, compute_dtype_);
   a.d_embedded = be.zeros({N, D}, compute_dtype_);
   a.scratch = block_scratch_allocate(be, c, compute_dtype_, N);
+  if (recompute_) a.recompute_out = be.zeros({N, D}, compute_dtype_);
+  a.bytes = activation_bytes_of(a);
   act_ = std::move(a);
+}
+
+int64_t Model::activation_bytes_of(const Activations& a) {
+  int64_t bytes = 0;
+  auto add = [&](std::initializer_list<const Tensor*> tensors) {
+    for (const Tensor* t : tensors)
+      if (t->defined()) bytes += static_cast<int64_t>(t->nbytes());
+  };
+  auto add_attention = [&](const AttentionActivations& x) {
+    add({&x.norm_out, &x.rstd, &x.q, &x.k, &x.v, &x.out, &x.lse});
+  };
+  add({&a.tokens, &a.targets, &a.embedded, &a.combined, &a.final_norm_out, &a.final_rstd,
+       &a.logits, &a.losses, &a.ones, &a.d_combined, &a.d_final_norm_out, &a.d_logits,
+       &a.d_embedded, &a.recompute_out});
+  for (const StackActivations& S : a.stacks) {
+    for (const Tensor& r : S.residual) add({&r});
+    add({&S.mem, &S.mem_rstd});
+    for (const LayerActivations& L : S.layers) {
+      add({&L.x_after_attn, &L.x_after_cross});
+      add_attention(L.self);
+      add_attention(L.cross);
+      add({&L.mlp.norm_out, &L.mlp.rstd, &L.mlp.gate, &L.mlp.up, &L.mlp.hidden});
+    }
+  }
+  for (const Tensor& t : a.d_stack_output) add({&t});
+  for (const Tensor& t : a.d_mem) add({&t});
+  const BlockScratch& x = a.scratch;
+  add({&x.d_attn_out, &x.dq, &x.dk, &x.dv, &x.d_norm, &x.d_hidden, &x.d_gate, &x.d_up});
+  return bytes;
 }
 
 void Model::check_tokens(const Tensor& t, const char* what, int32_t lowest) const {
@@ -155,19 +198,23 @@ void Model::stack_forward(int64_t s) {
                        config_.norm_eps);
   }
   be.copy(S.residual[0], act_.embedded);  // every stack starts from the token embeddings
-  for (int64_t l = 0; l < config_.layers_per_stack; ++l) {
-    const LayerWeights& LW = W.layers[l];
-    LayerActivations& L = S.layers[l];
-    attention_block_forward(be, config_, self_attention_weights(LW), self_spec(), S.residual[l], nullptr,
-                            L.x_after_attn, L.self);
-    const Tensor* mlp_in = &L.x_after_attn;
-    if (s >= 1) {
-      attention_block_forward(be, config_, cross_attention_weights(LW), cross_spec(), L.x_after_attn, &S.mem,
-                              L.x_after_cross, L.cross);
-      mlp_in = &L.x_after_cross;
-    }
-    mlp_block_forward(be, config_, LW, *mlp_in, S.residual[l + 1], L.mlp);
+  for (int64_t l = 0; l < config_.layers_per_stack; ++l) layer_forward(s, l, S.residual[l + 1]);
+}
+
+void Model::layer_forward(int64_t s, int64_t l, Tensor& x_out) {
+  Backend& be = backend_;
+  StackActivations& S = act_.stacks[s];
+  const LayerWeights& LW = weights_.stacks[s].layers[l];
+  LayerActivations& L = layer_activations(s, l);
+  attention_block_forward(be, config_, self_attention_weights(LW), self_spec(), S.residual[l], nullptr,
+                          L.x_after_attn, L.self);
+  const Tensor* mlp_in = &L.x_after_attn;
+  if (s >= 1) {
+    attention_block_forward(be, config_, cross_attention_weights(LW), cross_spec(), L.x_after_attn,
+                            &S.mem, L.x_after_cross, L.cross);
+    mlp_in = &L.x_after_cross;
   }
+  mlp_block_forward(be, config_, LW, *mlp_in, x_out, L.mlp);
 }
 
 double Model::forward(const Tensor& tokens, const Tensor& targets, const ForwardHooks* hooks) {
@@ -228,7 +275,10 @@ void Model::stack_backward(int64_t s) {
   Tensor& dx = act_.d_stack_output[s];  // holds d a^(s); becomes d residual[l] going down
   for (int64_t l = config_.layers_per_stack - 1; l >= 0; --l) {
     const LayerWeights& LW = W.layers[l];
-    LayerActivations& L = S.layers[l];
+    // Recomputation: this layer's activations again, from its kept input (the output goes to a
+    // scratch tensor: residual[l + 1] may be another stack's memory source and stays untouched).
+    if (recompute_) layer_forward(s, l, act_.recompute_out);
+    LayerActivations& L = layer_activations(s, l);
     const Tensor& mlp_in = s >= 1 ? L.x_after_cross : L.x_after_attn;
     mlp_block_backward(be, config_, LW, mlp_in, L.mlp, dx, act_.scratch);
     if (s >= 1)
@@ -296,6 +346,8 @@ const Tensor& Model::logits() const {
 
 const AttentionActivations& Model::self_attention(int64_t s, int64_t l) const {
   (void)stack_output(s);  // checks that a forward ran and s is in range
+  SF_CHECK(!recompute_, "per-layer attention activations are not kept with activation "
+                        "recomputation on (set_activation_recomputation(false) first)");
   SF_CHECK(l >= 0 && l < config_.layers_per_stack, "layer {} out of range", l);
   return act_.stacks[s].layers[l].self;
 }

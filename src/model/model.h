@@ -87,6 +87,19 @@ class Model {
   const AttentionActivations& self_attention(int64_t stack, int64_t layer) const;
   const AttentionActivations& cross_attention(int64_t stack, int64_t layer) const;
 
+  // Activation recomputation (gradient checkpointing per layer), for sequences whose activations
+  // do not fit: forward keeps only each layer's input (the residual stream) and one set of
+  // per-layer activations per stack, which every layer overwrites; backward recomputes a layer's
+  // activations from its input just before that layer's backward. Gradients are the same as
+  // without (the same operations on the same inputs); a step costs about one more forward.
+  // Memory for the layers falls from ~(8 + 3 F/D) x [B*T, D] per layer (more with
+  // cross-attention) to one [B*T, D] per layer. self_attention()/cross_attention() are not
+  // available then. Takes effect at the next forward.
+  void set_activation_recomputation(bool on);
+  bool activation_recomputation() const { return recompute_; }
+  // Device bytes of the planned activations and their gradient scratch (0 before a forward).
+  int64_t activation_bytes() const { return act_.bytes; }
+
  private:
   struct LayerActivations {
     Tensor x_after_attn, x_after_cross;  // residual stream inside the layer
@@ -110,6 +123,8 @@ class Model {
     Tensor d_combined, d_final_norm_out, d_logits, d_embedded;
     std::vector<Tensor> d_stack_output, d_mem;
     BlockScratch scratch;
+    Tensor recompute_out;    // recomputation: the recomputed layer output goes here
+    int64_t bytes = 0;       // what plan() allocated
   };
 
   void plan(int64_t batch, int64_t seq);  // allocates activations once per shape
@@ -117,6 +132,12 @@ class Model {
   void check_tokens(const Tensor& tokens, const char* what, int32_t lowest) const;
   void stack_forward(int64_t s);
   void stack_backward(int64_t s);
+  // Layer l of stack s forward from residual[l] into its activations, the output into x_out.
+  void layer_forward(int64_t s, int64_t l, Tensor& x_out);
+  // The activations layer l of stack s uses: its own, or the stack's one shared set when
+  // recomputing.
+  LayerActivations& layer_activations(int64_t s, int64_t l);
+  static int64_t activation_bytes_of(const Activations& a);
 
   ModelConfig config_;
   Backend& backend_;
@@ -128,6 +149,7 @@ class Model {
   // Mixed precision: (master, working copy) of every parameter, in registration order.
   std::vector<std::pair<Tensor, Tensor>> working_copies_;
   Activations act_;
+  bool recompute_ = false;
   bool have_targets_ = false;
   int64_t counted_targets_ = 0;
 };

@@ -29,6 +29,7 @@ TrainBenchResult bench_training(const ModelConfig& config, const TrainBenchOptio
   SF_CHECK(o.seq <= config.max_seq_len, "bench-train: --seq {} exceeds the model's max_seq_len {}",
            o.seq, config.max_seq_len);
   Model model(config, backend, DType::f32, o.compute_dtype);
+  model.set_activation_recomputation(o.recompute);
   model.initialize();
   AdamW optimizer(backend, model.params());
 
@@ -65,6 +66,7 @@ TrainBenchResult bench_training(const ModelConfig& config, const TrainBenchOptio
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (i >= o.warmup) r.step_seconds.push_back(seconds);
   }
+  r.activation_bytes = model.activation_bytes();
   std::vector<double> sorted = r.step_seconds;
   std::sort(sorted.begin(), sorted.end());
   r.median_step_seconds = sorted[sorted.size() / 2];

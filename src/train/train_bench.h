@@ -5,7 +5,8 @@
 // every parameter. Steps run back to back after `warmup` untimed ones; each timed step ends
 // with Backend::synchronize(), so a step's time includes all of its GPU work. Batches are
 // random token ids (the work of a step does not depend on the ids) unless a data folder is
-// given, in which case they are the first batches of its train split.
+// given, in which case they are the first batches of its train split. MFU counts the model's
+// FLOPs: with activation recomputation the extra forward is work that MFU does not credit.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +24,7 @@ struct TrainBenchOptions {
   int64_t steps = 20;          // timed steps
   int64_t warmup = 3;          // untimed steps first (plans, cuBLASLt heuristics, caches)
   DType compute_dtype = DType::bf16;
+  bool recompute = false;      // activation recomputation (Model::set_activation_recomputation)
   std::string data_dir;        // empty: random ids
   double peak_flops = 0.0;     // FLOP/s of the device for MFU; 0: no MFU
 };
@@ -36,6 +38,7 @@ struct TrainBenchResult {
   double mfu = 0.0;                  // achieved / peak (0 when no peak is known)
   double last_loss = 0.0;
   int64_t parameters = 0;
+  int64_t activation_bytes = 0;      // Model::activation_bytes of the benchmarked shape
 };
 
 TrainBenchResult bench_training(const ModelConfig& config, const TrainBenchOptions& options,

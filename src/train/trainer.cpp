@@ -107,6 +107,7 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
     val_data = std::make_unique<BatchLoader>(o.data_dir, "val", o.batch, o.seq, tokenizer.vocab_size);
 
   Model model(config, backend, DType::f32, o.compute_dtype);
+  model.set_activation_recomputation(o.recompute);
   AdamWConfig adamw_config;
   adamw_config.beta1 = o.beta1;
   adamw_config.beta2 = o.beta2;

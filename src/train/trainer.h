@@ -43,6 +43,9 @@ struct TrainOptions {
   // Activations and working weights: F32, or BF16 mixed precision (CUDA; F32 master weights,
   // gradients and optimizer state either way).
   DType compute_dtype = DType::f32;
+  // Activation recomputation (Model::set_activation_recomputation): long sequences in less
+  // memory for about one more forward per step.
+  bool recompute = false;
   // Data parallelism (docs/data-parallel.md): this process's rank in a job of several, each
   // training on its share of every update's micro-batches. nullptr: one process. Only rank 0
   // writes files.
