@@ -17,8 +17,8 @@ mkdir -p "$out"
 what=${*:-tests bench twin recompute profile}
 source bench/gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
-git rev-parse --short HEAD 2>/dev/null | tee "$out/commit.txt" || true
-git status --short > "$out/worktree-changes.txt" 2>/dev/null || true
+# The commit the binaries were built from (scripts/devbin.sh wrote it; this machine's .git may lag).
+cp .devbin/built-from.txt "$out/built-from.txt" 2>/dev/null && cat "$out/built-from.txt"
 configs="gpt2-small-baseline-12 gpt2-small-stagformer-2x6"
 summary=()
 

@@ -30,6 +30,9 @@ for exe in .devbin/*; do
     esac
   done
 done
+# Which code the binaries are: the GPU machine's copy of .git may lag behind the tree it receives.
+{ git rev-parse --short HEAD; git status --short --untracked-files=no | sed 's/^/changed: /'; } \
+  > .devbin/built-from.txt 2>/dev/null || true
 # Large libraries travel compressed (the carry limit); bench/gpu_env.sh unpacks them.
 find .devbin/lib -type f -size +8M -exec gzip -9 {} \;
 du -sh .devbin

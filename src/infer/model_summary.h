@@ -1,12 +1,8 @@
-// model_summary.h — what a model config implies, computed without allocating the model:
-// parameter counts by part, depth and critical path, KV-cache sizes; and a header-only look at a
-// safetensors file (tensor count, dtypes) that does not read the weights.
-//
-// Why formulas instead of building a Model and calling parameter_counts(): a Model allocates a
-// value and a gradient tensor for every parameter, 8 bytes per fp32 parameter, so asking about a
-// 1.5B-parameter config would need 12 GB. `stagformer info` builds the Model (the authoritative
-// count) only below a size limit and uses these formulas (docs/model.md, "Parameter counts")
-// above it; tests/model_summary_test.cpp checks that both agree on every tiny variant.
+// model_summary.h — what a model config implies, computed without allocating the model: depth
+// and critical path, KV-cache sizes (parameter counts: model/parameter_counts.h);
+// and a header-only look at a safetensors file (tensor count, dtypes) that does not read the
+// weights. `stagformer info` builds the Model (the authoritative count) only below a size limit
+// and uses the formulas (docs/model.md, "Parameter counts") above it.
 #pragma once
 
 #include <cstdint>
@@ -14,13 +10,9 @@
 #include <string>
 
 #include "model/config.h"
+#include "model/parameter_counts.h"  // parameter_counts_for
 
 namespace sf {
-
-// The same parts and keys as parameter_counts() of model/weights.h: "embedding",
-// "self_attention", "cross_attention", "mlp", "norms", "combine", "lm_head", "total".
-// `config` must be validated (n_kv_heads resolved).
-std::map<std::string, int64_t> parameter_counts_for(const ModelConfig& config);
 
 // Per-token decoding state (spec §5), in values (multiply by the element size for bytes).
 struct KvCacheSize {

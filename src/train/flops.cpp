@@ -1,7 +1,7 @@
 // flops.cpp — training FLOPs per token (see flops.h for the convention).
 #include "train/flops.h"
 
-#include "infer/model_summary.h"
+#include "model/parameter_counts.h"
 
 namespace sf {
 
