@@ -227,6 +227,41 @@ TEST_P(CudaKernels, RopeForwardBackwardAndAtPositions) {
   expect_close(x.device, ref, "rope_at");
 }
 
+// The attention backward with the inverse RoPE folded into the writes of dq and dk (the tensor-
+// core path for BF16 at head_dim 64, the general path otherwise) against the CPU's
+// attention_backward followed by rope_backward, for every combination of rotated q and k, with
+// grouped heads and the staggered mask. The CPU runs on the same (bf16-rounded) inputs and on its
+// own forward's out and lse; BF16 tolerance as in cuda_attention_test (bf16 P and dS operands).
+TEST_P(CudaKernels, AttentionBackwardUndoesRope) {
+  struct Shape4 { int64_t B, T, Hq, Hkv, hd; int shift, window; };
+  for (Shape4 sh : {Shape4{2, 150, 4, 4, 64, 0, 0}, Shape4{1, 70, 4, 2, 64, 1, 0},
+                    Shape4{2, 33, 2, 2, 8, 1, 5}}) {
+    Input q = input({sh.B, sh.T, sh.Hq, sh.hd}), k = input({sh.B, sh.T, sh.Hkv, sh.hd});
+    Input v = input({sh.B, sh.T, sh.Hkv, sh.hd}), dout = input({sh.B, sh.T, sh.Hq, sh.hd});
+    const AttentionMask mask{sh.shift, sh.window};
+    Tensor out_ref = Tensor::zeros(q.host.shape()), lse_ref = Tensor::zeros({sh.B, sh.Hq, sh.T});
+    cpu_.attention_forward(out_ref, lse_ref, q.host, k.host, v.host, mask);
+    Tensor out = gpu_->zeros(q.host.shape(), dt()), lse = gpu_->zeros({sh.B, sh.Hq, sh.T}, DType::f32);
+    gpu_->attention_forward(out, lse, q.device, k.device, v.device, mask);
+    for (auto [rope_q, rope_k] : {std::pair<bool, bool>{true, true}, {true, false}, {false, true}}) {
+      Tensor dq_ref = Tensor::zeros(q.host.shape()), dk_ref = Tensor::zeros(k.host.shape()),
+             dv_ref = Tensor::zeros(v.host.shape());
+      cpu_.attention_backward_rope(dq_ref, dk_ref, dv_ref, dout.host, out_ref, lse_ref, q.host,
+                                   k.host, v.host, mask, rope_q, rope_k, 10000.0);
+      Tensor dq = poisoned(q.host.shape(), dt()), dk = poisoned(k.host.shape(), dt()),
+             dv = poisoned(v.host.shape(), dt());
+      gpu_->attention_backward_rope(dq, dk, dv, dout.device, out, lse, q.device, k.device,
+                                    v.device, mask, rope_q, rope_k, 10000.0);
+      const std::string what = fmt::format("attention backward + rope(q {}, k {}) [{},{},{}/{},{}]",
+                                           rope_q, rope_k, sh.B, sh.T, sh.Hq, sh.Hkv, sh.hd);
+      const double tol = dt() == DType::bf16 ? 1.5e-2 : 1e-5;
+      expect_close(dq, dq_ref, what + " dq", tol);
+      expect_close(dk, dk_ref, what + " dk", tol);
+      expect_close(dv, dv_ref, what + " dv", tol);
+    }
+  }
+}
+
 TEST_P(CudaKernels, SwiGlu) {
   for (int64_t n : {1, 13, 300 * 2048}) {
     Input gate = input({n}, 2.0), up = input({n});

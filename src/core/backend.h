@@ -121,6 +121,17 @@ class Backend {
   virtual void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout,
                                   const Tensor& out, const Tensor& lse, const Tensor& q,
                                   const Tensor& k, const Tensor& v, AttentionMask mask) = 0;
+  // attention_backward, then rope_backward(dq, theta, 0) when rope_q and rope_backward(dk,
+  // theta, 0) when rope_k: the gradients w.r.t. the queries and keys before their rotation.
+  // The CUDA backend folds the inverse rotation of dq into the conversion of its accumulator.
+  virtual void attention_backward_rope(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout,
+                                       const Tensor& out, const Tensor& lse, const Tensor& q,
+                                       const Tensor& k, const Tensor& v, AttentionMask mask,
+                                       bool rope_q, bool rope_k, double theta) {
+    attention_backward(dq, dk, dv, dout, out, lse, q, k, v, mask);
+    if (rope_q) rope_backward(dq, theta, 0);
+    if (rope_k) rope_backward(dk, theta, 0);
+  }
 
   // out = silu(gate) * up, all [rows, F]; out overwritten; dgate and dup overwritten.
   virtual void swiglu_forward(Tensor& out, const Tensor& gate, const Tensor& up) = 0;

@@ -31,11 +31,20 @@ void attention_forward(DType dtype, const AttentionDims& dims, int mask_shift, i
 // Bytes of device scratch attention_backward needs for `dims` (may be 0).
 size_t attention_backward_workspace_bytes(DType dtype, const AttentionDims& dims);
 
+// The inverse rotary embedding of dq and dk (Backend::attention_backward_rope): (cos, sin) tables
+// from rope_table() (kernels.h) covering positions [0, Tq) and [0, Tk); nullptr leaves that
+// gradient as it is. On the tensor-core path dq is rotated while it is converted from the fp32
+// accumulator (no extra pass); dk, and both on the general path, in a rope() pass after.
+struct AttentionRopeUndo {
+  const float* q_table = nullptr;
+  const float* k_table = nullptr;
+};
+
 // dq, dk, dv are overwritten. `workspace` holds at least
 // attention_backward_workspace_bytes(dtype, dims) bytes of device memory (contents undefined).
 void attention_backward(DType dtype, const AttentionDims& dims, int mask_shift, int mask_window,
                         const void* dout, const void* out, const float* lse, const void* q,
                         const void* k, const void* v, void* dq, void* dk, void* dv,
-                        void* workspace, cudaStream_t stream);
+                        void* workspace, cudaStream_t stream, const AttentionRopeUndo& rope = {});
 
 }  // namespace sf::cuda

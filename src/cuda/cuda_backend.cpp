@@ -270,6 +270,12 @@ class CudaBackend final : public Backend {
   void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout,
                           const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
                           const Tensor& v, AttentionMask mask) override {
+    attention_backward_rope(dq, dk, dv, dout, out, lse, q, k, v, mask, false, false, 0.0);
+  }
+  void attention_backward_rope(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout,
+                               const Tensor& out, const Tensor& lse, const Tensor& q,
+                               const Tensor& k, const Tensor& v, AttentionMask mask, bool rope_q,
+                               bool rope_k, double theta) override {
     const auto op_timer = profile("attention_backward");
     const cuda::AttentionDims d = attention_dims(q, k, v, "attention_backward");
     for (const Tensor* t : TensorList{&dq, &dk, &dv, &dout, &out}) check(*t, "attention_backward");
@@ -283,10 +289,20 @@ class CudaBackend final : public Backend {
       SF_CHECK(t->dtype() == q.dtype(), "attention_backward: {} next to q {}", t->describe(),
                q.describe());
     const size_t bytes = cuda::attention_backward_workspace_bytes(q.dtype(), d);
+    SF_CHECK(d.head_dim % 2 == 0 || !(rope_q || rope_k),
+             "attention_backward_rope: RoPE needs an even head_dim, got {}", d.head_dim);
+    // One table for both (asking twice could grow it and free the first pointer); it is built
+    // before the workspace, as building may wait for the stream.
+    cuda::AttentionRopeUndo rope;
+    if (rope_q || rope_k) {
+      const float* table = rope_table(theta, d.head_dim, std::max(d.q_len, d.kv_len));
+      rope.q_table = rope_q ? table : nullptr;
+      rope.k_table = rope_k ? table : nullptr;
+    }
+    void* workspace = grown(workspace_, workspace_bytes_, bytes);
     cuda::attention_backward(q.dtype(), d, mask.shift, mask.window, dout.raw(), out.raw(),
                              static_cast<const float*>(lse.raw()), q.raw(), k.raw(), v.raw(),
-                             dq.raw(), dk.raw(), dv.raw(),
-                             grown(workspace_, workspace_bytes_, bytes), stream_);
+                             dq.raw(), dk.raw(), dv.raw(), workspace, stream_, rope);
   }
 
   void swiglu_forward(Tensor& out, const Tensor& gate, const Tensor& up) override {

@@ -73,12 +73,10 @@ void attention_block_backward(Backend& be, const ModelConfig& c, const Attention
   be.matmul(d_out, dx, false, w.wo.value, false, 1.0, 0.0);
   Tensor dwo = w.wo.grad;
   be.matmul(dwo, dx, true, as_matrix(a.out), false, 1.0, 1.0);
-  // Attention (gradients w.r.t. rotated q and k), then undo the rotations.
+  // Attention, with the rotations undone: gradients w.r.t. q and k before RoPE.
   Tensor dq = s.dq.view(a.q.shape()), dk = s.dk.view(a.k.shape()), dv = s.dv.view(a.v.shape());
-  be.attention_backward(dq, dk, dv, d_out.view(a.out.shape()), a.out, a.lse, a.q, a.k, a.v,
-                        spec.mask);
-  if (spec.rope_q) be.rope_backward(dq, c.rope_theta, 0);
-  if (spec.rope_k) be.rope_backward(dk, c.rope_theta, 0);
+  be.attention_backward_rope(dq, dk, dv, d_out.view(a.out.shape()), a.out, a.lse, a.q, a.k, a.v,
+                             spec.mask, spec.rope_q, spec.rope_k, c.rope_theta);
   // Projections q = norm @ wq^T, k = kv_in @ wk^T, v = kv_in @ wv^T.
   Tensor dq_m = s.dq, dk_m = s.dk, dv_m = s.dv;
   Tensor dwq = w.wq.grad, dwk = w.wk.grad, dwv = w.wv.grad;
