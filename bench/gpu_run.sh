@@ -2,9 +2,10 @@
 # GPU checks, training benchmarks and kernel profiles in one go, for a GPU machine that has the
 # CUDA toolkit and PyTorch but not our build dependencies: run from the repository root after
 # `bash scripts/devbin.sh` packed .devbin/ (carried to the machine).
-#   bash bench/gpu_run.sh [tests] [bench] [twin] [recompute] [profile]    (default: all)
+#   bash bench/gpu_run.sh [tests] [bench] [nographs] [twin] [recompute] [profile]    (default: all)
 # tests: the cuda_* and twin GPU tests; bench: `stagformer bench-train` of the GPT-2-small
-# baseline and 2x6 StagFormer (batch 16 x 1024); twin: the same with the PyTorch twin under
+# baseline and 2x6 StagFormer (batch 16 x 1024); nographs: the same without replaying recorded
+# steps (CUDA graphs); twin: the same with the PyTorch twin under
 # torch.compile; recompute: the baseline with and without activation recomputation at 16 x 1024
 # and 4 x 4096; profile: bench/gpu_profile.sh (per-kernel times of our step).
 # Logs go to a work folder that is packed into ${OUT:-gpu-out}/gpu-out.tgz (the device runner
@@ -14,7 +15,7 @@ dest=${OUT:-gpu-out}
 mkdir -p "$dest"
 out=$(mktemp -d)/gpu-out
 mkdir -p "$out"
-what=${*:-tests bench twin recompute profile}
+what=${*:-tests bench nographs twin recompute profile}
 source bench/gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 # The commit the binaries were built from (scripts/devbin.sh wrote it; this machine's .git may lag).
@@ -37,6 +38,15 @@ if [[ $what == *bench* ]]; then
     ./.devbin/stagformer bench-train --config configs/$cfg.json --device cuda --batch 16 --seq 1024 \
       --steps 20 --warmup 3 -o json > "$out/bench-$cfg.json" 2>> "$out/bench.err"
     summary+=("bench $cfg: $(python3 -c "import json;d=json.load(open('$out/bench-$cfg.json'));print(f\"{d['tokens_per_second']:.0f} tok/s, {100*d['mfu']:.1f}% MFU, {d['median_step_ms']:.2f} ms/step\")" 2>&1 | tail -1)")
+  done
+fi
+
+if [[ $what == *nographs* ]]; then
+  # The same steps run directly instead of replayed from a recording (CUDA graphs).
+  for cfg in $configs; do
+    ./.devbin/stagformer bench-train --config configs/$cfg.json --device cuda --batch 16 --seq 1024 \
+      --steps 20 --warmup 3 --no-graphs -o json > "$out/bench-nographs-$cfg.json" 2>> "$out/bench.err"
+    summary+=("bench --no-graphs $cfg: $(python3 -c "import json;d=json.load(open('$out/bench-nographs-$cfg.json'));print(f\"{d['tokens_per_second']:.0f} tok/s, {100*d['mfu']:.1f}% MFU, {d['median_step_ms']:.2f} ms/step\")" 2>&1 | tail -1)")
   done
 fi
 

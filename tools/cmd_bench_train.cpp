@@ -71,6 +71,7 @@ void run(BenchTrainArgs& a) {
                      {"peak_tflops", o.peak_flops / 1e12},
                      {"mfu", r.mfu},
                      {"recompute", o.recompute},
+                     {"graphs", o.record_steps},
                      {"activation_gib", r.activation_bytes / 1073741824.0},
                      {"last_loss", r.last_loss},
                      {"date", today()},
@@ -113,6 +114,8 @@ void add_bench_train_command(CLI::App& app) {
   cmd->add_option("--warmup", o.warmup, "Untimed steps first")->capture_default_str();
   cmd->add_option("--data", o.data_dir, "Prepared data folder (default: random token ids)");
   cmd->add_flag("--recompute", o.recompute, "Activation recomputation (less memory, ~1 more forward)");
+  cmd->add_flag("!--no-graphs", o.record_steps,
+                "Run every step directly instead of replaying a recorded one (CUDA graphs)");
   cmd->add_option("--peak-tflops", args->peak_tflops,
                   "Device peak for MFU (default: known bf16 peak of the GPU)");
   cmd->add_option("-o,--output", args->output, "md or json")->capture_default_str();

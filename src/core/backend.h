@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/error.h"
 #include "core/tensor.h"
 
 namespace sf {
@@ -174,6 +175,21 @@ class Backend {
   // One AdamW step on a parameter (F32) with its gradient and moments (F32, same shape).
   virtual void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                             const AdamWStep& step) = 0;
+
+  // ---- recording and replay (CUDA graphs) ------------------------------------------------------
+  // A backend that can record a fixed sequence of operations and replay it with less launch
+  // overhead says so with can_record(). Between begin_recording() and end_recording() the
+  // operations are recorded, not run; replay(id) runs them (each time on whatever the same
+  // buffers then hold) and returns false, running nothing, when the recording no longer fits
+  // (the backend replaced a scratch buffer it uses): record again then. Nothing that reads
+  // results back to the host may happen while recording. abort_recording() ends a recording
+  // that failed; release_recording() frees one.
+  virtual bool can_record() const { return false; }
+  virtual void begin_recording() { fail("this backend cannot record operations"); }
+  virtual int end_recording() { fail("this backend cannot record operations"); }
+  virtual void abort_recording() {}
+  virtual bool replay(int recording) { return false; }
+  virtual void release_recording(int recording) {}
 
   // ---- many tensors at once -------------------------------------------------------------------
   // The per-parameter work of an optimizer step (zero the gradients, update, refresh the BF16

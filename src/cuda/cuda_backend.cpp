@@ -36,6 +36,9 @@ class CudaBackend final : public Backend {
   }
   ~CudaBackend() override {
     profiler_.reset();  // prints its table
+    abort_recording();
+    for (Recording& r : recordings_)
+      if (r.exec) cudaGraphExecDestroy(r.exec);
     matmul_.reset();
     cudaStreamSynchronize(stream_);
     if (workspace_) cudaFree(workspace_);
@@ -160,6 +163,48 @@ class CudaBackend final : public Backend {
     return total;
   }
   void synchronize() override { SF_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+  // ---- recording: CUDA graphs captured from the stream ---------------------------------------
+  // (The per-operation profiler times each call with events: no recordings then.)
+  bool can_record() const override { return !profiler_; }
+  void begin_recording() override {
+    SF_CHECK(!capturing_, "begin_recording: a recording is already open");
+    // Relaxed: the launchers' cudaFuncSetAttribute and attribute queries are not stream work.
+    SF_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
+    capturing_ = true;
+  }
+  int end_recording() override {
+    SF_CHECK(capturing_, "end_recording: no recording is open");
+    capturing_ = false;
+    cudaGraph_t graph = nullptr;
+    SF_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t status = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    SF_CUDA_CHECK(status);
+    recordings_.push_back({exec, scratch_generation_});
+    return static_cast<int>(recordings_.size()) - 1;
+  }
+  void abort_recording() override {
+    if (!capturing_) return;
+    capturing_ = false;
+    cudaGraph_t graph = nullptr;
+    cudaStreamEndCapture(stream_, &graph);  // ends the capture, valid or not
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+  }
+  bool replay(int id) override {
+    SF_CHECK(id >= 0 && id < static_cast<int>(recordings_.size()) && recordings_[id].exec,
+             "replay: no recording {}", id);
+    if (recordings_[id].generation != scratch_generation_) return false;
+    SF_CUDA_CHECK(cudaGraphLaunch(recordings_[id].exec, stream_));
+    return true;
+  }
+  void release_recording(int id) override {
+    if (id < 0 || id >= static_cast<int>(recordings_.size()) || !recordings_[id].exec) return;
+    cudaGraphExecDestroy(recordings_[id].exec);
+    recordings_[id].exec = nullptr;
+  }
 
   void matmul(Tensor& out, const Tensor& a, bool ta, const Tensor& b, bool tb, double alpha,
               double beta) override {
@@ -625,6 +670,7 @@ class CudaBackend final : public Backend {
   // A device scratch buffer that grows to `bytes` (never shrinks); its contents are not kept.
   void* grown(void*& buffer, size_t& capacity, size_t bytes) {
     if (bytes > capacity) {
+      ++scratch_generation_;  // recordings that use the old buffer are stale now
       SF_CUDA_CHECK(cudaStreamSynchronize(stream_));  // queued work may still use the old one
       if (buffer) SF_CUDA_CHECK(cudaFree(buffer));
       buffer = nullptr;
@@ -669,6 +715,13 @@ class CudaBackend final : public Backend {
     size_t bytes = 0;
   };
   std::vector<RopeTable> rope_tables_;
+  struct Recording {
+    cudaGraphExec_t exec = nullptr;
+    int64_t generation = 0;  // scratch_generation_ when recorded
+  };
+  std::vector<Recording> recordings_;
+  int64_t scratch_generation_ = 0;  // incremented when grown() replaces a scratch buffer
+  bool capturing_ = false;
 };
 
 }  // namespace

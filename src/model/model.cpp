@@ -1,6 +1,9 @@
 // model.cpp — Model: parameter registration, staggered forward and backward over all stacks.
 #include "model/model.h"
 
+#include <cstdio>
+#include <exception>
+
 namespace sf {
 
 namespace {
@@ -52,6 +55,18 @@ Model::Model(const ModelConfig& config, Backend& backend, DType dtype,
   });
 }
 
+Model::~Model() { drop_recordings(); }
+
+void Model::drop_recordings() {
+  for (const StepRecording& r : recordings_) backend_.release_recording(r.id);
+  recordings_.clear();
+}
+
+void Model::set_step_recording(bool on) {
+  step_recording_ = on;
+  if (!on) drop_recordings();
+}
+
 void Model::initialize() {
   weights_initialize(config_, backend_, params_);
   sync_compute_weights();
@@ -79,6 +94,7 @@ AttentionSpec Model::cross_spec() const {
 void Model::set_activation_recomputation(bool on) {
   if (on == recompute_) return;
   recompute_ = on;
+  drop_recordings();
   act_ = Activations();  // planned again, with the other layout, at the next forward
 }
 
@@ -88,6 +104,7 @@ Model::LayerActivations& Model::layer_activations(int64_t s, int64_t l) {
 
 void Model::plan(int64_t B, int64_t T) {
   if (act_.batch == B && act_.seq == T) return;
+  drop_recordings();     // they use the buffers about to go
   act_ = Activations();  // the previous shape's buffers go first
   Backend& be = backend_;
   const ModelConfig& c = config_;
@@ -228,6 +245,11 @@ double Model::loss() {
 }
 
 void Model::forward_async(const Tensor& tokens, const Tensor& targets, const ForwardHooks* hooks) {
+  prepare_forward(tokens, targets);
+  run_forward(hooks);
+}
+
+void Model::prepare_forward(const Tensor& tokens, const Tensor& targets) {
   check_tokens(tokens, "tokens", 0);
   const int64_t B = tokens.dim(0), T = tokens.dim(1);
   SF_CHECK(B > 0 && T > 0, "forward: empty batch {}", tokens.describe());
@@ -241,31 +263,67 @@ void Model::forward_async(const Tensor& tokens, const Tensor& targets, const For
   }
   plan(B, T);
   sync_compute_weights();
-  Backend& be = backend_;
-  be.copy(act_.tokens, tokens);
-  if (have_targets_) be.copy(act_.targets, targets);
-  const Tensor flat_tokens = act_.tokens.view({B * T});
-  be.embedding_forward(act_.embedded, flat_tokens, weights_.tok_embeddings.value);
+  backend_.copy(act_.tokens, tokens);
+  counted_targets_ = 0;
+  if (!have_targets_) return;
+  backend_.copy(act_.targets, targets);
+  // Counted here, from the host's copy: reading a device count back would make the host wait.
+  for (int64_t i = 0; i < targets.numel(); ++i) counted_targets_ += targets.data<int32_t>()[i] >= 0;
+}
 
+void Model::run_forward(const ForwardHooks* hooks) {
+  Backend& be = backend_;
+  const int64_t N = act_.batch * act_.seq;
+  be.embedding_forward(act_.embedded, act_.tokens.view({N}), weights_.tok_embeddings.value);
   for (int64_t s = 0; s < config_.n_stacks; ++s) {
     stack_forward(s);
     if (hooks && hooks->after_stack) hooks->after_stack(s, act_.stacks[s].residual.back());
   }
-
   std::vector<const Tensor*> outputs;
   for (const StackActivations& S : act_.stacks) outputs.push_back(&S.residual.back());
-  Tensor logits2d = act_.logits.view({B * T, config_.vocab_size});
+  Tensor logits2d = act_.logits.view({N, config_.vocab_size});
   output_head_forward(be, config_, weights_, outputs, combine_alpha(), act_.combined,
                       act_.final_norm_out, act_.final_rstd, logits2d);
-
-  counted_targets_ = 0;
   if (!have_targets_) return;
-  // Counted here, from the host's copy: reading a device count back would make the host wait.
-  for (int64_t i = 0; i < targets.numel(); ++i) counted_targets_ += targets.data<int32_t>()[i] >= 0;
   // The gradient of the logits comes with the loss (softmax - onehot, unscaled; backward()
   // scales it inside the LM head's products): one pass over the [B*T, V] logits, not two.
-  be.cross_entropy_forward_backward(act_.losses, act_.d_logits, logits2d,
-                                    act_.targets.view({B * T}));
+  be.cross_entropy_forward_backward(act_.losses, act_.d_logits, logits2d, act_.targets.view({N}));
+}
+
+void Model::forward_backward_async(const Tensor& tokens, const Tensor& targets, double loss_scale) {
+  SF_CHECK(targets.defined(), "forward_backward_async: a training micro-batch needs targets");
+  prepare_forward(tokens, targets);
+  const bool recordable = step_recording_ && backend_.can_record() &&
+                          config_.combine != CombineMode::linear;
+  if (!recordable || !act_.warm) {
+    run_forward(nullptr);
+    backward(loss_scale);
+    act_.warm = true;
+    return;
+  }
+  for (const StepRecording& r : recordings_)
+    if (r.loss_scale == loss_scale && r.counted_targets == counted_targets_) {
+      if (backend_.replay(r.id)) return;
+      drop_recordings();  // the backend replaced a buffer they use: record again
+      break;
+    }
+  backend_.begin_recording();
+  try {
+    run_forward(nullptr);
+    backward(loss_scale);
+  } catch (const std::exception& e) {
+    // Something in the step cannot be recorded: say so once, and run directly from now on.
+    backend_.abort_recording();
+    std::fprintf(stderr, "note: recording the training step failed (%s); running it directly\n",
+                 e.what());
+    step_recording_ = false;
+    run_forward(nullptr);
+    backward(loss_scale);
+    return;
+  }
+  const int id = backend_.end_recording();
+  recordings_.push_back({loss_scale, counted_targets_, id});
+  SF_CHECK(backend_.replay(id), "forward_backward_async: a fresh recording cannot be replayed");
 }
 
 void Model::stack_backward(int64_t s) {

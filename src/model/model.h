@@ -36,6 +36,9 @@ class Model {
   // BF16 working copies of the weights; F32 statistics).
   Model(const ModelConfig& config, Backend& backend, DType dtype = DType::f32,
         std::optional<DType> compute_dtype = std::nullopt);
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
 
   const ModelConfig& config() const { return config_; }
   Backend& backend() { return backend_; }
@@ -78,6 +81,15 @@ class Model {
   // Backward of the last forward (which must have had targets): ACCUMULATES into the parameter
   // gradients the gradient of loss_scale * mean loss. Call params().zero_grad() between steps.
   void backward(double loss_scale = 1.0);
+  // forward_async(tokens, targets) then backward(loss_scale): a training micro-batch. Where the
+  // backend can record (CUDA graphs), the device work of the two is recorded at the second call
+  // with a (batch, seq, loss scale, counted targets) and replayed from then on, which removes
+  // most of the launch overhead of ~700 kernels; the results are those of the two calls. The
+  // first call of a shape runs them directly (lazy allocations and cuBLASLt tuning happen
+  // then). Linear-combine models, which read alpha on the host, always run directly.
+  void forward_backward_async(const Tensor& tokens, const Tensor& targets, double loss_scale = 1.0);
+  // Recording on (the default) or off (every call runs directly; for comparisons).
+  void set_step_recording(bool on);
 
   const Tensor& logits() const;                   // [B, T, V] of the last forward
   const Tensor& stack_output(int64_t stack) const;  // a^(stack) [B*T, D] of the last forward
@@ -125,11 +137,17 @@ class Model {
     BlockScratch scratch;
     Tensor recompute_out;    // recomputation: the recomputed layer output goes here
     int64_t bytes = 0;       // what plan() allocated
+    bool warm = false;       // a training micro-batch already ran directly on these buffers
   };
 
   void plan(int64_t batch, int64_t seq);  // allocates activations once per shape
   // Ids must lie in [lowest, vocab_size).
   void check_tokens(const Tensor& tokens, const char* what, int32_t lowest) const;
+  // forward_async in two parts: the host's checks, planning, weight refresh and uploads, then the
+  // device work (which a recording captures).
+  void prepare_forward(const Tensor& tokens, const Tensor& targets);
+  void run_forward(const ForwardHooks* hooks);
+  void drop_recordings();
   void stack_forward(int64_t s);
   void stack_backward(int64_t s);
   // Layer l of stack s forward from residual[l] into its activations, the output into x_out.
@@ -150,6 +168,14 @@ class Model {
   std::vector<std::pair<Tensor, Tensor>> working_copies_;
   Activations act_;
   bool recompute_ = false;
+  // Recordings of forward_backward_async's device work, valid for the planned buffers.
+  struct StepRecording {
+    double loss_scale;
+    int64_t counted_targets;
+    int id;
+  };
+  std::vector<StepRecording> recordings_;
+  bool step_recording_ = true;
   bool have_targets_ = false;
   int64_t counted_targets_ = 0;
 };

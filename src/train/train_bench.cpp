@@ -30,6 +30,7 @@ TrainBenchResult bench_training(const ModelConfig& config, const TrainBenchOptio
            o.seq, config.max_seq_len);
   Model model(config, backend, DType::f32, o.compute_dtype);
   model.set_activation_recomputation(o.recompute);
+  model.set_step_recording(o.record_steps);
   model.initialize();
   AdamW optimizer(backend, model.params());
 
@@ -56,8 +57,7 @@ TrainBenchResult bench_training(const ModelConfig& config, const TrainBenchOptio
     backend.synchronize();
     const auto start = std::chrono::steady_clock::now();
     model.params().zero_grad(backend);
-    model.forward_async(tokens, targets);
-    model.backward();
+    model.forward_backward_async(tokens, targets);
     r.last_loss = model.loss();  // as the trainer: read once backward is queued
     const double norm = global_grad_norm(backend, model.params());
     optimizer.step(3e-4, clip_scale(norm, 1.0));

@@ -25,6 +25,7 @@ struct TrainBenchOptions {
   int64_t warmup = 3;          // untimed steps first (plans, cuBLASLt heuristics, caches)
   DType compute_dtype = DType::bf16;
   bool recompute = false;      // activation recomputation (Model::set_activation_recomputation)
+  bool record_steps = true;    // replay recorded steps (CUDA graphs; Model::forward_backward_async)
   std::string data_dir;        // empty: random ids
   double peak_flops = 0.0;     // FLOP/s of the device for MFU; 0: no MFU
 };

@@ -204,8 +204,7 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
     for (int64_t micro = 0; micro < micro_batches.per_update(); ++micro) {
       train_data.next(tokens, targets);  // every rank reads every micro-batch, trains on its own
       if (!micro_batches.is_mine(micro)) continue;
-      model.forward_async(tokens, targets);
-      model.backward(micro_batches.loss_scale());
+      model.forward_backward_async(tokens, targets, micro_batches.loss_scale());
       loss += model.loss() / per_update;  // read after backward is queued: no device idle time
     }
     loss = world.all_reduce_sum(loss);
