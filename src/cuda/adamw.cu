@@ -32,27 +32,20 @@ __global__ void adamw_many_kernel(AdamWTable t, AdamWArgs a) {
   float* param = t.params[k];
   const float* grad = t.grads[k];
   float *m = t.m[k], *v = t.v[k];
-  const int64_t n = t.sizes[k];
   const float decay = t.decays[k];
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  const bool vectors = all_aligned_device(16, param, grad, m, v);
-  if (vectors) {
-    for (; 4 * i + 3 < n; i += stride) {
-      Pack<float, 4> p = load_pack<4>(param + 4 * i), g = load_pack<4>(grad + 4 * i),
-                     mm = load_pack<4>(m + 4 * i), vv = load_pack<4>(v + 4 * i);
+  for_each_piece(t.sizes[k], all_aligned(16, param, grad, m, v), [&](int64_t i, int count) {
+    if (count == 4) {
+      Pack<float, 4> p = load_pack<4>(param + i), g = load_pack<4>(grad + i),
+                     mm = load_pack<4>(m + i), vv = load_pack<4>(v + i);
 #pragma unroll
       for (int j = 0; j < 4; ++j) adamw_element(p.v[j], g.v[j], mm.v[j], vv.v[j], decay, a);
-      store_pack(param + 4 * i, p);
-      store_pack(m + 4 * i, mm);
-      store_pack(v + 4 * i, vv);
+      store_pack(param + i, p);
+      store_pack(m + i, mm);
+      store_pack(v + i, vv);
+    } else {
+      adamw_element(param[i], grad[i], m[i], v[i], decay, a);
     }
-    // the last n % 4 elements: thread 0 of block 0 of this row
-    if (blockIdx.x == 0 && threadIdx.x == 0)
-      for (int64_t r = n - n % 4; r < n; ++r) adamw_element(param[r], grad[r], m[r], v[r], decay, a);
-    return;
-  }
-  for (; i < n; i += stride) adamw_element(param[i], grad[i], m[i], v[i], decay, a);
+  });
 }
 
 }  // namespace

@@ -76,7 +76,7 @@ __global__ void __launch_bounds__(kThreads)
   const float lse = row_max + logf(block_sum(sum, scratch));  // block_sum syncs: cache complete
   if (losses && threadIdx.x == 0) {
     losses[r] = lse - to_float(kCached ? row_cache[target] : row[target]);
-    atomicAdd(counted, 1ull);
+    if (counted) atomicAdd(counted, 1ull);
   }
   if (!drow) return;
   // Pass 2: the gradient.
@@ -103,12 +103,13 @@ void launch(float* losses, unsigned long long* counted, T* dlogits, const T* log
   kernel<<<rows, kThreads, shared, stream>>>(losses, counted, dlogits, logits, targets, vocab, scale);
 }
 
-// Any combination of loss (losses != nullptr) and gradient (dlogits != nullptr).
+// Any combination of loss (losses != nullptr) and gradient (dlogits != nullptr); the counted
+// rows are added to *counted when it is given.
 template <class T>
 void cross_entropy(float* losses, unsigned long long* counted, T* dlogits, const T* logits,
                    const int32_t* targets, int64_t rows, int64_t vocab, float scale,
                    cudaStream_t stream) {
-  const bool vectors = vocab % 8 == 0 && all_aligned(sizeof(Pack<T, 8>), {dlogits, logits});
+  const bool vectors = vocab % 8 == 0 && all_aligned(sizeof(Pack<T, 8>), dlogits, logits);
   int device = 0, shared_limit = 0;
   SF_CUDA_CHECK(cudaGetDevice(&device));
   SF_CUDA_CHECK(cudaDeviceGetAttribute(&shared_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
@@ -145,15 +146,14 @@ void cross_entropy_backward(DType dtype, void* dlogits, const void* logits,
   SF_CUDA_LAUNCH_CHECK("cross_entropy_backward");
 }
 
-void cross_entropy_forward_backward(DType dtype, float* losses, int64_t* counted, void* dlogits,
-                                    const void* logits, const int32_t* targets, int64_t rows,
-                                    int64_t vocab, cudaStream_t stream) {
-  SF_CUDA_CHECK(cudaMemsetAsync(counted, 0, sizeof(int64_t), stream));
+void cross_entropy_forward_backward(DType dtype, float* losses, void* dlogits, const void* logits,
+                                    const int32_t* targets, int64_t rows, int64_t vocab,
+                                    cudaStream_t stream) {
   if (rows == 0) return;
   SF_DISPATCH_FLOAT(dtype, T,
-                    cross_entropy<T>(losses, reinterpret_cast<unsigned long long*>(counted),
-                                     static_cast<T*>(dlogits), static_cast<const T*>(logits),
-                                     targets, rows, vocab, 1.f, stream));
+                    cross_entropy<T>(losses, nullptr, static_cast<T*>(dlogits),
+                                     static_cast<const T*>(logits), targets, rows, vocab, 1.f,
+                                     stream));
   SF_CUDA_LAUNCH_CHECK("cross_entropy_forward_backward");
 }
 

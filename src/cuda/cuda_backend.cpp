@@ -121,19 +121,18 @@ class CudaBackend final : public Backend {
     check(b, "dot");
     same_shape(a, b, "dot");
     cuda::dot(a.dtype(), a.raw(), b.dtype(), b.raw(), a.numel(), scalars_, stream_);
-    return read_scalar();
+    return read_back(scalars_);
   }
   double sum_squares(const Tensor& x) override {
     const auto op_timer = profile("sum_squares");
     check(x, "sum_squares");
     cuda::dot(x.dtype(), x.raw(), x.dtype(), nullptr, x.numel(), scalars_, stream_);
-    return read_scalar();
+    return read_back(scalars_);
   }
   double sum_squares_total(const std::vector<Tensor>& tensors) override {
     const auto op_timer = profile("sum_squares_total");
     // F32 tensors (the gradients) in one launch; anything else one at a time.
-    std::vector<const float*> pointers;
-    std::vector<int64_t> sizes;
+    std::vector<uint64_t> pointers, sizes;
     double total = 0.0;
     for (const Tensor& t : tensors) {
       check(t, "sum_squares_total");
@@ -141,20 +140,18 @@ class CudaBackend final : public Backend {
         total += sum_squares(t);
         continue;
       }
-      pointers.push_back(static_cast<const float*>(t.raw()));
-      sizes.push_back(t.numel());
+      pointers.push_back(reinterpret_cast<uint64_t>(t.raw()));
+      sizes.push_back(static_cast<uint64_t>(t.numel()));
     }
     const int count = static_cast<int>(pointers.size());
     if (count == 0) return total;
-    std::vector<uint64_t> words;
-    for (const float* p : pointers) words.push_back(reinterpret_cast<uint64_t>(p));
-    for (int64_t n : sizes) words.push_back(static_cast<uint64_t>(n));
+    std::vector<uint64_t> words = concat({pointers, sizes});
     words.resize(words.size() + count);  // room for the per-tensor results
     uint64_t* table = upload_table(words);
     auto* results = reinterpret_cast<double*>(table + 2 * count);
     cuda::sum_squares_many(reinterpret_cast<const float* const*>(table),
-                           reinterpret_cast<const int64_t*>(table + count), count,
-                           *std::max_element(sizes.begin(), sizes.end()), results, stream_);
+                           reinterpret_cast<const int64_t*>(table + count), count, largest(sizes),
+                           results, stream_);
     std::vector<double> host(count);
     SF_CUDA_CHECK(cudaMemcpyAsync(host.data(), results, count * sizeof(double),
                                   cudaMemcpyDeviceToHost, stream_));
@@ -381,7 +378,7 @@ class CudaBackend final : public Backend {
     auto* counted = reinterpret_cast<int64_t*>(scalars_);
     cuda::cross_entropy_forward(logits.dtype(), static_cast<float*>(losses.raw()), counted,
                                 logits.raw(), tokens_ptr(targets), rows, V, stream_);
-    return read_count(counted);
+    return read_back(counted);
   }
   void cross_entropy_forward_backward(Tensor& losses, Tensor& dlogits, const Tensor& logits,
                                       const Tensor& targets) override {
@@ -395,8 +392,7 @@ class CudaBackend final : public Backend {
     SF_CHECK(dlogits.dtype() == logits.dtype() && targets.numel() == rows && losses.numel() == rows,
              "cross_entropy_forward_backward: logits {} dlogits {} targets {} losses {}",
              logits.describe(), dlogits.describe(), targets.describe(), losses.describe());
-    auto* counted = reinterpret_cast<int64_t*>(scalars_);
-    cuda::cross_entropy_forward_backward(logits.dtype(), static_cast<float*>(losses.raw()), counted,
+    cuda::cross_entropy_forward_backward(logits.dtype(), static_cast<float*>(losses.raw()),
                                          dlogits.raw(), logits.raw(), tokens_ptr(targets), rows, V,
                                          stream_);
   }
@@ -680,16 +676,10 @@ class CudaBackend final : public Backend {
     return buffer;
   }
 
-  int64_t read_count(const int64_t* device_count) {
-    int64_t host = 0;
-    SF_CUDA_CHECK(cudaMemcpyAsync(&host, device_count, sizeof host, cudaMemcpyDeviceToHost, stream_));
-    SF_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    return host;
-  }
-
-  double read_scalar() {
-    double host = 0.0;
-    SF_CUDA_CHECK(cudaMemcpyAsync(&host, scalars_, sizeof host, cudaMemcpyDeviceToHost, stream_));
+  // One value computed on the device, read back (waits for the stream).
+  template <class T> T read_back(const T* device_value) {
+    T host{};
+    SF_CUDA_CHECK(cudaMemcpyAsync(&host, device_value, sizeof host, cudaMemcpyDeviceToHost, stream_));
     SF_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return host;
   }

@@ -6,7 +6,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <initializer_list>
 
 #include "core/dtype.h"
 #include "cuda/cuda_check.h"
@@ -71,15 +70,26 @@ template <int N, class T> __device__ __forceinline__ Pack<T, N> load_pack(const 
 template <int N, class T> __device__ __forceinline__ void store_pack(T* p, const Pack<T, N>& x) {
   *reinterpret_cast<Pack<T, N>*>(p) = x;
 }
-// True when every pointer is aligned to `bytes` (e.g. sizeof(Pack<T, N>)).
-inline bool all_aligned(size_t bytes, std::initializer_list<const void*> pointers) {
-  for (const void* p : pointers)
-    if (reinterpret_cast<uintptr_t>(p) % bytes != 0) return false;
-  return true;
+// True when every pointer is aligned to `bytes` (e.g. sizeof(Pack<T, N>)); host or device.
+template <class... P>
+__host__ __device__ __forceinline__ bool all_aligned(size_t bytes, const P*... pointers) {
+  return ((reinterpret_cast<uintptr_t>(pointers) % bytes == 0) && ...);
 }
 
-template <class... P> __device__ __forceinline__ bool all_aligned_device(size_t bytes, const P*... p) {
-  return ((reinterpret_cast<uintptr_t>(p) % bytes == 0) && ...);
+// Calls fn(first, count) over this grid row's share of n elements in pieces of 4 (count 4,
+// where `vector_ok`) or 1 (the last n % 4 elements go to thread 0 of block 0): the grid-stride
+// loop of the multi-tensor kernels, one grid row (blockIdx.y) per tensor.
+template <class Fn>
+__device__ __forceinline__ void for_each_piece(int64_t n, bool vector_ok, Fn&& fn) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (!vector_ok) {
+    for (; i < n; i += stride) fn(i, 1);
+    return;
+  }
+  for (; 4 * i + 3 < n; i += stride) fn(4 * i, 4);
+  if (blockIdx.x == 0 && threadIdx.x == 0)
+    for (int64_t r = n - n % 4; r < n; ++r) fn(r, 1);
 }
 
 // Grid of a multi-tensor launch: one row (blockIdx.y) per tensor, enough blocks across (at most

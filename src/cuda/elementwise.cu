@@ -47,27 +47,12 @@ __global__ void dot_kernel(const A* a, const B* b, int64_t n, double* result) {
 }
 
 // blockIdx.y picks the tensor; blocks in x stride over it.
-// Calls fn(first, count) over row k's share of n elements in pieces of 4 (count 4, where
-// `vector_ok`) or 1: the grid-stride loop of the multi-tensor kernels below.
-template <class Fn>
-__device__ __forceinline__ void for_each_piece(int64_t n, bool vector_ok, Fn&& fn) {
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (!vector_ok) {
-    for (; i < n; i += stride) fn(i, 1);
-    return;
-  }
-  for (; 4 * i + 3 < n; i += stride) fn(4 * i, 4);
-  if (blockIdx.x == 0 && threadIdx.x == 0)
-    for (int64_t r = n - n % 4; r < n; ++r) fn(r, 1);
-}
-
 __global__ void sum_squares_many_kernel(const float* const* tensors, const int64_t* sizes,
                                         double* results) {
   __shared__ double scratch[32];
   const float* x = tensors[blockIdx.y];
   double sum = 0.0;
-  for_each_piece(sizes[blockIdx.y], all_aligned_device(16, x), [&](int64_t i, int count) {
+  for_each_piece(sizes[blockIdx.y], all_aligned(16, x), [&](int64_t i, int count) {
     if (count == 4) {
       const Pack<float, 4> p = load_pack<4>(x + i);
 #pragma unroll
@@ -84,7 +69,7 @@ template <class T>
 __global__ void fill_many_kernel(T* const* tensors, const int64_t* sizes, float value) {
   T* x = tensors[blockIdx.y];
   const T v = from_float<T>(value);
-  for_each_piece(sizes[blockIdx.y], all_aligned_device(4 * sizeof(T), x), [&](int64_t i, int count) {
+  for_each_piece(sizes[blockIdx.y], all_aligned(4 * sizeof(T), x), [&](int64_t i, int count) {
     if (count == 4) {
       store_pack(x + i, Pack<T, 4>{{v, v, v, v}});
     } else {
@@ -97,7 +82,7 @@ template <class D, class S>
 __global__ void convert_many_kernel(D* const* dst, const S* const* src, const int64_t* sizes) {
   D* d = dst[blockIdx.y];
   const S* x = src[blockIdx.y];
-  const bool vector_ok = all_aligned_device(4 * sizeof(D), d) && all_aligned_device(4 * sizeof(S), x);
+  const bool vector_ok = all_aligned(4 * sizeof(D), d) && all_aligned(4 * sizeof(S), x);
   for_each_piece(sizes[blockIdx.y], vector_ok, [&](int64_t i, int count) {
     if (count == 4) {
       const Pack<S, 4> p = load_pack<4>(x + i);

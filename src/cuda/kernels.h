@@ -78,11 +78,11 @@ void cross_entropy_forward(DType dtype, float* losses, int64_t* counted, const v
 void cross_entropy_backward(DType dtype, void* dlogits, const void* logits,
                             const int32_t* targets, int64_t rows, int64_t vocab, float scale,
                             cudaStream_t stream);
-// Both in one pass over the logits: losses and *counted as the forward, dlogits (overwritten) as
-// the backward with scale 1.
-void cross_entropy_forward_backward(DType dtype, float* losses, int64_t* counted, void* dlogits,
-                                    const void* logits, const int32_t* targets, int64_t rows,
-                                    int64_t vocab, cudaStream_t stream);
+// Both in one pass over the logits: losses as the forward, dlogits (overwritten) as the backward
+// with scale 1 (the caller counts the targets on the host).
+void cross_entropy_forward_backward(DType dtype, float* losses, void* dlogits, const void* logits,
+                                    const int32_t* targets, int64_t rows, int64_t vocab,
+                                    cudaStream_t stream);
 
 // ---- incremental decoding ----------------------------------------------------------------------
 // cache [B, C, W] row slots[b] = rows[b, :].

@@ -169,10 +169,10 @@ __global__ void rmsnorm_backward_warp_kernel(T* dx, float* dweight, const T* dou
 }
 
 // Whether rows of `dim` elements take the warp-per-row path.
-template <class T, class W>
-bool fast_path(int64_t dim, std::initializer_list<const void*> rows, const void* weight) {
+template <class T, class W, class... Rows>
+bool fast_path(int64_t dim, const void* weight, const Rows*... rows) {
   return dim % kVec == 0 && dim <= 32 * kMaxVecsPerLane * kVec &&
-         all_aligned(sizeof(Pack<T, kVec>), rows) && all_aligned(sizeof(Pack<W, kVec>), {weight});
+         all_aligned(sizeof(Pack<T, kVec>), rows...) && all_aligned(sizeof(Pack<W, kVec>), weight);
 }
 
 }  // namespace
@@ -182,7 +182,7 @@ void rmsnorm_forward(DType dtype, void* out, float* rstd, const void* x, DType w
                      cudaStream_t stream) {
   if (rows == 0) return;
   SF_DISPATCH_FLOAT(dtype, T, SF_DISPATCH_FLOAT(weight_dtype, W, {
-    if (fast_path<T, W>(dim, {out, x}, weight))
+    if (fast_path<T, W>(dim, weight, out, x))
       rmsnorm_forward_warp_kernel<T, W>
           <<<(rows + kRowsPerBlock - 1) / kRowsPerBlock, kThreads, 0, stream>>>(
               static_cast<T*>(out), rstd, static_cast<const T*>(x), static_cast<const W*>(weight),
@@ -201,7 +201,7 @@ void rmsnorm_backward(DType dtype, void* dx, float* dweight, const void* dout, c
   if (rows == 0) return;
   bool done = false;
   SF_DISPATCH_FLOAT(dtype, T, SF_DISPATCH_FLOAT(weight_dtype, W, {
-    if (fast_path<T, W>(dim, {dx, dout, x}, weight)) {
+    if (fast_path<T, W>(dim, weight, dx, dout, x)) {
       const int64_t grid = std::min<int64_t>((rows + kRowsPerBlock - 1) / kRowsPerBlock, 132 * 2);
       const int lanes_vecs = static_cast<int>((dim / kVec + 31) / 32);
       auto launch = [&](auto kernel) {

@@ -113,7 +113,7 @@ void rope(DType dtype, void* x, const float* table, int64_t rows, int64_t seq, i
   const float sign = inverse ? -1.f : 1.f;
   SF_DISPATCH_FLOAT(dtype, T, {
     T* data = static_cast<T*>(x);
-    if (half % 4 == 0 && all_aligned(sizeof(Pack<T, 8>), {x}))
+    if (half % 4 == 0 && all_aligned(sizeof(Pack<T, 8>), x))
       launch_rope<T, 4>(data, table, rows, seq, heads, half, position_offset, sign, stream);
     else
       launch_rope<T, 1>(data, table, rows, seq, heads, half, position_offset, sign, stream);

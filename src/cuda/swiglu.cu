@@ -56,7 +56,7 @@ void swiglu_forward(DType dtype, void* out, const void* gate, const void* up, in
     auto* o = static_cast<T*>(out);
     auto* g = static_cast<const T*>(gate);
     auto* u = static_cast<const T*>(up);
-    if (n % kVec == 0 && all_aligned(sizeof(Pack<T, kVec>), {out, gate, up}))
+    if (n % kVec == 0 && all_aligned(sizeof(Pack<T, kVec>), out, gate, up))
       swiglu_forward_kernel<T, kVec><<<blocks_for(n / kVec, 256), 256, 0, stream>>>(o, g, u, n);
     else
       swiglu_forward_kernel<T, 1><<<blocks_for(n, 256), 256, 0, stream>>>(o, g, u, n);
@@ -73,7 +73,7 @@ void swiglu_backward(DType dtype, void* dgate, void* dup, const void* dout, cons
     auto* dy = static_cast<const T*>(dout);
     auto* g = static_cast<const T*>(gate);
     auto* u = static_cast<const T*>(up);
-    if (n % kVec == 0 && all_aligned(sizeof(Pack<T, kVec>), {dgate, dup, dout, gate, up}))
+    if (n % kVec == 0 && all_aligned(sizeof(Pack<T, kVec>), dgate, dup, dout, gate, up))
       swiglu_backward_kernel<T, kVec><<<blocks_for(n / kVec, 256), 256, 0, stream>>>(dg, du, dy, g, u, n);
     else
       swiglu_backward_kernel<T, 1><<<blocks_for(n, 256), 256, 0, stream>>>(dg, du, dy, g, u, n);

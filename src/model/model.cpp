@@ -293,11 +293,14 @@ void Model::run_forward(const ForwardHooks* hooks) {
 void Model::forward_backward_async(const Tensor& tokens, const Tensor& targets, double loss_scale) {
   SF_CHECK(targets.defined(), "forward_backward_async: a training micro-batch needs targets");
   prepare_forward(tokens, targets);
+  auto run_directly = [&] {
+    run_forward(nullptr);
+    backward(loss_scale);
+  };
   const bool recordable = step_recording_ && backend_.can_record() &&
                           config_.combine != CombineMode::linear;
   if (!recordable || !act_.warm) {
-    run_forward(nullptr);
-    backward(loss_scale);
+    run_directly();
     act_.warm = true;
     return;
   }
@@ -309,16 +312,14 @@ void Model::forward_backward_async(const Tensor& tokens, const Tensor& targets, 
     }
   backend_.begin_recording();
   try {
-    run_forward(nullptr);
-    backward(loss_scale);
+    run_directly();  // recorded, not run
   } catch (const std::exception& e) {
     // Something in the step cannot be recorded: say so once, and run directly from now on.
     backend_.abort_recording();
     std::fprintf(stderr, "note: recording the training step failed (%s); running it directly\n",
                  e.what());
     step_recording_ = false;
-    run_forward(nullptr);
-    backward(loss_scale);
+    run_directly();
     return;
   }
   const int id = backend_.end_recording();

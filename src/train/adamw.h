@@ -9,7 +9,7 @@
 //   1. The backend's backward ops ADD into Parameter::grad (core/backend.h), so gradients of
 //      successive micro-batches sum without any extra code.
 //   2. With k micro-batches per optimizer step, the trainer scales each micro-batch's loss
-//      gradient by 1/k (the `scale` of cross_entropy_backward), so the accumulated gradient is the
+//      gradient by 1/k (the `loss_scale` of Model::backward), so the accumulated gradient is the
 //      gradient of the mean loss over the whole batch — identical to one pass over all rows.
 //   3. It then computes the global gradient norm and clipping factor (train/grad_clip.h), calls
 //      step(lr, clip_factor), and finally ParameterSet::zero_grad before the next micro-batch.
