@@ -3,8 +3,9 @@
 // (dq, dk, dv), F32 and BF16, every mask kind (causal; shifted by one with windows 0, 1, 2, 3,
 // 100), grouped-query heads, odd and tiny lengths, q_len != kv_len, head_dim 4 .. 256. BF16 with
 // head_dim 64 or 128 takes the tensor-core kernels — every variant the dispatchers pick: forward
-// with 128- or (window <= 128) 64-query blocks, backward with 3 or (grouped heads) 2 blocks per
-// multiprocessor, head_dim 128 — everything else the SIMT path. Outputs and the backward
+// with 128- or (window <= 128) 64-query blocks; backward for head_dim 64 with the Hopper (wgmma)
+// kernel on compute capability 9.0 and, on the same machine, the mma.sync kernel other GPUs run
+// (8 warps, or 4 with grouped heads), head_dim 128 — everything else the SIMT path. Outputs and the backward
 // workspace are poisoned with NaN first, so an element the kernels never write fails.
 //
 // Skips cleanly where there is no CUDA device. With SF_ATTENTION_BENCH=1 in the environment the
@@ -268,23 +269,32 @@ TEST_P(CudaAttentionTest, MatchesCpuReference) {
     EXPECT_EQ(download(*lse2, nl, DType::f32), got_lse) << "forward not deterministic";
   }
 
-  // GPU backward from the GPU forward's out and lse.
-  auto dq = poisoned(nq, dtype), dk = poisoned(nkv, dtype), dv = poisoned(nkv, dtype);
-  DeviceBuffer workspace(cuda::attention_backward_workspace_bytes(dtype, dims));
-  workspace.poison();
-  cuda::attention_backward(dtype, dims, c.shift, c.window, ddout->ptr, out->ptr,
-                           static_cast<const float*>(lse->ptr), dq_in->ptr, dk_in->ptr, dv_in->ptr,
-                           dq->ptr, dk->ptr, dv->ptr, workspace.ptr, nullptr);
-  SF_CUDA_CHECK(cudaDeviceSynchronize());
-  const double err_dq = relative_error(download(*dq, nq, dtype), values_of(rdq));
-  const double err_dk = relative_error(download(*dk, nkv, dtype), values_of(rdk));
-  const double err_dv = relative_error(download(*dv, nkv, dtype), values_of(rdv));
-  EXPECT_LT(err_dq, tol) << "dq";
-  EXPECT_LT(err_dk, tol) << "dk";
-  EXPECT_LT(err_dv, tol) << "dv";
-  std::printf("[ errors   ] %-28s %-4s out %.2e lse %.2e dq %.2e dk %.2e dv %.2e\n", c.name,
-              dtype == DType::bf16 ? "bf16" : "f32", relative_error(got_out, values_of(rout)),
-              lse_error(got_lse, values_of(rlse)), err_dq, err_dk, err_dv);
+  // GPU backward from the GPU forward's out and lse; BF16 head_dim 64 on an H100 or H200 twice:
+  // with the Hopper (wgmma) kernel and with the mma.sync one that other GPUs run.
+  const bool both_kernels = dtype == DType::bf16 && c.head_dim == 64 &&
+                            cuda::wgmma_attention_backward_active();
+  for (const bool wgmma : both_kernels ? std::vector<bool>{true, false} : std::vector<bool>{true}) {
+    cuda::set_wgmma_attention_backward(wgmma);
+    auto dq = poisoned(nq, dtype), dk = poisoned(nkv, dtype), dv = poisoned(nkv, dtype);
+    DeviceBuffer workspace(cuda::attention_backward_workspace_bytes(dtype, dims));
+    workspace.poison();
+    cuda::attention_backward(dtype, dims, c.shift, c.window, ddout->ptr, out->ptr,
+                             static_cast<const float*>(lse->ptr), dq_in->ptr, dk_in->ptr,
+                             dv_in->ptr, dq->ptr, dk->ptr, dv->ptr, workspace.ptr, nullptr);
+    SF_CUDA_CHECK(cudaDeviceSynchronize());
+    cuda::set_wgmma_attention_backward(true);
+    const char* kernel = both_kernels ? (wgmma ? "wgmma" : "mma.sync") : "";
+    const double err_dq = relative_error(download(*dq, nq, dtype), values_of(rdq));
+    const double err_dk = relative_error(download(*dk, nkv, dtype), values_of(rdk));
+    const double err_dv = relative_error(download(*dv, nkv, dtype), values_of(rdv));
+    EXPECT_LT(err_dq, tol) << "dq " << kernel;
+    EXPECT_LT(err_dk, tol) << "dk " << kernel;
+    EXPECT_LT(err_dv, tol) << "dv " << kernel;
+    std::printf("[ errors   ] %-28s %-4s %-8s out %.2e lse %.2e dq %.2e dk %.2e dv %.2e\n", c.name,
+                dtype == DType::bf16 ? "bf16" : "f32", kernel,
+                relative_error(got_out, values_of(rout)), lse_error(got_lse, values_of(rlse)),
+                err_dq, err_dk, err_dv);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttentionTest, ::testing::ValuesIn(all_params()), param_name);
@@ -334,6 +344,7 @@ TEST(CudaAttentionBenchmark, Benchmark) {
     int reps;
   };
   const BenchCase cases[] = {
+      {{"B16_T1024_H12_hd64_causal", 16, 1024, 1024, 12, 12, 64, 0, 0}, DType::bf16, 30},
       {{"B8_T1024_H12_hd64_causal", 8, 1024, 1024, 12, 12, 64, 0, 0}, DType::bf16, 30},
       {{"B8_T1024_H12_hd64_shift1", 8, 1024, 1024, 12, 12, 64, 1, 0}, DType::bf16, 30},
       {{"B8_T1024_H12_hd64_s1_w128", 8, 1024, 1024, 12, 12, 64, 1, 128}, DType::bf16, 30},
@@ -383,6 +394,13 @@ TEST(CudaAttentionBenchmark, Benchmark) {
     std::printf("%-32s %-5s %10.4f %9.1f %10.4f %9.1f\n", c.name,
                 dtype == DType::bf16 ? "bf16" : "f32", fwd_ms, flops / fwd_ms * 1e-9, bwd_ms,
                 2.5 * flops / bwd_ms * 1e-9);
+    if (dtype == DType::bf16 && c.head_dim == 64 && cuda::wgmma_attention_backward_active()) {
+      cuda::set_wgmma_attention_backward(false);  // the mma.sync kernel, for comparison
+      const double mma_ms = median_ms(backward, 3, bc.reps);
+      cuda::set_wgmma_attention_backward(true);
+      std::printf("%-32s %-5s %10s %9s %10.4f %9.1f  (mma.sync backward)\n", c.name, "bf16", "",
+                  "", mma_ms, 2.5 * flops / mma_ms * 1e-9);
+    }
   }
 }
 

@@ -18,11 +18,12 @@
 // and dK += dS^T Q with P^T and dS^T re-used as bf16 A fragments: dk and dv are summed over the
 // whole group in registers and written once, so no two blocks write the same dk/dv row. dS^T goes
 // through shared memory so that each warp can then form a 16-query strip of dQ = dS K over all
-// the block's keys; that is added to an fp32 accumulator in the workspace ([B, Tq, Hq, hd]) with
+// the block's keys; that is added to an fp32 accumulator in the workspace ([B, Hq, Tq, hd]) with
 // 16-byte vector atomics (blocks of different key blocks meet on the same dq rows), and converted
 // to bf16 (times the scale) at the end. The D kernel also zeroes the accumulator.
 #include <cmath>
 
+#include "cuda/attention_backward.cuh"
 #include "cuda/attention_common.cuh"
 #include "cuda/attention_kernels.h"
 #include "cuda/cuda_check.h"
@@ -37,17 +38,8 @@ using attention::aligned16;
 using attention::MaskGeometry;
 using bf16 = __nv_bfloat16;
 
-constexpr int kQueries = 64;  // queries per tile
-
-struct BackwardParams {
-  const bf16 *q, *k, *v, *dout;
-  const float *lse, *delta;
-  float* dq_accum;  // [B, Tq, Hq, hd] fp32, zeroed before the kernel
-  bf16 *dk, *dv;
-  int q_len, kv_len, q_heads, kv_heads, group;
-  MaskGeometry mask;
-  float scale, scale_log2;
-};
+using attention::BackwardParams;
+constexpr int kQueries = attention::kBackwardQueries;
 
 // WARPS warps of 16 keys each: a block owns kKeys = 16 * WARPS keys.
 template <int HD, int WARPS>
@@ -59,25 +51,6 @@ struct BackwardTiles {
       sizeof(bf16) * (2 * kKeys * HD + 4 * kQueries * HD + kKeys * kQueries) +
       sizeof(float) * 4 * kQueries;
 };
-
-// Issues the cp.async copies of one query tile: Q and dout rows [q0, q0 + kQueries) of head h,
-// and their lse and D entries (rows past the sequence zero-filled).
-template <int HD, int THREADS>
-__device__ __forceinline__ void load_query_tile(const BackwardParams& p, int b, int h, int q0,
-                                                bf16* sQ, bf16* sdO, float* sLse, float* sD) {
-  const int64_t q_stride = static_cast<int64_t>(p.q_heads) * HD;
-  const int64_t first_row = (static_cast<int64_t>(b) * p.q_len + q0) * q_stride + h * HD;
-  attention::load_tile_async<HD, kQueries, THREADS>(sQ, p.q + first_row, q_stride, p.q_len - q0);
-  attention::load_tile_async<HD, kQueries, THREADS>(sdO, p.dout + first_row, q_stride,
-                                                    p.q_len - q0);
-  if (threadIdx.x >= 2 * kQueries) return;
-  const int i = threadIdx.x % kQueries;
-  const bool valid = q0 + i < p.q_len;
-  const int64_t stat = (static_cast<int64_t>(b) * p.q_heads + h) * p.q_len + (valid ? q0 + i : 0);
-  const float* src = threadIdx.x < kQueries ? p.lse + stat : p.delta + stat;
-  float* dst = threadIdx.x < kQueries ? sLse + i : sD + i;
-  attention::cp_async_4(attention::smem_address(dst), src, valid ? 4 : 0);
-}
 
 // BLOCKS: resident blocks per multiprocessor that the register budget is sized for.
 template <int HD, int WARPS, int BLOCKS>
@@ -127,7 +100,7 @@ __global__ void __launch_bounds__(32 * WARPS, BLOCKS) flash_backward_kernel(Back
   if (iterations > 0) {
     attention::load_tile_async<HD, kKeys, kThreads>(sK, p.k + kv_first, kv_stride, p.kv_len - k0);
     attention::load_tile_async<HD, kKeys, kThreads>(sV, p.v + kv_first, kv_stride, p.kv_len - k0);
-    load_query_tile<HD, kThreads>(p, b, kvh * p.group, tile_first * kQueries, sQ, sdO, sLse, sD);
+    attention::load_query_tile<HD, kThreads>(p, b, kvh * p.group, tile_first * kQueries, sQ, sdO, sLse, sD);
     attention::cp_async_commit();
   }
 
@@ -140,7 +113,7 @@ __global__ void __launch_bounds__(32 * WARPS, BLOCKS) flash_backward_kernel(Back
     if (it + 1 < iterations) {
       const int next_h = kvh * p.group + (it + 1) / tiles_per_head;
       const int next_q0 = (tile_first + (it + 1) % tiles_per_head) * kQueries;
-      load_query_tile<HD, kThreads>(p, b, next_h, next_q0, sQ + (buffer ^ 1) * kQueries * HD,
+      attention::load_query_tile<HD, kThreads>(p, b, next_h, next_q0, sQ + (buffer ^ 1) * kQueries * HD,
                                     sdO + (buffer ^ 1) * kQueries * HD,
                                     sLse + (buffer ^ 1) * kQueries, sD + (buffer ^ 1) * kQueries);
       attention::cp_async_commit();
@@ -287,7 +260,7 @@ __global__ void __launch_bounds__(32 * WARPS, BLOCKS) flash_backward_kernel(Back
       // (measured on the H100 no faster than 8-byte ones, but not slower either).
       const bool odd = (c & 1) != 0;
       const int t = warp_q0 + g + (odd ? 8 : 0);
-      float* row = p.dq_accum + ((static_cast<int64_t>(b) * p.q_len + t) * p.q_heads + h) * HD +
+      float* row = p.dq_accum + ((static_cast<int64_t>(b) * p.q_heads + h) * p.q_len + t) * HD +
                    dim0 + 4 * (c >> 1);
 #pragma unroll
       for (int n = 0; n < kDqDims / 8; ++n) {
@@ -340,16 +313,18 @@ __global__ void delta_bf16_kernel(const bf16* dout, const bf16* out, float* delt
       const float2 y = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&ov[i]));
       sum = fmaf(x.x, y.x, fmaf(x.y, y.y, sum));
     }
-    float4* acc = reinterpret_cast<float4*>(accum + offset);
+  }
+  // The statistics and the accumulator are head-major: row (b, t, h) is entry (b, h, t).
+  const int h = row % q_heads, bt = row / q_heads;
+  const int64_t head_major = (static_cast<int64_t>(bt / q_len) * q_heads + h) * q_len + bt % q_len;
+  if (row < rows) {
+    float4* acc = reinterpret_cast<float4*>(accum + head_major * HD + chunk * 8);
     acc[0] = acc[1] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   }
 #pragma unroll
   for (int offset = kLanes / 2; offset > 0; offset /= 2)
     sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-  if (chunk == 0 && row < rows) {
-    const int h = row % q_heads, bt = row / q_heads;
-    delta[(static_cast<int64_t>(bt / q_len) * q_heads + h) * q_len + bt % q_len] = sum;
-  }
+  if (chunk == 0 && row < rows) delta[head_major] = sum;
 }
 
 // D[b, h, t] = sum_d dout[b, t, h, d] * out[b, t, h, d], one warp per row, element pairs.
@@ -372,20 +347,24 @@ __global__ void delta_kernel(const T* dout, const T* out, float* delta, int64_t 
 }
 
 // dq = scale * accumulator, four elements (two RoPE pairs) at a time; with a rope table the
-// pairs are rotated back (the gradient w.r.t. the query before its rotation). The accumulator
-// is [B, Tq, Hq, hd]: element e sits at position (e / (hd * Hq)) % Tq, pair (e % hd) / 2.
+// pairs are rotated back (the gradient w.r.t. the query before its rotation). dq is
+// [B, Tq, Hq, hd], the accumulator head-major [B, Hq, Tq, hd] (the wgmma kernel adds whole
+// tiles of a head's rows at once): dq element e is at position t = (e / (hd * Hq)) % Tq, head
+// (e / hd) % Hq, pair (e % hd) / 2.
 __global__ void dq_convert_kernel(const float* accum, bf16* dq, int64_t quads, float scale,
                                   const float2* rope_q, int q_len, int q_heads, int hd) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < quads;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    float4 a = reinterpret_cast<const float4*>(accum)[i];
+    const int64_t e = 4 * i;
+    const int64_t bt = e / (static_cast<int64_t>(hd) * q_heads);
+    const int64_t h = (e / hd) % q_heads, t = bt % q_len;
+    float4 a = *reinterpret_cast<const float4*>(
+        accum + ((bt / q_len * q_heads + h) * q_len + t) * hd + e % hd);
     a.x *= scale;
     a.y *= scale;
     a.z *= scale;
     a.w *= scale;
     if (rope_q) {
-      const int64_t e = 4 * i;
-      const int64_t t = (e / (static_cast<int64_t>(hd) * q_heads)) % q_len;
       const float2* cs = rope_q + t * (hd / 2) + (e % hd) / 2;
       const float2 c0 = cs[0], c1 = cs[1];
       a = make_float4(a.x * c0.x + a.y * c0.y, a.y * c0.x - a.x * c0.y,
@@ -408,16 +387,9 @@ bool tensor_core_shape(DType dtype, const AttentionDims& d) {
   return dtype == DType::bf16 && (d.head_dim == 64 || d.head_dim == 128);
 }
 
-template <int HD, int WARPS, int BLOCKS>
-void launch_flash_backward(const AttentionDims& dims, MaskGeometry mask, const void* dout,
-                           const float* lse, const float* delta, const void* q, const void* k,
-                           const void* v, float* dq_accum, void* dk, void* dv,
-                           cudaStream_t stream) {
-  using Tiles = BackwardTiles<HD, WARPS>;
-  constexpr size_t kSmem = Tiles::kSmemBytes;
-  SF_CUDA_CHECK(cudaFuncSetAttribute(flash_backward_kernel<HD, WARPS, BLOCKS>,
-                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     static_cast<int>(kSmem)));
+BackwardParams backward_params(const AttentionDims& dims, MaskGeometry mask, const void* dout,
+                               const float* lse, const float* delta, const void* q, const void* k,
+                               const void* v, float* dq_accum, void* dk, void* dv) {
   BackwardParams p;
   p.q = static_cast<const bf16*>(q);
   p.k = static_cast<const bf16*>(k);
@@ -434,10 +406,20 @@ void launch_flash_backward(const AttentionDims& dims, MaskGeometry mask, const v
   p.kv_heads = static_cast<int>(dims.kv_heads);
   p.group = static_cast<int>(dims.q_heads / dims.kv_heads);
   p.mask = mask;
-  p.scale = 1.0f / std::sqrt(static_cast<float>(HD));
+  p.scale = 1.0f / std::sqrt(static_cast<float>(dims.head_dim));
   p.scale_log2 = p.scale * attention::kLog2e;
-  const dim3 grid(static_cast<unsigned>(dims.kv_heads), static_cast<unsigned>(dims.batch),
-                  attention::ceil_div(dims.kv_len, Tiles::kKeys));
+  return p;
+}
+
+template <int HD, int WARPS, int BLOCKS>
+void launch_flash_backward(const BackwardParams& p, int64_t batch, cudaStream_t stream) {
+  using Tiles = BackwardTiles<HD, WARPS>;
+  constexpr size_t kSmem = Tiles::kSmemBytes;
+  SF_CUDA_CHECK(cudaFuncSetAttribute(flash_backward_kernel<HD, WARPS, BLOCKS>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(kSmem)));
+  const dim3 grid(static_cast<unsigned>(p.kv_heads), static_cast<unsigned>(batch),
+                  attention::ceil_div(p.kv_len, Tiles::kKeys));
   flash_backward_kernel<HD, WARPS, BLOCKS><<<grid, Tiles::kThreads, kSmem, stream>>>(p);
   SF_CUDA_LAUNCH_CHECK("flash_backward_kernel");
 }
@@ -510,22 +492,24 @@ void attention_backward(DType dtype, const AttentionDims& dims, int mask_shift, 
     SF_CUDA_LAUNCH_CHECK("delta_bf16_kernel");
   }
   if (dims.kv_len > 0) {
-    // head_dim 64: two blocks of 8 warps (128 keys) per multiprocessor: every query tile read
-    // into shared memory then serves twice the keys. Measured in training (B16 T1024 H12, H100):
-    // 35.18 ms a step against 35.67 with three blocks of 4 warps, which had measured best in
-    // isolation at B8. With grouped heads each block walks the whole group and there are fewer,
-    // longer blocks: two blocks of 4 warps with the larger register budget balance better
+    const BackwardParams p =
+        backward_params(dims, mask, dout, lse, delta, q, k, v, dq_accum, dk, dv);
+    // head_dim 64 on Hopper: the wgmma kernel (attention_backward_wgmma.cu).
+    // Otherwise, head_dim 64: two blocks of 8 warps (128 keys) per multiprocessor: every query
+    // tile read into shared memory then serves twice the keys. Measured in training (B16 T1024
+    // H12, H100): 35.18 ms a step against 35.67 with three blocks of 4 warps, which had measured
+    // best in isolation at B8. With grouped heads each block walks the whole group and there are
+    // fewer, longer blocks: two blocks of 4 warps with the larger register budget balance better
     // (bench/results/attention-kernels.md). head_dim 128: one block of 8 warps (128 keys), its dK
     // and dV accumulators need the registers.
-    if (hd == 64 && dims.q_heads == dims.kv_heads)
-      launch_flash_backward<64, 8, 2>(dims, mask, dout, lse, delta, q, k, v, dq_accum, dk, dv,
-                                      stream);
+    if (hd == 64 && wgmma_attention_backward_active())
+      attention::wgmma_backward_hd64(p, dims.batch, stream);
+    else if (hd == 64 && dims.q_heads == dims.kv_heads)
+      launch_flash_backward<64, 8, 2>(p, dims.batch, stream);
     else if (hd == 64)
-      launch_flash_backward<64, 4, 2>(dims, mask, dout, lse, delta, q, k, v, dq_accum, dk, dv,
-                                      stream);
+      launch_flash_backward<64, 4, 2>(p, dims.batch, stream);
     else
-      launch_flash_backward<128, 8, 1>(dims, mask, dout, lse, delta, q, k, v, dq_accum, dk, dv,
-                                       stream);
+      launch_flash_backward<128, 8, 1>(p, dims.batch, stream);
   }
   const int64_t quads = rows * dims.head_dim / 4;
   dq_convert_kernel<<<blocks_for(quads, 256), 256, 0, stream>>>(
