@@ -2,11 +2,12 @@
 // CPU reference (sf::CpuBackend in fp64) on random inputs: forward (out, lse) and backward
 // (dq, dk, dv), F32 and BF16, every mask kind (causal; shifted by one with windows 0, 1, 2, 3,
 // 100), grouped-query heads, odd and tiny lengths, q_len != kv_len, head_dim 4 .. 256. BF16 with
-// head_dim 64 or 128 takes the tensor-core kernels — every variant the dispatchers pick: forward
-// with 128- or (window <= 128) 64-query blocks; backward for head_dim 64 with the Hopper (wgmma)
-// kernel on compute capability 9.0 and, on the same machine, the mma.sync kernel other GPUs run
-// (8 warps, or 4 with grouped heads), head_dim 128 — everything else the SIMT path. Outputs and the backward
-// workspace are poisoned with NaN first, so an element the kernels never write fails.
+// head_dim 64 or 128 takes the tensor-core kernels — every variant the dispatchers pick: for
+// head_dim 64 the Hopper (wgmma) kernels on compute capability 9.0 and, on the same machine, the
+// mma.sync kernels other GPUs run (forward with 128- or (window <= 128) 64-query blocks,
+// backward with 8 warps or, grouped heads, 4); head_dim 128 the mma.sync kernels — everything
+// else the SIMT path. Outputs and the backward workspace are poisoned with NaN first, so an
+// element the kernels never write fails.
 //
 // Skips cleanly where there is no CUDA device. With SF_ATTENTION_BENCH=1 in the environment the
 // Benchmark test also times the kernels on training-sized shapes and prints TFLOP/s
@@ -245,36 +246,38 @@ TEST_P(CudaAttentionTest, MatchesCpuReference) {
          rdv = Tensor::zeros(kv_shape, DType::f64);
   cpu.attention_backward(rdq, rdk, rdv, rdout, rout, rlse, rq, rk, rv, mask);
 
-  // GPU forward, twice into fresh poisoned buffers: the results must also be bitwise identical
-  // (a race would show as a difference).
+  // BF16 head_dim 64 on an H100 or H200 runs twice: with the Hopper (wgmma) kernels and with the
+  // mma.sync ones that other GPUs run.
   const auto dims = dims_of(c);
   auto dq_in = upload(q, dtype), dk_in = upload(k, dtype), dv_in = upload(v, dtype),
        ddout = upload(dout, dtype);
-  auto out = poisoned(nq, dtype);
-  auto lse = poisoned(nl, DType::f32);
-  cuda::attention_forward(dtype, dims, c.shift, c.window, dq_in->ptr, dk_in->ptr, dv_in->ptr,
-                          out->ptr, static_cast<float*>(lse->ptr), nullptr);
-  SF_CUDA_CHECK(cudaDeviceSynchronize());
-  const std::vector<double> got_out = download(*out, nq, dtype);
-  const std::vector<double> got_lse = download(*lse, nl, DType::f32);
-  EXPECT_LT(relative_error(got_out, values_of(rout)), tol) << "out";
-  EXPECT_LT(lse_error(got_lse, values_of(rlse)), lse_tol) << "lse";
-  {
-    auto out2 = poisoned(nq, dtype);
-    auto lse2 = poisoned(nl, DType::f32);
-    cuda::attention_forward(dtype, dims, c.shift, c.window, dq_in->ptr, dk_in->ptr, dv_in->ptr,
-                            out2->ptr, static_cast<float*>(lse2->ptr), nullptr);
-    SF_CUDA_CHECK(cudaDeviceSynchronize());
-    EXPECT_EQ(download(*out2, nq, dtype), got_out) << "forward not deterministic";
-    EXPECT_EQ(download(*lse2, nl, DType::f32), got_lse) << "forward not deterministic";
-  }
-
-  // GPU backward from the GPU forward's out and lse; BF16 head_dim 64 on an H100 or H200 twice:
-  // with the Hopper (wgmma) kernel and with the mma.sync one that other GPUs run.
-  const bool both_kernels = dtype == DType::bf16 && c.head_dim == 64 &&
-                            cuda::wgmma_attention_backward_active();
+  const bool both_kernels =
+      dtype == DType::bf16 && c.head_dim == 64 && cuda::wgmma_attention_active();
   for (const bool wgmma : both_kernels ? std::vector<bool>{true, false} : std::vector<bool>{true}) {
-    cuda::set_wgmma_attention_backward(wgmma);
+    cuda::set_wgmma_attention(wgmma);
+    const char* kernel = both_kernels ? (wgmma ? "wgmma" : "mma.sync") : "";
+    // GPU forward, twice into fresh poisoned buffers: the results must also be bitwise
+    // identical (a race would show as a difference).
+    auto out = poisoned(nq, dtype);
+    auto lse = poisoned(nl, DType::f32);
+    cuda::attention_forward(dtype, dims, c.shift, c.window, dq_in->ptr, dk_in->ptr, dv_in->ptr,
+                            out->ptr, static_cast<float*>(lse->ptr), nullptr);
+    SF_CUDA_CHECK(cudaDeviceSynchronize());
+    const std::vector<double> got_out = download(*out, nq, dtype);
+    const std::vector<double> got_lse = download(*lse, nl, DType::f32);
+    EXPECT_LT(relative_error(got_out, values_of(rout)), tol) << "out " << kernel;
+    EXPECT_LT(lse_error(got_lse, values_of(rlse)), lse_tol) << "lse " << kernel;
+    {
+      auto out2 = poisoned(nq, dtype);
+      auto lse2 = poisoned(nl, DType::f32);
+      cuda::attention_forward(dtype, dims, c.shift, c.window, dq_in->ptr, dk_in->ptr, dv_in->ptr,
+                              out2->ptr, static_cast<float*>(lse2->ptr), nullptr);
+      SF_CUDA_CHECK(cudaDeviceSynchronize());
+      EXPECT_EQ(download(*out2, nq, dtype), got_out) << "forward not deterministic " << kernel;
+      EXPECT_EQ(download(*lse2, nl, DType::f32), got_lse) << "forward not deterministic " << kernel;
+    }
+
+    // GPU backward from the GPU forward's out and lse.
     auto dq = poisoned(nq, dtype), dk = poisoned(nkv, dtype), dv = poisoned(nkv, dtype);
     DeviceBuffer workspace(cuda::attention_backward_workspace_bytes(dtype, dims));
     workspace.poison();
@@ -282,8 +285,7 @@ TEST_P(CudaAttentionTest, MatchesCpuReference) {
                              static_cast<const float*>(lse->ptr), dq_in->ptr, dk_in->ptr,
                              dv_in->ptr, dq->ptr, dk->ptr, dv->ptr, workspace.ptr, nullptr);
     SF_CUDA_CHECK(cudaDeviceSynchronize());
-    cuda::set_wgmma_attention_backward(true);
-    const char* kernel = both_kernels ? (wgmma ? "wgmma" : "mma.sync") : "";
+    cuda::set_wgmma_attention(true);
     const double err_dq = relative_error(download(*dq, nq, dtype), values_of(rdq));
     const double err_dk = relative_error(download(*dk, nkv, dtype), values_of(rdk));
     const double err_dv = relative_error(download(*dv, nkv, dtype), values_of(rdv));
@@ -394,12 +396,13 @@ TEST(CudaAttentionBenchmark, Benchmark) {
     std::printf("%-32s %-5s %10.4f %9.1f %10.4f %9.1f\n", c.name,
                 dtype == DType::bf16 ? "bf16" : "f32", fwd_ms, flops / fwd_ms * 1e-9, bwd_ms,
                 2.5 * flops / bwd_ms * 1e-9);
-    if (dtype == DType::bf16 && c.head_dim == 64 && cuda::wgmma_attention_backward_active()) {
-      cuda::set_wgmma_attention_backward(false);  // the mma.sync kernel, for comparison
-      const double mma_ms = median_ms(backward, 3, bc.reps);
-      cuda::set_wgmma_attention_backward(true);
-      std::printf("%-32s %-5s %10s %9s %10.4f %9.1f  (mma.sync backward)\n", c.name, "bf16", "",
-                  "", mma_ms, 2.5 * flops / mma_ms * 1e-9);
+    if (dtype == DType::bf16 && c.head_dim == 64 && cuda::wgmma_attention_active()) {
+      cuda::set_wgmma_attention(false);  // the mma.sync kernels, for comparison
+      const double mma_fwd_ms = median_ms(forward, 3, bc.reps);
+      const double mma_bwd_ms = median_ms(backward, 3, bc.reps);
+      cuda::set_wgmma_attention(true);
+      std::printf("%-32s %-5s %10.4f %9.1f %10.4f %9.1f  (mma.sync kernels)\n", c.name, "bf16",
+                  mma_fwd_ms, flops / mma_fwd_ms * 1e-9, mma_bwd_ms, 2.5 * flops / mma_bwd_ms * 1e-9);
     }
   }
 }

@@ -502,7 +502,7 @@ void attention_backward(DType dtype, const AttentionDims& dims, int mask_shift, 
     // fewer, longer blocks: two blocks of 4 warps with the larger register budget balance better
     // (bench/results/attention-kernels.md). head_dim 128: one block of 8 warps (128 keys), its dK
     // and dV accumulators need the registers.
-    if (hd == 64 && wgmma_attention_backward_active())
+    if (hd == 64 && wgmma_attention_active())
       attention::wgmma_backward_hd64(p, dims.batch, stream);
     else if (hd == 64 && dims.q_heads == dims.kv_heads)
       launch_flash_backward<64, 8, 2>(p, dims.batch, stream);

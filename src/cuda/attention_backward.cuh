@@ -46,7 +46,7 @@ __device__ __forceinline__ void load_query_tile(const BackwardParams& p, int b, 
 }
 
 // The Hopper kernel for head_dim 64 (attention_backward_wgmma.cu; launch only where
-// wgmma_attention_backward_active(), attention_kernels.h): same contract as the mma.sync
+// wgmma_attention_active(), attention_kernels.h): same contract as the mma.sync
 // kernel — dk, dv written, dq added to p.dq_accum.
 void wgmma_backward_hd64(const BackwardParams& p, int64_t batch, cudaStream_t stream);
 

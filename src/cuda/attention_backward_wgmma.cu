@@ -25,8 +25,6 @@
 // reduction beat the threads' own 16-byte atomics.
 #include <cuda_bf16.h>
 
-#include <atomic>
-
 #include "cuda/attention_backward.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/wgmma.cuh"
@@ -281,23 +279,3 @@ void wgmma_backward_hd64(const BackwardParams& p, int64_t batch, cudaStream_t st
 }
 
 }  // namespace sf::cuda::attention
-
-namespace sf::cuda {
-
-namespace {
-std::atomic<bool> g_wgmma_enabled{true};
-}  // namespace
-
-void set_wgmma_attention_backward(bool enabled) { g_wgmma_enabled.store(enabled); }
-
-bool wgmma_attention_backward_active() {
-  if (!g_wgmma_enabled.load(std::memory_order_relaxed)) return false;
-  int device = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return false;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess)
-    return false;
-  return major == 9 && minor == 0;  // an sm_90a image runs on compute capability 9.0 only
-}
-
-}  // namespace sf::cuda

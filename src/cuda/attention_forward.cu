@@ -23,6 +23,7 @@
 #include <cmath>
 
 #include "cuda/attention_common.cuh"
+#include "cuda/attention_forward.cuh"
 #include "cuda/attention_kernels.h"
 #include "cuda/cuda_check.h"
 
@@ -38,14 +39,7 @@ constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
 constexpr int kCols = 64;  // keys per tile
 
-struct ForwardParams {
-  const bf16 *q, *k, *v;
-  bf16* out;
-  float* lse;
-  int q_len, kv_len, q_heads, kv_heads, group;
-  MaskGeometry mask;
-  float scale_log2;  // 1/sqrt(hd) * log2(e): scores go straight to the exp2 domain
-};
+using attention::ForwardParams;
 
 template <int HD, int MT>
 struct ForwardTiles {
@@ -256,15 +250,8 @@ __global__ void __launch_bounds__(kThreads, BLOCKS) flash_forward_kernel(Forward
   }
 }
 
-template <int HD, int MT, int BLOCKS>
-void launch_flash_forward(const AttentionDims& dims, MaskGeometry mask, const void* q,
-                          const void* k, const void* v, void* out, float* lse,
-                          cudaStream_t stream) {
-  using Tiles = ForwardTiles<HD, MT>;
-  // Set on every launch (a cheap call): the limit belongs to the current device's context.
-  SF_CUDA_CHECK(cudaFuncSetAttribute(flash_forward_kernel<HD, MT, BLOCKS>,
-                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     static_cast<int>(Tiles::kSmemBytes)));
+ForwardParams forward_params(const AttentionDims& dims, MaskGeometry mask, const void* q,
+                             const void* k, const void* v, void* out, float* lse) {
   ForwardParams p;
   p.q = static_cast<const bf16*>(q);
   p.k = static_cast<const bf16*>(k);
@@ -277,9 +264,19 @@ void launch_flash_forward(const AttentionDims& dims, MaskGeometry mask, const vo
   p.kv_heads = static_cast<int>(dims.kv_heads);
   p.group = static_cast<int>(dims.q_heads / dims.kv_heads);
   p.mask = mask;
-  p.scale_log2 = attention::kLog2e / std::sqrt(static_cast<float>(HD));
-  const dim3 grid(static_cast<unsigned>(dims.q_heads), static_cast<unsigned>(dims.batch),
-                  attention::ceil_div(dims.q_len, Tiles::kRows));
+  p.scale_log2 = attention::kLog2e / std::sqrt(static_cast<float>(dims.head_dim));
+  return p;
+}
+
+template <int HD, int MT, int BLOCKS>
+void launch_flash_forward(const ForwardParams& p, int64_t batch, cudaStream_t stream) {
+  using Tiles = ForwardTiles<HD, MT>;
+  // Set on every launch (a cheap call): the limit belongs to the current device's context.
+  SF_CUDA_CHECK(cudaFuncSetAttribute(flash_forward_kernel<HD, MT, BLOCKS>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(Tiles::kSmemBytes)));
+  const dim3 grid(static_cast<unsigned>(p.q_heads), static_cast<unsigned>(batch),
+                  attention::ceil_div(p.q_len, Tiles::kRows));
   flash_forward_kernel<HD, MT, BLOCKS><<<grid, kThreads, Tiles::kSmemBytes, stream>>>(p);
   SF_CUDA_LAUNCH_CHECK("flash_forward_kernel");
 }
@@ -293,15 +290,18 @@ void attention_forward(DType dtype, const AttentionDims& dims, int mask_shift, i
   const MaskGeometry mask{mask_shift, mask_window};
   const bool tensor_cores =
       dtype == DType::bf16 && aligned16(q) && aligned16(k) && aligned16(v) && aligned16(out);
-  if (tensor_cores && dims.head_dim == 64) {
+  const ForwardParams p = forward_params(dims, mask, q, k, v, out, lse);
+  if (tensor_cores && dims.head_dim == 64 && wgmma_attention_active()) {
+    attention::wgmma_forward_hd64(p, dims.batch, stream);  // Hopper (attention_forward_wgmma.cu)
+  } else if (tensor_cores && dims.head_dim == 64) {
     // A narrow band (short window): 64-query blocks visit fewer partly masked key tiles, and
     // their smaller register budget fits three blocks per multiprocessor.
     if (mask_window > 0 && mask_window <= 128)
-      launch_flash_forward<64, 1, 3>(dims, mask, q, k, v, out, lse, stream);
+      launch_flash_forward<64, 1, 3>(p, dims.batch, stream);
     else
-      launch_flash_forward<64, 2, 2>(dims, mask, q, k, v, out, lse, stream);
+      launch_flash_forward<64, 2, 2>(p, dims.batch, stream);
   } else if (tensor_cores && dims.head_dim == 128) {
-    launch_flash_forward<128, 1, 2>(dims, mask, q, k, v, out, lse, stream);
+    launch_flash_forward<128, 1, 2>(p, dims.batch, stream);
   } else {
     attention::generic_forward(dtype, dims, mask, q, k, v, out, lse, stream);
   }

@@ -47,10 +47,11 @@ void attention_backward(DType dtype, const AttentionDims& dims, int mask_shift, 
                         const void* k, const void* v, void* dq, void* dk, void* dv,
                         void* workspace, cudaStream_t stream, const AttentionRopeUndo& rope = {});
 
-// BF16 head_dim 64 backward on a compute capability 9.0 device (H100, H200) runs a Hopper
-// kernel (wgmma); elsewhere, or when turned off here (tests check the mma.sync kernel on the
-// same machine), the mma.sync one. Active: enabled and the current device is 9.0.
-void set_wgmma_attention_backward(bool enabled);
-bool wgmma_attention_backward_active();
+// BF16 head_dim 64 attention (forward and backward) on a compute capability 9.0 device (H100,
+// H200) runs Hopper kernels (wgmma); elsewhere, or when turned off here (tests check the
+// mma.sync kernels on the same machine), the mma.sync ones. Active: enabled and the current
+// device is 9.0.
+void set_wgmma_attention(bool enabled);
+bool wgmma_attention_active();
 
 }  // namespace sf::cuda
