@@ -1,26 +1,28 @@
 // attention_backward.cu — the attention backward pass on the GPU: D = rowsum(dout * out), the
-// tensor-core (flash-style) kernel for BF16 with head_dim 64 or 128, the fp32 dq accumulator's
-// conversion, and the dispatcher that sends every other case to the general SIMT path
-// (attention_generic.cu).
+// mma.sync tensor-core (flash-style) kernel for BF16 with head_dim 64 or 128, the fp32 dq
+// accumulator's conversion, and the dispatcher: BF16 head_dim 64 on compute capability 9.0 goes
+// to the Hopper kernel (attention_backward_wgmma.cu), every case without tensor cores to the
+// general SIMT path (attention_generic.cu).
 //
 // With p = exp(scale * q.k - lse), dp = dout.v and D = rowsum(dout * out):
 //   ds = p * (dp - D),  dv = sum_t p dout_t,
 //   dk = scale * sum_t ds q_t,  dq = scale * sum_j ds k_j.
 //
-// The tensor-core kernel, FlashAttention-2 style: one block per (key block, kv head, batch), each
-// warp owning 16 keys (8 warps and 128 keys, or 4 and 64 with grouped heads; see the dispatch). K and
-// V stay in shared memory; the block walks the query heads of the kv head's group and, per head,
-// the band of 64-query tiles that its keys can see — [first_query(k0), last_query(k_last)] — with
-// Q, dout, lse and D double-buffered by cp.async. Per query tile, in two halves of 32 queries (so
-// that only half of S^T and dP^T is live next to the dK, dV accumulators), a warp forms S^T = K Q^T and dP^T = V dout^T for
-// its keys (fp32 accumulators), turns them into P^T and dS^T in registers (masking only parts
-// that are not entirely visible, skipping parts it cannot see), and accumulates dV += P^T dout
-// and dK += dS^T Q with P^T and dS^T re-used as bf16 A fragments: dk and dv are summed over the
-// whole group in registers and written once, so no two blocks write the same dk/dv row. dS^T goes
-// through shared memory so that each warp can then form a 16-query strip of dQ = dS K over all
-// the block's keys; that is added to an fp32 accumulator in the workspace ([B, Hq, Tq, hd]) with
-// 16-byte vector atomics (blocks of different key blocks meet on the same dq rows), and converted
-// to bf16 (times the scale) at the end. The D kernel also zeroes the accumulator.
+// The mma.sync kernel, FlashAttention-2 style: one block per (key block, kv head, batch), each
+// warp owning 16 keys (8 warps and 128 keys, or 4 and 64 with grouped heads; see the dispatch).
+// K and V stay in shared memory; the block walks the query heads of the kv head's group and, per
+// head, the band of 64-query tiles that its keys can see — [first_query(k0), last_query(k_last)]
+// — with Q, dout, lse and D double-buffered by cp.async. Per query tile, in two halves of 32
+// queries (so that only half of S^T and dP^T is live next to the dK, dV accumulators), a warp
+// forms S^T = K Q^T and dP^T = V dout^T for its keys (fp32 accumulators), turns them into P^T
+// and dS^T in registers (masking only parts that are not entirely visible, skipping parts it
+// cannot see), and accumulates dV += P^T dout and dK += dS^T Q with P^T and dS^T re-used as bf16
+// A fragments: dk and dv are summed over the whole group in registers and written once, so no two
+// blocks write the same dk/dv row. dS^T goes through shared memory so that each warp can then
+// form a 16-query strip of dQ = dS K over all the block's keys; that is added to an fp32
+// accumulator in the workspace ([B, Hq, Tq, hd]) with 16-byte vector atomics (blocks of
+// different key blocks meet on the same dq rows), and converted to bf16 (times the scale) at the
+// end. The D kernel also zeroes the accumulator.
 #include <cmath>
 
 #include "cuda/attention_backward.cuh"

@@ -30,7 +30,7 @@
 #include "cuda/wgmma.cuh"
 
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#error "attention_backward_wgmma.cu must be compiled for sm_90a (-gencode=arch=compute_90a,code=sm_90a)"
+#error "compile attention_backward_wgmma.cu for sm_90a only (CMakeLists.txt)"
 #endif
 
 namespace sf::cuda::attention {
@@ -243,7 +243,8 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) wgmma_backward_kernel(
     if (threadIdx.x == 0) {
       const int rows = min(kQueries, p.q_len - q0);
       float* dst = p.dq_accum + ((static_cast<int64_t>(b) * p.q_heads + h) * p.q_len + q0) * kHd;
-      bulk::reduce_add_f32(dst, smem_address(sDq), static_cast<uint32_t>(rows * kHd * sizeof(float)));
+      bulk::reduce_add_f32(dst, smem_address(sDq),
+                           static_cast<uint32_t>(rows * kHd * sizeof(float)));
     }
     h = next_h;
     tile = next_tile;

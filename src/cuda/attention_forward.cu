@@ -1,6 +1,7 @@
-// attention_forward.cu — the attention forward pass on the GPU: the tensor-core (flash-style)
-// kernel for BF16 with head_dim 64 or 128, and the dispatcher that sends every other case to
-// the general SIMT path (attention_generic.cu).
+// attention_forward.cu — the attention forward pass on the GPU: the mma.sync tensor-core
+// (flash-style) kernel for BF16 with head_dim 64 or 128, and the dispatcher: BF16 head_dim 64 on
+// compute capability 9.0 goes to the Hopper kernel (attention_forward_wgmma.cu), every case
+// without tensor cores to the general SIMT path (attention_generic.cu).
 //
 // The tensor-core kernel, FlashAttention-2 style: one block of 4 warps per (head, batch, query
 // block), the query block the slowest grid index and run backwards so that the blocks with the

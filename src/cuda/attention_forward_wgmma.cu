@@ -22,7 +22,7 @@
 #include "cuda/wgmma.cuh"
 
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#error "attention_forward_wgmma.cu must be compiled for sm_90a (-gencode=arch=compute_90a,code=sm_90a)"
+#error "compile attention_forward_wgmma.cu for sm_90a only (CMakeLists.txt)"
 #endif
 
 namespace sf::cuda::attention {
@@ -167,7 +167,8 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) wgmma_forward_kernel(F
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
 #pragma unroll
-      for (int r = 0; r < 4; ++r) p_frag[kk][r] = pack_bf16(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
+      for (int r = 0; r < 4; ++r)
+        p_frag[kk][r] = pack_bf16(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
     wgmma::fence();
 #pragma unroll
     for (int kk = 0; kk < kCols / 16; ++kk)

@@ -52,6 +52,7 @@ Decoder::Decoder(Model& model, int64_t batch, DecodeMode mode, int threads)
              "combination needs every stack's output)");
   }
   Backend& be = backend_;
+  ActivationAllocator alloc(be);  // the MLP work buffers (block.h)
   const DType dt = model.dtype();
   const int64_t B = batch, D = c.d_model, hd = c.head_dim();
   const int64_t self_capacity = c.max_seq_len;
@@ -103,7 +104,7 @@ Decoder::Decoder(Model& model, int64_t batch, DecodeMode mode, int threads)
     S.mem = be.zeros({B, D}, dt);
     S.mem_rstd = be.zeros({B}, dt);
     S.scratch = decode_scratch_allocate(be, c, dt, B);
-    S.mlp = mlp_activations_allocate(be, c, dt, B);
+    S.mlp = mlp_activations_allocate(alloc, c, dt, B);
   }
   const bool staggered = mode == DecodeMode::staggered && p > 1;
   if (staggered && c.weights == WeightSharing::shared) {
@@ -116,7 +117,7 @@ Decoder::Decoder(Model& model, int64_t batch, DecodeMode mode, int threads)
     all_positions_ = be.zeros({PB}, DType::i32);
     all_slots_ = be.zeros({PB}, DType::i32);
     all_.scratch = decode_scratch_allocate(be, c, dt, PB);
-    all_.mlp = mlp_activations_allocate(be, c, dt, PB);
+    all_.mlp = mlp_activations_allocate(alloc, c, dt, PB);
   } else if (staggered) {
     const int per_stack = std::max<int>(1, threads_ / static_cast<int>(p));
     workers_ = std::make_unique<StackWorkers>(p, per_stack);

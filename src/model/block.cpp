@@ -10,41 +10,44 @@ Tensor as_matrix(const Tensor& t) { return t.view({-1, t.dim(-2) * t.dim(-1)}); 
 
 }  // namespace
 
-AttentionActivations attention_activations_allocate(Backend& be, const ModelConfig& c, DType dt,
-                                                    int64_t B, int64_t T, int64_t Tk) {
+AttentionActivations attention_activations_allocate(ActivationAllocator& alloc,
+                                                    const ModelConfig& c, DType dt, int64_t B,
+                                                    int64_t T, int64_t Tk) {
   const int64_t hd = c.head_dim();
   AttentionActivations a;
-  a.norm_out = be.zeros({B * T, c.d_model}, dt);
-  a.rstd = be.zeros({B * T}, statistics_dtype(dt));
-  a.q = be.zeros({B, T, c.n_heads, hd}, dt);
-  a.k = be.zeros({B, Tk, c.n_kv_heads, hd}, dt);
-  a.v = be.zeros({B, Tk, c.n_kv_heads, hd}, dt);
-  a.out = be.zeros({B, T, c.n_heads, hd}, dt);
-  a.lse = be.zeros({B, c.n_heads, T}, statistics_dtype(dt));
+  a.norm_out = alloc.zeros({B * T, c.d_model}, dt);
+  a.rstd = alloc.zeros({B * T}, statistics_dtype(dt));
+  a.q = alloc.zeros({B, T, c.n_heads, hd}, dt);
+  a.k = alloc.zeros({B, Tk, c.n_kv_heads, hd}, dt);
+  a.v = alloc.zeros({B, Tk, c.n_kv_heads, hd}, dt);
+  a.out = alloc.zeros({B, T, c.n_heads, hd}, dt);
+  a.lse = alloc.zeros({B, c.n_heads, T}, statistics_dtype(dt));
   return a;
 }
 
-MlpActivations mlp_activations_allocate(Backend& be, const ModelConfig& c, DType dt, int64_t rows) {
+MlpActivations mlp_activations_allocate(ActivationAllocator& alloc, const ModelConfig& c, DType dt,
+                                        int64_t rows) {
   MlpActivations m;
-  m.norm_out = be.zeros({rows, c.d_model}, dt);
-  m.rstd = be.zeros({rows}, statistics_dtype(dt));
-  m.gate = be.zeros({rows, c.ffn_hidden}, dt);
-  m.up = be.zeros({rows, c.ffn_hidden}, dt);
-  m.hidden = be.zeros({rows, c.ffn_hidden}, dt);
+  m.norm_out = alloc.zeros({rows, c.d_model}, dt);
+  m.rstd = alloc.zeros({rows}, statistics_dtype(dt));
+  m.gate = alloc.zeros({rows, c.ffn_hidden}, dt);
+  m.up = alloc.zeros({rows, c.ffn_hidden}, dt);
+  m.hidden = alloc.zeros({rows, c.ffn_hidden}, dt);
   return m;
 }
 
-BlockScratch block_scratch_allocate(Backend& be, const ModelConfig& c, DType dt, int64_t rows) {
+BlockScratch block_scratch_allocate(ActivationAllocator& alloc, const ModelConfig& c, DType dt,
+                                    int64_t rows) {
   const int64_t Q = c.n_heads * c.head_dim();
   BlockScratch s;
-  s.d_attn_out = be.zeros({rows, Q}, dt);
-  s.dq = be.zeros({rows, Q}, dt);
-  s.dk = be.zeros({rows, c.kv_dim()}, dt);
-  s.dv = be.zeros({rows, c.kv_dim()}, dt);
-  s.d_norm = be.zeros({rows, c.d_model}, dt);
-  s.d_hidden = be.zeros({rows, c.ffn_hidden}, dt);
-  s.d_gate = be.zeros({rows, c.ffn_hidden}, dt);
-  s.d_up = be.zeros({rows, c.ffn_hidden}, dt);
+  s.d_attn_out = alloc.zeros({rows, Q}, dt);
+  s.dq = alloc.zeros({rows, Q}, dt);
+  s.dk = alloc.zeros({rows, c.kv_dim()}, dt);
+  s.dv = alloc.zeros({rows, c.kv_dim()}, dt);
+  s.d_norm = alloc.zeros({rows, c.d_model}, dt);
+  s.d_hidden = alloc.zeros({rows, c.ffn_hidden}, dt);
+  s.d_gate = alloc.zeros({rows, c.ffn_hidden}, dt);
+  s.d_up = alloc.zeros({rows, c.ffn_hidden}, dt);
   return s;
 }
 

@@ -59,13 +59,30 @@ struct AttentionSpec {
   bool rope_k = true;  // rotate keys at their positions
 };
 
-AttentionActivations attention_activations_allocate(Backend& backend, const ModelConfig& config,
-                                                    DType dtype, int64_t batch, int64_t seq,
-                                                    int64_t kv_seq);
-MlpActivations mlp_activations_allocate(Backend& backend, const ModelConfig& config, DType dtype,
-                                        int64_t rows);
-BlockScratch block_scratch_allocate(Backend& backend, const ModelConfig& config, DType dtype,
-                                    int64_t rows);
+// Allocates the buffers a model plans for a shape (zero-filled, on the backend's device) and
+// counts their bytes, so that what is reported (Model::activation_bytes) is what was allocated.
+class ActivationAllocator {
+ public:
+  explicit ActivationAllocator(Backend& backend) : backend_(backend) {}
+  Tensor zeros(const Shape& shape, DType dtype) {
+    Tensor t = backend_.zeros(shape, dtype);
+    bytes_ += static_cast<int64_t>(t.nbytes());
+    return t;
+  }
+  int64_t bytes() const { return bytes_; }
+
+ private:
+  Backend& backend_;
+  int64_t bytes_ = 0;
+};
+
+AttentionActivations attention_activations_allocate(ActivationAllocator& alloc,
+                                                    const ModelConfig& config, DType dtype,
+                                                    int64_t batch, int64_t seq, int64_t kv_seq);
+MlpActivations mlp_activations_allocate(ActivationAllocator& alloc, const ModelConfig& config,
+                                        DType dtype, int64_t rows);
+BlockScratch block_scratch_allocate(ActivationAllocator& alloc, const ModelConfig& config,
+                                    DType dtype, int64_t rows);
 
 // kv_source: nullptr for self-attention (keys/values from the normalised x_in), else the
 // memory [B*Tk, D] for cross-attention.

@@ -106,81 +106,53 @@ void Model::plan(int64_t B, int64_t T) {
   if (act_.batch == B && act_.seq == T) return;
   drop_recordings();     // they use the buffers about to go
   act_ = Activations();  // the previous shape's buffers go first
-  Backend& be = backend_;
+  ActivationAllocator alloc(backend_);
   const ModelConfig& c = config_;
   const int64_t N = B * T, D = c.d_model;
   Activations a;
   a.batch = B;
   a.seq = T;
-  a.tokens = be.zeros({B, T}, DType::i32);
-  a.targets = be.zeros({B, T}, DType::i32);
-  a.embedded = be.zeros({N, D}, compute_dtype_);
+  a.tokens = alloc.zeros({B, T}, DType::i32);
+  a.targets = alloc.zeros({B, T}, DType::i32);
+  a.embedded = alloc.zeros({N, D}, compute_dtype_);
   a.stacks.resize(c.n_stacks);
   for (int64_t s = 0; s < c.n_stacks; ++s) {
     StackActivations& S = a.stacks[s];
-    for (int64_t l = 0; l <= c.layers_per_stack; ++l) S.residual.push_back(be.zeros({N, D}, compute_dtype_));
+    for (int64_t l = 0; l <= c.layers_per_stack; ++l)
+      S.residual.push_back(alloc.zeros({N, D}, compute_dtype_));
     // Recomputation: one set of layer activations per stack, overwritten by every layer.
     S.layers.resize(recompute_ ? 1 : c.layers_per_stack);
     for (auto& L : S.layers) {
-      L.x_after_attn = be.zeros({N, D}, compute_dtype_);
-      L.self = attention_activations_allocate(be, c, compute_dtype_, B, T, T);
+      L.x_after_attn = alloc.zeros({N, D}, compute_dtype_);
+      L.self = attention_activations_allocate(alloc, c, compute_dtype_, B, T, T);
       if (s >= 1) {
-        L.x_after_cross = be.zeros({N, D}, compute_dtype_);
-        L.cross = attention_activations_allocate(be, c, compute_dtype_, B, T, T);
+        L.x_after_cross = alloc.zeros({N, D}, compute_dtype_);
+        L.cross = attention_activations_allocate(alloc, c, compute_dtype_, B, T, T);
       }
-      L.mlp = mlp_activations_allocate(be, c, compute_dtype_, N);
+      L.mlp = mlp_activations_allocate(alloc, c, compute_dtype_, N);
     }
     if (s >= 1) {
-      S.mem = be.zeros({N, D}, compute_dtype_);
-      S.mem_rstd = be.zeros({N}, stat_dtype_);
+      S.mem = alloc.zeros({N, D}, compute_dtype_);
+      S.mem_rstd = alloc.zeros({N}, stat_dtype_);
     }
-    a.d_stack_output.push_back(be.zeros({N, D}, compute_dtype_));
-    a.d_mem.push_back(s >= 1 ? be.zeros({N, D}, compute_dtype_) : Tensor());
+    a.d_stack_output.push_back(alloc.zeros({N, D}, compute_dtype_));
+    a.d_mem.push_back(s >= 1 ? alloc.zeros({N, D}, compute_dtype_) : Tensor());
   }
-  a.combined = be.zeros({N, D}, compute_dtype_);
-  a.final_norm_out = be.zeros({N, D}, compute_dtype_);
-  a.final_rstd = be.zeros({N}, stat_dtype_);
-  a.logits = be.zeros({B, T, c.vocab_size}, compute_dtype_);
-  a.losses = be.zeros({N}, stat_dtype_);
-  a.ones = be.zeros({N}, stat_dtype_);
-  be.fill(a.ones, 1.0);
-  a.d_combined = be.zeros({N, D}, compute_dtype_);
-  a.d_final_norm_out = be.zeros({N, D}, compute_dtype_);
-  a.d_logits = be.zeros({N, c.vocab_size}, compute_dtype_);
-  a.d_embedded = be.zeros({N, D}, compute_dtype_);
-  a.scratch = block_scratch_allocate(be, c, compute_dtype_, N);
-  if (recompute_) a.recompute_out = be.zeros({N, D}, compute_dtype_);
-  a.bytes = activation_bytes_of(a);
+  a.combined = alloc.zeros({N, D}, compute_dtype_);
+  a.final_norm_out = alloc.zeros({N, D}, compute_dtype_);
+  a.final_rstd = alloc.zeros({N}, stat_dtype_);
+  a.logits = alloc.zeros({B, T, c.vocab_size}, compute_dtype_);
+  a.losses = alloc.zeros({N}, stat_dtype_);
+  a.ones = alloc.zeros({N}, stat_dtype_);
+  backend_.fill(a.ones, 1.0);
+  a.d_combined = alloc.zeros({N, D}, compute_dtype_);
+  a.d_final_norm_out = alloc.zeros({N, D}, compute_dtype_);
+  a.d_logits = alloc.zeros({N, c.vocab_size}, compute_dtype_);
+  a.d_embedded = alloc.zeros({N, D}, compute_dtype_);
+  a.scratch = block_scratch_allocate(alloc, c, compute_dtype_, N);
+  if (recompute_) a.recompute_out = alloc.zeros({N, D}, compute_dtype_);
+  a.bytes = alloc.bytes();
   act_ = std::move(a);
-}
-
-int64_t Model::activation_bytes_of(const Activations& a) {
-  int64_t bytes = 0;
-  auto add = [&](std::initializer_list<const Tensor*> tensors) {
-    for (const Tensor* t : tensors)
-      if (t->defined()) bytes += static_cast<int64_t>(t->nbytes());
-  };
-  auto add_attention = [&](const AttentionActivations& x) {
-    add({&x.norm_out, &x.rstd, &x.q, &x.k, &x.v, &x.out, &x.lse});
-  };
-  add({&a.tokens, &a.targets, &a.embedded, &a.combined, &a.final_norm_out, &a.final_rstd,
-       &a.logits, &a.losses, &a.ones, &a.d_combined, &a.d_final_norm_out, &a.d_logits,
-       &a.d_embedded, &a.recompute_out});
-  for (const StackActivations& S : a.stacks) {
-    for (const Tensor& r : S.residual) add({&r});
-    add({&S.mem, &S.mem_rstd});
-    for (const LayerActivations& L : S.layers) {
-      add({&L.x_after_attn, &L.x_after_cross});
-      add_attention(L.self);
-      add_attention(L.cross);
-      add({&L.mlp.norm_out, &L.mlp.rstd, &L.mlp.gate, &L.mlp.up, &L.mlp.hidden});
-    }
-  }
-  for (const Tensor& t : a.d_stack_output) add({&t});
-  for (const Tensor& t : a.d_mem) add({&t});
-  const BlockScratch& x = a.scratch;
-  add({&x.d_attn_out, &x.dq, &x.dk, &x.dv, &x.d_norm, &x.d_hidden, &x.d_gate, &x.d_up});
-  return bytes;
 }
 
 void Model::check_tokens(const Tensor& t, const char* what, int32_t lowest) const {

@@ -155,7 +155,6 @@ class Model {
   // The activations layer l of stack s uses: its own, or the stack's one shared set when
   // recomputing.
   LayerActivations& layer_activations(int64_t s, int64_t l);
-  static int64_t activation_bytes_of(const Activations& a);
 
   ModelConfig config_;
   Backend& backend_;
