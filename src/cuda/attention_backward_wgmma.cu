@@ -38,7 +38,8 @@ namespace sf::cuda::attention {
 namespace {
 
 using bf16 = __nv_bfloat16;
-using wgmma::Swizzle;
+using wgmma::k_major_rows64;
+using wgmma::mn_major_rows64;
 
 constexpr int kHd = 64;
 constexpr int kQueries = kBackwardQueries;  // 64
@@ -60,18 +61,6 @@ constexpr int kOffsetStats = kOffsetDs + kTileBytes;     // lse [2][64], D [2][6
 constexpr int kOffsetDq = kOffsetStats + 4 * kQueries * static_cast<int>(sizeof(float));
 constexpr int kSmemBytes = kOffsetDq + kQueries * kHd * static_cast<int>(sizeof(float));
 constexpr int kSmemAlign = 1024;
-
-// Descriptors of the operands (see wgmma.cuh). K-major 128-byte swizzled tiles: rows of 64
-// elements, 8-row groups 1024 bytes apart; a k-step of 16 elements is 32 bytes along the row.
-__device__ __forceinline__ uint64_t k_major(uint32_t tile, int k_step) {
-  return wgmma::descriptor(tile + 32 * k_step, 0, 1024, Swizzle::k128B);
-}
-// The same tiles read transposed (MN-major): the contraction runs down the rows, a k-step is 16
-// rows (2048 bytes). The leading offset is set equal to the stride: M or N is one swizzle width
-// (64 elements) here, so it is not used.
-__device__ __forceinline__ uint64_t mn_major(uint32_t tile, int k_step) {
-  return wgmma::descriptor(tile + 2048 * k_step, 1024, 1024, Swizzle::k128B);
-}
 
 __global__ void __launch_bounds__(kThreads, kBlocksPerSm) wgmma_backward_kernel(BackwardParams p) {
   extern __shared__ unsigned char smem_raw[];
@@ -144,11 +133,13 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) wgmma_backward_kernel(
     wgmma::fence();
 #pragma unroll
     for (int kk = 0; kk < kHd / 16; ++kk)
-      wgmma::mma_m64n64k16_ss<0, 0>(st, k_major(k_tile, kk), k_major(q_tile, kk), kk > 0);
+      wgmma::mma_m64n64k16_ss<0, 0>(st, k_major_rows64(k_tile, kk),
+                                    k_major_rows64(q_tile, kk), kk > 0);
     wgmma::commit();
 #pragma unroll
     for (int kk = 0; kk < kHd / 16; ++kk)
-      wgmma::mma_m64n64k16_ss<0, 0>(dpt, k_major(v_tile, kk), k_major(dout_tile, kk), kk > 0);
+      wgmma::mma_m64n64k16_ss<0, 0>(dpt, k_major_rows64(v_tile, kk),
+                                    k_major_rows64(dout_tile, kk), kk > 0);
     wgmma::commit();
 
     // P^T while dP^T is computed. Masked entries are set to 0 outright: their lse may be -inf.
@@ -194,10 +185,10 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) wgmma_backward_kernel(
     wgmma::fence();
 #pragma unroll
     for (int kk = 0; kk < kQueries / 16; ++kk)
-      wgmma::mma_m64n64k16_rs<1>(dv_acc, p_frag[kk], mn_major(dout_tile, kk), true);
+      wgmma::mma_m64n64k16_rs<1>(dv_acc, p_frag[kk], mn_major_rows64(dout_tile, kk), true);
 #pragma unroll
     for (int kk = 0; kk < kQueries / 16; ++kk)
-      wgmma::mma_m64n64k16_rs<1>(dk_acc, ds_frag[kk], mn_major(q_tile, kk), true);
+      wgmma::mma_m64n64k16_rs<1>(dk_acc, ds_frag[kk], mn_major_rows64(q_tile, kk), true);
     wgmma::commit();
 
     // dS^T (bf16) to shared memory for the dQ product, while dV and dK are computed.
@@ -226,7 +217,8 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) wgmma_backward_kernel(
     wgmma::fence();
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk)
-      wgmma::mma_m64n64k16_ss<1, 1>(dq_acc, mn_major(ds_tile, kk), mn_major(k_tile, kk), kk > 0);
+      wgmma::mma_m64n64k16_ss<1, 1>(dq_acc, mn_major_rows64(ds_tile, kk),
+                                    mn_major_rows64(k_tile, kk), kk > 0);
     wgmma::commit();
     wgmma::wait<0>();
     wgmma::pin(dq_acc);

@@ -30,7 +30,8 @@ namespace sf::cuda::attention {
 namespace {
 
 using bf16 = __nv_bfloat16;
-using wgmma::Swizzle;
+using wgmma::k_major_rows64;
+using wgmma::mn_major_rows64;
 
 constexpr int kHd = 64;
 constexpr int kRows = 64;   // queries a block: the M of the products
@@ -43,15 +44,6 @@ constexpr int kOffsetK = kOffsetQ + kTileBytes;  // 2 buffers
 constexpr int kOffsetV = kOffsetK + 2 * kTileBytes;  // 2 buffers
 constexpr int kSmemBytes = kOffsetV + 2 * kTileBytes;
 constexpr int kSmemAlign = 1024;
-
-// K-major and transposed (MN-major) reads of 128-byte swizzled tiles (see wgmma.cuh and
-// attention_backward_wgmma.cu).
-__device__ __forceinline__ uint64_t k_major(uint32_t tile, int k_step) {
-  return wgmma::descriptor(tile + 32 * k_step, 0, 1024, Swizzle::k128B);
-}
-__device__ __forceinline__ uint64_t mn_major(uint32_t tile, int k_step) {
-  return wgmma::descriptor(tile + 2048 * k_step, 1024, 1024, Swizzle::k128B);
-}
 
 __global__ void __launch_bounds__(kThreads, kBlocksPerSm) wgmma_forward_kernel(ForwardParams p) {
   extern __shared__ unsigned char smem_raw[];
@@ -116,7 +108,8 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) wgmma_forward_kernel(F
     wgmma::fence();
 #pragma unroll
     for (int kk = 0; kk < kHd / 16; ++kk)
-      wgmma::mma_m64n64k16_ss<0, 0>(s, k_major(q_tile, kk), k_major(k_tile, kk), kk > 0);
+      wgmma::mma_m64n64k16_ss<0, 0>(s, k_major_rows64(q_tile, kk),
+                                    k_major_rows64(k_tile, kk), kk > 0);
     wgmma::commit();
     wgmma::wait<0>();
     wgmma::pin(s);
@@ -172,7 +165,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) wgmma_forward_kernel(F
     wgmma::fence();
 #pragma unroll
     for (int kk = 0; kk < kCols / 16; ++kk)
-      wgmma::mma_m64n64k16_rs<1>(o, p_frag[kk], mn_major(v_tile, kk), true);
+      wgmma::mma_m64n64k16_rs<1>(o, p_frag[kk], mn_major_rows64(v_tile, kk), true);
     wgmma::commit();
     wgmma::wait<0>();
     wgmma::pin(o);

@@ -36,6 +36,18 @@ __device__ __forceinline__ uint64_t descriptor(uint32_t smem_address, uint32_t l
          static_cast<uint64_t>(swizzle) << 62;
 }
 
+// Descriptors of the tiles the attention kernels use: rows of 64 bf16 (128 bytes), 128-byte
+// swizzled, 8-row groups 1024 bytes apart. K-major: a k-step of 16 elements is 32 bytes along
+// the row. MN-major (the same tile read transposed): the contraction runs down the rows, a k-step
+// is 16 rows (2048 bytes); the leading offset is set equal to the stride, as M or N is one swizzle
+// width (64 elements) and it is not used.
+__device__ __forceinline__ uint64_t k_major_rows64(uint32_t tile, int k_step) {
+  return descriptor(tile + 32 * k_step, 0, 1024, Swizzle::k128B);
+}
+__device__ __forceinline__ uint64_t mn_major_rows64(uint32_t tile, int k_step) {
+  return descriptor(tile + 2048 * k_step, 1024, 1024, Swizzle::k128B);
+}
+
 // Before the first product of a sequence and whenever ordinary code touched registers that a
 // product reads or writes.
 __device__ __forceinline__ void fence() {
