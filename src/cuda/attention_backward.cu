@@ -85,9 +85,8 @@ __global__ void __launch_bounds__(32 * WARPS, BLOCKS) flash_backward_kernel(Back
   const int k0 = blockIdx.z * kKeys;
   const int k_last = min(k0 + kKeys, p.kv_len) - 1;
   const int warp_k0 = k0 + warp * 16, warp_k1 = warp_k0 + 15;
-  const int t_lo = p.mask.first_query(k0), t_hi = p.mask.last_query(k_last, p.q_len);
-  const int tile_first = t_lo / kQueries;
-  const int tiles_per_head = t_hi >= t_lo ? t_hi / kQueries - tile_first + 1 : 0;
+  const auto band = p.mask.query_tiles(k0, k_last, p.q_len, kQueries);
+  const int tile_first = band.first, tiles_per_head = band.count();
   const int iterations = p.group * tiles_per_head;
 
   const int64_t kv_stride = static_cast<int64_t>(p.kv_heads) * HD;
@@ -102,7 +101,8 @@ __global__ void __launch_bounds__(32 * WARPS, BLOCKS) flash_backward_kernel(Back
   if (iterations > 0) {
     attention::load_tile_async<HD, kKeys, kThreads>(sK, p.k + kv_first, kv_stride, p.kv_len - k0);
     attention::load_tile_async<HD, kKeys, kThreads>(sV, p.v + kv_first, kv_stride, p.kv_len - k0);
-    attention::load_query_tile<HD, kThreads>(p, b, kvh * p.group, tile_first * kQueries, sQ, sdO, sLse, sD);
+    attention::load_query_tile<HD, kThreads>(p, b, kvh * p.group, tile_first * kQueries, sQ, sdO,
+                                             sLse, sD);
     attention::cp_async_commit();
   }
 
@@ -115,9 +115,10 @@ __global__ void __launch_bounds__(32 * WARPS, BLOCKS) flash_backward_kernel(Back
     if (it + 1 < iterations) {
       const int next_h = kvh * p.group + (it + 1) / tiles_per_head;
       const int next_q0 = (tile_first + (it + 1) % tiles_per_head) * kQueries;
-      attention::load_query_tile<HD, kThreads>(p, b, next_h, next_q0, sQ + (buffer ^ 1) * kQueries * HD,
-                                    sdO + (buffer ^ 1) * kQueries * HD,
-                                    sLse + (buffer ^ 1) * kQueries, sD + (buffer ^ 1) * kQueries);
+      attention::load_query_tile<HD, kThreads>(
+          p, b, next_h, next_q0, sQ + (buffer ^ 1) * kQueries * HD,
+          sdO + (buffer ^ 1) * kQueries * HD, sLse + (buffer ^ 1) * kQueries,
+          sD + (buffer ^ 1) * kQueries);
       attention::cp_async_commit();
     }
     const bf16* tQ = sQ + buffer * kQueries * HD;
@@ -393,6 +394,7 @@ BackwardParams backward_params(const AttentionDims& dims, MaskGeometry mask, con
                                const float* lse, const float* delta, const void* q, const void* k,
                                const void* v, float* dq_accum, void* dk, void* dv) {
   BackwardParams p;
+  static_cast<attention::KernelShape&>(p) = attention::kernel_shape(dims, mask);
   p.q = static_cast<const bf16*>(q);
   p.k = static_cast<const bf16*>(k);
   p.v = static_cast<const bf16*>(v);
@@ -402,12 +404,6 @@ BackwardParams backward_params(const AttentionDims& dims, MaskGeometry mask, con
   p.dq_accum = dq_accum;
   p.dk = static_cast<bf16*>(dk);
   p.dv = static_cast<bf16*>(dv);
-  p.q_len = static_cast<int>(dims.q_len);
-  p.kv_len = static_cast<int>(dims.kv_len);
-  p.q_heads = static_cast<int>(dims.q_heads);
-  p.kv_heads = static_cast<int>(dims.kv_heads);
-  p.group = static_cast<int>(dims.q_heads / dims.kv_heads);
-  p.mask = mask;
   p.scale = 1.0f / std::sqrt(static_cast<float>(dims.head_dim));
   p.scale_log2 = p.scale * attention::kLog2e;
   return p;

@@ -15,13 +15,11 @@ namespace sf::cuda::attention {
 
 constexpr int kBackwardQueries = 64;  // queries per tile, both kernels
 
-struct BackwardParams {
+struct BackwardParams : KernelShape {
   const __nv_bfloat16 *q, *k, *v, *dout;
   const float *lse, *delta;
   float* dq_accum;  // [B, Hq, Tq, hd] fp32, zeroed before the kernel
   __nv_bfloat16 *dk, *dv;
-  int q_len, kv_len, q_heads, kv_heads, group;
-  MaskGeometry mask;
   float scale, scale_log2;
 };
 

@@ -60,12 +60,10 @@ constexpr int kOffsetStats = kOffsetDs + kTileBytes;     // lse [2][64], D [2][6
 // The tile's dQ, fp32 [64 queries][64 head dims], the bulk reduction's source.
 constexpr int kOffsetDq = kOffsetStats + 4 * kQueries * static_cast<int>(sizeof(float));
 constexpr int kSmemBytes = kOffsetDq + kQueries * kHd * static_cast<int>(sizeof(float));
-constexpr int kSmemAlign = 1024;
 
 __global__ void __launch_bounds__(kThreads, kBlocksPerSm) wgmma_backward_kernel(BackwardParams p) {
   extern __shared__ unsigned char smem_raw[];
-  unsigned char* smem =
-      smem_raw + ((kSmemAlign - (smem_address(smem_raw) & (kSmemAlign - 1))) & (kSmemAlign - 1));
+  unsigned char* smem = smem_raw + wgmma::shared_align_padding(smem_raw);
   bf16* sK = reinterpret_cast<bf16*>(smem + kOffsetK);
   bf16* sV = reinterpret_cast<bf16*>(smem + kOffsetV);
   bf16* sQ = reinterpret_cast<bf16*>(smem + kOffsetQ);
@@ -86,9 +84,9 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) wgmma_backward_kernel(
   const int k_last = min(k0 + kKeys, p.kv_len) - 1;
   const int warp_k0 = k0 + warp * 16, warp_k1 = warp_k0 + 15;
   // The band of query tiles the block's keys see; every tile in it has a visible pair.
-  const int t_lo = p.mask.first_query(k0), t_hi = p.mask.last_query(k_last, p.q_len);
-  const int tile_first = t_lo / kQueries, tile_last = t_hi / kQueries;
-  const int iterations = t_hi >= t_lo ? p.group * (tile_last - tile_first + 1) : 0;
+  const auto band = p.mask.query_tiles(k0, k_last, p.q_len, kQueries);
+  const int tile_first = band.first, tile_last = band.last;
+  const int iterations = p.group * band.count();
 
   const int64_t kv_stride = static_cast<int64_t>(p.kv_heads) * kHd;
   const int64_t kv_first = (static_cast<int64_t>(b) * p.kv_len + k0) * kv_stride + kvh * kHd;
@@ -173,13 +171,8 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) wgmma_backward_kernel(
     // P^T and dS^T as bf16 A fragments, a k-step (16 queries) each: register r of step kk
     // holds key row g + 8 (r % 2), queries 16 kk + 8 (r / 2) + 2c, + 1.
     uint32_t p_frag[4][4], ds_frag[4][4];
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        p_frag[kk][r] = pack_bf16(st[8 * kk + 2 * r], st[8 * kk + 2 * r + 1]);
-        ds_frag[kk][r] = pack_bf16(dpt[8 * kk + 2 * r], dpt[8 * kk + 2 * r + 1]);
-      }
+    wgmma::a_fragments(p_frag, st);
+    wgmma::a_fragments(ds_frag, dpt);
 
     // dV += P^T dout, dK += dS^T Q (contraction over the tile's queries).
     wgmma::fence();
@@ -262,7 +255,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) wgmma_backward_kernel(
 }  // namespace
 
 void wgmma_backward_hd64(const BackwardParams& p, int64_t batch, cudaStream_t stream) {
-  constexpr int kBytes = kSmemBytes + kSmemAlign;  // room to align the base
+  constexpr int kBytes = kSmemBytes + wgmma::kSharedAlign;  // room to align the base
   SF_CUDA_CHECK(cudaFuncSetAttribute(wgmma_backward_kernel,
                                      cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes));
   const dim3 grid(ceil_div(p.kv_len, kKeys), static_cast<unsigned>(p.kv_heads),

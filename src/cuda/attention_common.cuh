@@ -59,7 +59,39 @@ struct MaskGeometry {
   __host__ __device__ bool none_visible(int t0, int t1, int j0, int j1) const {
     return j0 > t1 - shift || (window > 0 && j1 < t0 - shift - window + 1);
   }
+
+  // Tile indices [first, last] (empty: last < first) of a band the flash kernels walk.
+  struct TileRange {
+    int first, last;
+    __host__ __device__ int count() const { return last >= first ? last - first + 1 : 0; }
+  };
+  // The tiles of `tile` keys that queries [t_first, t_last] can see.
+  __host__ __device__ TileRange key_tiles(int t_first, int t_last, int kv_len, int tile) const {
+    return band(first_key(t_first), last_key(t_last, kv_len), tile);
+  }
+  // The tiles of `tile` queries that can see a key in [j_first, j_last].
+  __host__ __device__ TileRange query_tiles(int j_first, int j_last, int q_len, int tile) const {
+    return band(first_query(j_first), last_query(j_last, q_len), tile);
+  }
+
+ private:
+  __host__ __device__ static TileRange band(int lo, int hi, int tile) {
+    return {lo / tile, hi >= lo ? hi / tile : lo / tile - 1};
+  }
 };
+
+// The sizes every tensor-core attention kernel reads, from AttentionDims (the parameter structs
+// of attention_forward.cuh and attention_backward.cuh extend it).
+struct KernelShape {
+  int q_len, kv_len, q_heads, kv_heads, group;  // group: query heads per kv head
+  MaskGeometry mask;
+};
+
+inline KernelShape kernel_shape(const AttentionDims& d, MaskGeometry mask) {
+  return {static_cast<int>(d.q_len),   static_cast<int>(d.kv_len),
+          static_cast<int>(d.q_heads), static_cast<int>(d.kv_heads),
+          static_cast<int>(d.q_heads / d.kv_heads), mask};
+}
 
 inline int ceil_div(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
 // The tensor-core kernels move 16-byte chunks: every tensor they touch must start on 16 bytes.

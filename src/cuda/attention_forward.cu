@@ -75,9 +75,7 @@ __global__ void __launch_bounds__(kThreads, BLOCKS) flash_forward_kernel(Forward
   const bf16* v_src = p.v + static_cast<int64_t>(b) * p.kv_len * kv_stride + kvh * HD;
 
   const int q_last = min(q0 + kRows, p.q_len) - 1;
-  const int j_lo = p.mask.first_key(q0), j_hi = p.mask.last_key(q_last, p.kv_len);
-  const int tile_first = j_lo / kCols;
-  const int tile_last = j_hi >= j_lo ? j_hi / kCols : tile_first - 1;  // empty band: no tiles
+  const auto [tile_first, tile_last] = p.mask.key_tiles(q0, q_last, p.kv_len, kCols);
 
   const int warp_q0 = q0 + warp * kWarpRows, warp_q1 = warp_q0 + kWarpRows - 1;
 
@@ -254,17 +252,12 @@ __global__ void __launch_bounds__(kThreads, BLOCKS) flash_forward_kernel(Forward
 ForwardParams forward_params(const AttentionDims& dims, MaskGeometry mask, const void* q,
                              const void* k, const void* v, void* out, float* lse) {
   ForwardParams p;
+  static_cast<attention::KernelShape&>(p) = attention::kernel_shape(dims, mask);
   p.q = static_cast<const bf16*>(q);
   p.k = static_cast<const bf16*>(k);
   p.v = static_cast<const bf16*>(v);
   p.out = static_cast<bf16*>(out);
   p.lse = lse;
-  p.q_len = static_cast<int>(dims.q_len);
-  p.kv_len = static_cast<int>(dims.kv_len);
-  p.q_heads = static_cast<int>(dims.q_heads);
-  p.kv_heads = static_cast<int>(dims.kv_heads);
-  p.group = static_cast<int>(dims.q_heads / dims.kv_heads);
-  p.mask = mask;
   p.scale_log2 = attention::kLog2e / std::sqrt(static_cast<float>(dims.head_dim));
   return p;
 }

@@ -12,12 +12,10 @@
 
 namespace sf::cuda::attention {
 
-struct ForwardParams {
+struct ForwardParams : KernelShape {
   const __nv_bfloat16 *q, *k, *v;
   __nv_bfloat16* out;
   float* lse;
-  int q_len, kv_len, q_heads, kv_heads, group;
-  MaskGeometry mask;
   float scale_log2;  // 1/sqrt(hd) * log2(e): scores go straight to the exp2 domain
 };
 

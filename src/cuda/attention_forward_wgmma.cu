@@ -43,12 +43,10 @@ constexpr int kOffsetQ = 0;
 constexpr int kOffsetK = kOffsetQ + kTileBytes;  // 2 buffers
 constexpr int kOffsetV = kOffsetK + 2 * kTileBytes;  // 2 buffers
 constexpr int kSmemBytes = kOffsetV + 2 * kTileBytes;
-constexpr int kSmemAlign = 1024;
 
 __global__ void __launch_bounds__(kThreads, kBlocksPerSm) wgmma_forward_kernel(ForwardParams p) {
   extern __shared__ unsigned char smem_raw[];
-  unsigned char* smem =
-      smem_raw + ((kSmemAlign - (smem_address(smem_raw) & (kSmemAlign - 1))) & (kSmemAlign - 1));
+  unsigned char* smem = smem_raw + wgmma::shared_align_padding(smem_raw);
   bf16* sQ = reinterpret_cast<bf16*>(smem + kOffsetQ);
   bf16* sK = reinterpret_cast<bf16*>(smem + kOffsetK);
   bf16* sV = reinterpret_cast<bf16*>(smem + kOffsetV);
@@ -64,9 +62,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) wgmma_forward_kernel(F
   const bf16* v_src = p.v + static_cast<int64_t>(b) * p.kv_len * kv_stride + kvh * kHd;
 
   const int q_last = min(q0 + kRows, p.q_len) - 1;
-  const int j_lo = p.mask.first_key(q0), j_hi = p.mask.last_key(q_last, p.kv_len);
-  const int tile_first = j_lo / kCols;
-  const int tile_last = j_hi >= j_lo ? j_hi / kCols : tile_first - 1;  // empty band: no tiles
+  const auto [tile_first, tile_last] = p.mask.key_tiles(q0, q_last, p.kv_len, kCols);
   const int warp_q0 = q0 + warp * 16, warp_q1 = warp_q0 + 15;
 
   float o[32];
@@ -157,11 +153,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) wgmma_forward_kernel(F
 
     // O += P V: P as bf16 A fragments (k-step kk = keys 16 kk .. + 15), V read transposed.
     uint32_t p_frag[4][4];
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-      for (int r = 0; r < 4; ++r)
-        p_frag[kk][r] = pack_bf16(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
+    wgmma::a_fragments(p_frag, s);
     wgmma::fence();
 #pragma unroll
     for (int kk = 0; kk < kCols / 16; ++kk)
@@ -196,7 +188,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) wgmma_forward_kernel(F
 }  // namespace
 
 void wgmma_forward_hd64(const ForwardParams& p, int64_t batch, cudaStream_t stream) {
-  constexpr int kBytes = kSmemBytes + kSmemAlign;  // room to align the base
+  constexpr int kBytes = kSmemBytes + wgmma::kSharedAlign;  // room to align the base
   SF_CUDA_CHECK(cudaFuncSetAttribute(wgmma_forward_kernel,
                                      cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes));
   const dim3 grid(ceil_div(p.q_len, kRows), static_cast<unsigned>(p.q_heads),

@@ -17,6 +17,8 @@
 // rows), "MN-major" (transposed) ones have it across rows (rows of K, M or N along the row).
 #pragma once
 
+#include <cuda_bf16.h>
+
 #include <cstdint>
 
 namespace sf::cuda::wgmma {
@@ -46,6 +48,29 @@ __device__ __forceinline__ uint64_t k_major_rows64(uint32_t tile, int k_step) {
 }
 __device__ __forceinline__ uint64_t mn_major_rows64(uint32_t tile, int k_step) {
   return descriptor(tile + 2048 * k_step, 1024, 1024, Swizzle::k128B);
+}
+
+// Bytes from dynamic shared memory `smem` up to the 1024-byte boundary the 128-byte swizzle
+// pattern repeats on (a kernel asks for kSharedAlign bytes more than its tiles need). Kernels
+// add it to their own __shared__ array themselves: with the aligned pointer returned from a
+// helper instead, nvcc 13.0 gave the backward kernel 24 bytes of spills.
+constexpr int kSharedAlign = 1024;
+__device__ __forceinline__ uint32_t shared_align_padding(const void* smem) {
+  const uint32_t address = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  return (kSharedAlign - (address & (kSharedAlign - 1))) & (kSharedAlign - 1);
+}
+
+// An m64n64 fp32 accumulator (keys or queries 0 .. 63 as its columns) as the bf16 register A
+// operands of four k-steps: step kk covers columns 16 kk .. 16 kk + 15, its register r holds row
+// g + 8 (r % 2), columns 16 kk + 8 (r / 2) + 2c, + 1 (the m16n8k16 A fragment).
+__device__ __forceinline__ void a_fragments(uint32_t (&a)[4][4], const float (&d)[32]) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      __nv_bfloat162 v = __floats2bfloat162_rn(d[8 * kk + 2 * r], d[8 * kk + 2 * r + 1]);
+      a[kk][r] = *reinterpret_cast<uint32_t*>(&v);
+    }
 }
 
 // Before the first product of a sequence and whenever ordinary code touched registers that a
