@@ -161,6 +161,49 @@ TEST_P(CudaKernels, MatmulAllTransposesAndShapes) {
   }
 }
 
+// Strided batches (one cuBLASLt call) against the CPU's product-by-product default: every
+// operand stacked or shared (a 2-D operand is the same matrix for each product), both the
+// forward form (x @ W[g]^T, the q/k/v projections) and the weight-gradient form (F32 out[g] +=
+// dy[g]^T @ x).
+TEST_P(CudaKernels, MatmulBatched) {
+  struct Case { int64_t g, m, n, k; };
+  for (Case c : {Case{2, 7, 13, 5}, Case{3, 257, 131, 77}, Case{3, 512, 192, 64}}) {
+    for (bool stack_a : {false, true}) {
+      for (bool stack_b : {false, true}) {
+        for (bool tb : {false, true}) {
+          const Shape a_shape{c.m, c.k}, b_shape = tb ? Shape{c.n, c.k} : Shape{c.k, c.n};
+          auto stacked = [&](const Shape& s, bool stack) {
+            Shape r = s;
+            if (stack) r.insert(r.begin(), c.g);
+            return r;
+          };
+          Input a = input(stacked(a_shape, stack_a)), b = input(stacked(b_shape, stack_b));
+          Input out = input({c.g, c.m, c.n});
+          for (double beta : {0.0, 1.0}) {
+            Tensor ref = test::clone(out.host);
+            cpu_.matmul_batched(ref, a.host, false, b.host, tb, 0.5, beta);
+            Tensor result = test::clone(out.host);
+            Tensor dev = to_backend(*gpu_, result, dt());
+            if (beta == 0.0) gpu_->fill(dev, std::numeric_limits<double>::quiet_NaN());
+            gpu_->matmul_batched(dev, a.device, false, b.device, tb, 0.5, beta);
+            expect_close(dev, ref,
+                         fmt::format("matmul_batched {}x{}x{}x{} a{} b{} tb={} beta={}", c.g, c.m,
+                                     c.n, c.k, stack_a ? "[g]" : "", stack_b ? "[g]" : "", tb,
+                                     beta));
+          }
+        }
+      }
+    }
+    Input dy = input({c.g, c.m, c.n}), x = input({c.m, c.k});
+    Input grad = f32_input({c.g, c.n, c.k});
+    Tensor ref = test::clone(grad.host);
+    cpu_.matmul_batched(ref, dy.host, true, x.host, false, 1.0, 1.0);
+    gpu_->matmul_batched(grad.device, dy.device, true, x.device, false, 1.0, 1.0);
+    expect_close(grad.device, ref,
+                 fmt::format("matmul_batched F32 accumulate {}x{}x{}x{}", c.g, c.m, c.n, c.k), 1e-5);
+  }
+}
+
 TEST_P(CudaKernels, Embedding) {
   for (int64_t rows : {1, 9, 300}) {
     const int64_t V = 37, D = rows == 9 ? 13 : 64;

@@ -158,6 +158,42 @@ TEST(SharedWeights, StacksHoldTheSameTensors) {
   }
 }
 
+// The batched projections read (wq, wk, wv), (wk, wv) and (w1, w3) as stacked [G, rows, D]
+// views: element (g, r, c) of a view must be element (r, c) of parameter g, for values and
+// gradients, in each stack, with and without grouped-query attention (where q does not stack).
+TEST(StackedWeights, ViewsAreTheParameters) {
+  for (int64_t kv_heads : {int64_t{0}, int64_t{1}}) {
+    ModelConfig c = test::tiny_config();
+    c.n_stacks = 2;
+    if (kv_heads > 0) c.n_kv_heads = kv_heads;
+    CpuBackend backend;
+    Model model(c, backend, DType::f32);
+    Rng rng(5);
+    test::randomize_parameters(model, rng);
+    for (Parameter& p : model.params().all())
+      for (int64_t i = 0; i < p.grad.numel(); ++i) p.grad.data<float>()[i] = static_cast<float>(rng.normal());
+    auto expect_stack = [&](const Weight& stacked, std::vector<const Weight*> parts,
+                            const std::string& what) {
+      ASSERT_TRUE(stacked.value.defined()) << what;
+      ASSERT_EQ(stacked.value.dim(0), static_cast<int64_t>(parts.size())) << what;
+      for (size_t g = 0; g < parts.size(); ++g) {
+        EXPECT_EQ(test::max_abs_difference(stacked.value.select(g), parts[g]->value), 0.0) << what;
+        EXPECT_EQ(test::max_abs_difference(stacked.grad.select(g), parts[g]->grad), 0.0) << what;
+      }
+    };
+    const ModelConfig& mc = model.config();  // n_kv_heads resolved
+    for (int64_t s = 0; s < mc.n_stacks; ++s) {
+      const LayerWeights& L = model.weights().stacks[s].layers[0];
+      const std::string where = fmt::format("stack {} kv_heads {}", s, mc.n_kv_heads);
+      if (mc.n_kv_heads == mc.n_heads) expect_stack(L.qkv, {&L.wq, &L.wk, &L.wv}, "qkv " + where);
+      else EXPECT_FALSE(L.qkv.value.defined()) << "GQA: q has another shape " << where;
+      expect_stack(L.kv, {&L.wk, &L.wv}, "kv " + where);
+      expect_stack(L.w13, {&L.w1, &L.w3}, "w13 " + where);
+      if (s >= 1) expect_stack(L.cross_kv, {&L.cross_wk, &L.cross_wv}, "cross kv " + where);
+    }
+  }
+}
+
 TEST(SharedWeights, GradientIsTheSumOverPasses) {
   // The shared gradient must equal the sum of the gradients the same weights get when each stack
   // has its own copy: build a separate-weights model whose every stack holds stack 0's shared

@@ -93,6 +93,23 @@ class Backend {
     matmul(out, a, transpose_a, b, transpose_b, 1.0, 1.0);
   }
 
+  // G products of one shape in one go: out[g] = alpha * op(a[g]) @ op(b[g]) + beta * out[g] for
+  // g < G, out [G, M, N]. a and b are [G, ., .], or 2-D: the same matrix for every g (the input
+  // that q, k and v are all projected from). The q/k/v and SwiGLU input projections run this
+  // way: G products of 768-wide outputs fill a GPU that one of them leaves partly idle. This
+  // default runs them one by one.
+  virtual void matmul_batched(Tensor& out, const Tensor& a, bool transpose_a, const Tensor& b,
+                              bool transpose_b, double alpha, double beta) {
+    SF_CHECK(out.ndim() == 3 && (a.ndim() == 2 || (a.ndim() == 3 && a.dim(0) == out.dim(0))) &&
+                 (b.ndim() == 2 || (b.ndim() == 3 && b.dim(0) == out.dim(0))),
+             "matmul_batched: out {} a {} b {}", out.describe(), a.describe(), b.describe());
+    for (int64_t g = 0; g < out.dim(0); ++g) {
+      Tensor out_g = out.select(g);
+      matmul(out_g, a.ndim() == 3 ? a.select(g) : a, transpose_a,
+             b.ndim() == 3 ? b.select(g) : b, transpose_b, alpha, beta);
+    }
+  }
+
   // ---- layers (forward / backward) ------------------------------------------------------------
   // tokens: I32[rows]; table: [V, D]; out: [rows, D] (overwrites). Token ids must be in [0, V).
   virtual void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table) = 0;

@@ -220,6 +220,28 @@ class CudaBackend final : public Backend {
                  static_cast<float>(alpha), static_cast<float>(beta));
   }
 
+  void matmul_batched(Tensor& out, const Tensor& a, bool ta, const Tensor& b, bool tb,
+                      double alpha, double beta) override {
+    SF_CHECK(out.ndim() == 3 && (a.ndim() == 2 || (a.ndim() == 3 && a.dim(0) == out.dim(0))) &&
+                 (b.ndim() == 2 || (b.ndim() == 3 && b.dim(0) == out.dim(0))),
+             "matmul_batched: out {} a {} b {}", out.describe(), a.describe(), b.describe());
+    const Tensor a0 = a.ndim() == 3 ? a.select(0) : a, b0 = b.ndim() == 3 ? b.select(0) : b;
+    check(out, "matmul_batched");
+    check(a, "matmul_batched");
+    check(b, "matmul_batched");
+    check_matmul(out.select(0), a0, ta, b0, tb);
+    const int64_t G = out.dim(0), M = out.dim(1), N = out.dim(2), K = ta ? a0.dim(0) : a0.dim(1);
+    if (K == 0 || G <= 1) return Backend::matmul_batched(out, a, ta, b, tb, alpha, beta);
+    const auto op_timer = profile(profiler_ ? fmt::format("matmul {}x{}x{}x{} {}{} {}", G, M, N,
+                                                          K, ta ? "T" : "N", tb ? "T" : "N",
+                                                          dtype_name(out.dtype()))
+                                            : std::string());
+    matmul_->run(out.raw(), out.dtype(), a.raw(), ta, b.raw(), tb, a.dtype(), M, N, K,
+                 static_cast<float>(alpha), static_cast<float>(beta), nullptr,
+                 cuda::Matmul::Batch{G, a.ndim() == 3 ? a0.numel() : 0,
+                                     b.ndim() == 3 ? b0.numel() : 0});
+  }
+
   void matmul_add(Tensor& out, const Tensor& a, bool ta, const Tensor& b, bool tb,
                   const Tensor& addend) override {
     check(addend, "matmul_add");

@@ -59,7 +59,7 @@ Matmul::Plan& Matmul::plan_for(const Key& key, const void* a_ptr, const void* b_
                                const void* c_ptr, float alpha, float beta) {
   auto it = plans_.find(key);
   if (it != plans_.end()) return *it->second;
-  const auto [m, n, k, ta, tb, in_dtype, out_dtype, accumulate] = key;
+  const auto [m, n, k, ta, tb, in_dtype, out_dtype, accumulate, count, stride_a, stride_b] = key;
   auto plan = std::make_unique<Plan>();
   check_lt(cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "MatmulDescCreate");
   // Column-major view: A_lt = b (our), B_lt = a (our).
@@ -75,6 +75,20 @@ Matmul::Plan& Matmul::plan_for(const Key& key, const void* a_ptr, const void* b_
   check_lt(cublasLtMatrixLayoutCreate(&plan->a, cuda_type(in_dtype), a_rows, a_cols, a_rows), "layout A");
   check_lt(cublasLtMatrixLayoutCreate(&plan->b, cuda_type(in_dtype), b_rows, b_cols, b_rows), "layout B");
   check_lt(cublasLtMatrixLayoutCreate(&plan->c, cuda_type(out_dtype), lt_m, lt_n, lt_m), "layout C");
+  if (count > 1) {
+    const int32_t batch_count = static_cast<int32_t>(count);
+    const int64_t strides[3] = {stride_b, stride_a, m * n};  // A_lt = our b, B_lt = our a, C
+    cublasLtMatrixLayout_t layouts[3] = {plan->a, plan->b, plan->c};
+    for (int i = 0; i < 3; ++i) {
+      check_lt(cublasLtMatrixLayoutSetAttribute(layouts[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                                                &batch_count, sizeof batch_count),
+               "layout batch count");
+      check_lt(cublasLtMatrixLayoutSetAttribute(layouts[i],
+                                                CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                                &strides[i], sizeof strides[i]),
+               "layout batch stride");
+    }
+  }
 
   cublasLtMatmulPreference_t pref = nullptr;
   check_lt(cublasLtMatmulPreferenceCreate(&pref), "PreferenceCreate");
@@ -95,7 +109,7 @@ Matmul::Plan& Matmul::plan_for(const Key& key, const void* a_ptr, const void* b_
   if (found > 1) {
     // Time each candidate (3 runs after 1 warm-up) into a scratch output; C is read only.
     void* scratch = nullptr;
-    const size_t out_bytes = static_cast<size_t>(m) * n * dtype_size(out_dtype);
+    const size_t out_bytes = static_cast<size_t>(count * m * n) * dtype_size(out_dtype);
     SF_CUDA_CHECK(cudaMalloc(&scratch, out_bytes));
     cudaEvent_t start, stop;
     SF_CUDA_CHECK(cudaEventCreate(&start));
@@ -130,10 +144,12 @@ Matmul::Plan& Matmul::plan_for(const Key& key, const void* a_ptr, const void* b_
 
 void Matmul::run(void* out, DType out_dtype, const void* a, bool transpose_a, const void* b,
                  bool transpose_b, DType in_dtype, int64_t m, int64_t n, int64_t k, float alpha,
-                 float beta, const void* addend) {
-  if (m == 0 || n == 0) return;
+                 float beta, const void* addend, Batch batch) {
+  if (m == 0 || n == 0 || batch.count == 0) return;
+  if (batch.count == 1) batch = Batch{};  // one plan for a product, however it was asked for
   const void* c = addend ? addend : out;
-  Plan& plan = plan_for(Key{m, n, k, transpose_a, transpose_b, in_dtype, out_dtype, beta != 0.f},
+  Plan& plan = plan_for(Key{m, n, k, transpose_a, transpose_b, in_dtype, out_dtype, beta != 0.f,
+                            batch.count, batch.stride_a, batch.stride_b},
                         a, b, c, alpha, beta);
   check_lt(cublasLtMatmul(handle_, plan.desc, &alpha, b, plan.a, a, plan.b, &beta, c, plan.c,
                           out, plan.c, &plan.algo, workspace_, workspace_bytes_, stream_),

@@ -8,7 +8,7 @@
 // dtypes, beta != 0) and reused. The algorithm is autotuned: the heuristic's top candidates are
 // each timed on the real operands (into a scratch output, so nothing is overwritten) and the
 // fastest kept — the heuristic's first choice was measured 3-6x off the best for some of the
-// model's shapes (768x768 projections over 16k rows).
+// model's shapes (768x768 projections over 16k rows). Strided batches (Batch) are one call.
 #pragma once
 
 #include <cublasLt.h>
@@ -23,6 +23,13 @@
 
 namespace sf::cuda {
 
+// Strided batches: `count` products, operand g at base + g * stride (elements); a stride of 0
+// gives every product the same matrix. out's stride is m * n (the outputs are stacked).
+struct MatmulBatch {
+  int64_t count = 1;
+  int64_t stride_a = 0, stride_b = 0;
+};
+
 class Matmul {
  public:
   explicit Matmul(cudaStream_t stream);
@@ -30,14 +37,17 @@ class Matmul {
   Matmul(const Matmul&) = delete;
   Matmul& operator=(const Matmul&) = delete;
 
+  using Batch = MatmulBatch;
+
   // out = alpha * op(a) op(b) + beta * addend, where addend = out when `addend` is null.
   void run(void* out, DType out_dtype, const void* a, bool transpose_a, const void* b,
            bool transpose_b, DType in_dtype, int64_t m, int64_t n, int64_t k, float alpha,
-           float beta, const void* addend = nullptr);
+           float beta, const void* addend = nullptr, Batch batch = {});
 
  private:
   struct Plan;
-  using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool, DType, DType, bool>;
+  using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool, DType, DType, bool, int64_t,
+                         int64_t, int64_t>;
   Plan& plan_for(const Key& key, const void* a, const void* b, const void* c, float alpha,
                 float beta);
 

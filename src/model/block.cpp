@@ -8,6 +8,35 @@ namespace {
 // [B, T, H, hd] tensor seen as the [B*T, H*hd] matrix a linear layer reads or writes.
 Tensor as_matrix(const Tensor& t) { return t.view({-1, t.dim(-2) * t.dim(-1)}); }
 
+// q [Nq, Q], k and v [Nk, KV] one after the other in one buffer (AttentionActivations).
+struct StackedQkv {
+  Tensor q, k, v, qkv, kv;  // q, k, v as [rows, width]
+};
+StackedQkv stacked_qkv(ActivationAllocator& alloc, DType dt, int64_t Nq, int64_t Q, int64_t Nk,
+                       int64_t KV) {
+  const Tensor all = alloc.zeros({Nq * Q + 2 * Nk * KV}, dt);
+  StackedQkv s;
+  s.q = all.slice(0, 0, Nq * Q).view({Nq, Q});
+  s.k = all.slice(0, Nq * Q, Nk * KV).view({Nk, KV});
+  s.v = all.slice(0, Nq * Q + Nk * KV, Nk * KV).view({Nk, KV});
+  s.kv = all.slice(0, Nq * Q, 2 * Nk * KV).view({2, Nk, KV});
+  if (Nq == Nk && Q == KV) s.qkv = all.view({3, Nq, Q});
+  return s;
+}
+
+// The batched input projections of an attention sub-block: q, k, v from one input in one
+// product when their weights stack; otherwise q alone and (k, v) together.
+void project_qkv(Backend& be, const AttentionWeights& w, const Tensor& q_in, const Tensor& kv_in,
+                 bool same_input, const Tensor& q, Tensor& qkv, Tensor& kv) {
+  if (same_input && qkv.defined() && w.qkv && w.qkv->value.defined()) {
+    be.matmul_batched(qkv, q_in, false, w.qkv->value, true, 1.0, 0.0);
+    return;
+  }
+  Tensor q_matrix = as_matrix(q);
+  be.matmul(q_matrix, q_in, false, w.wq.value, true, 1.0, 0.0);
+  be.matmul_batched(kv, kv_in, false, w.kv.value, true, 1.0, 0.0);
+}
+
 }  // namespace
 
 AttentionActivations attention_activations_allocate(ActivationAllocator& alloc,
@@ -17,9 +46,12 @@ AttentionActivations attention_activations_allocate(ActivationAllocator& alloc,
   AttentionActivations a;
   a.norm_out = alloc.zeros({B * T, c.d_model}, dt);
   a.rstd = alloc.zeros({B * T}, statistics_dtype(dt));
-  a.q = alloc.zeros({B, T, c.n_heads, hd}, dt);
-  a.k = alloc.zeros({B, Tk, c.n_kv_heads, hd}, dt);
-  a.v = alloc.zeros({B, Tk, c.n_kv_heads, hd}, dt);
+  const StackedQkv s = stacked_qkv(alloc, dt, B * T, c.n_heads * hd, B * Tk, c.kv_dim());
+  a.q = s.q.view({B, T, c.n_heads, hd});
+  a.k = s.k.view({B, Tk, c.n_kv_heads, hd});
+  a.v = s.v.view({B, Tk, c.n_kv_heads, hd});
+  a.qkv = s.qkv;
+  a.kv = s.kv;
   a.out = alloc.zeros({B, T, c.n_heads, hd}, dt);
   a.lse = alloc.zeros({B, c.n_heads, T}, statistics_dtype(dt));
   return a;
@@ -30,8 +62,9 @@ MlpActivations mlp_activations_allocate(ActivationAllocator& alloc, const ModelC
   MlpActivations m;
   m.norm_out = alloc.zeros({rows, c.d_model}, dt);
   m.rstd = alloc.zeros({rows}, statistics_dtype(dt));
-  m.gate = alloc.zeros({rows, c.ffn_hidden}, dt);
-  m.up = alloc.zeros({rows, c.ffn_hidden}, dt);
+  m.gate_up = alloc.zeros({2, rows, c.ffn_hidden}, dt);
+  m.gate = m.gate_up.select(0);
+  m.up = m.gate_up.select(1);
   m.hidden = alloc.zeros({rows, c.ffn_hidden}, dt);
   return m;
 }
@@ -41,13 +74,17 @@ BlockScratch block_scratch_allocate(ActivationAllocator& alloc, const ModelConfi
   const int64_t Q = c.n_heads * c.head_dim();
   BlockScratch s;
   s.d_attn_out = alloc.zeros({rows, Q}, dt);
-  s.dq = alloc.zeros({rows, Q}, dt);
-  s.dk = alloc.zeros({rows, c.kv_dim()}, dt);
-  s.dv = alloc.zeros({rows, c.kv_dim()}, dt);
+  const StackedQkv d = stacked_qkv(alloc, dt, rows, Q, rows, c.kv_dim());
+  s.dq = d.q;
+  s.dk = d.k;
+  s.dv = d.v;
+  s.dqkv = d.qkv;
+  s.dkv = d.kv;
   s.d_norm = alloc.zeros({rows, c.d_model}, dt);
   s.d_hidden = alloc.zeros({rows, c.ffn_hidden}, dt);
-  s.d_gate = alloc.zeros({rows, c.ffn_hidden}, dt);
-  s.d_up = alloc.zeros({rows, c.ffn_hidden}, dt);
+  s.d_gate_up = alloc.zeros({2, rows, c.ffn_hidden}, dt);
+  s.d_gate = s.d_gate_up.select(0);
+  s.d_up = s.d_gate_up.select(1);
   return s;
 }
 
@@ -56,10 +93,8 @@ void attention_block_forward(Backend& be, const ModelConfig& c, const AttentionW
                              Tensor& x_out, AttentionActivations& a) {
   be.rmsnorm_forward(a.norm_out, a.rstd, x_in, w.norm.value, c.norm_eps);
   const Tensor& kv_in = kv_source ? *kv_source : a.norm_out;
-  Tensor q = as_matrix(a.q), k = as_matrix(a.k), v = as_matrix(a.v);
-  be.matmul(q, a.norm_out, false, w.wq.value, true, 1.0, 0.0);
-  be.matmul(k, kv_in, false, w.wk.value, true, 1.0, 0.0);
-  be.matmul(v, kv_in, false, w.wv.value, true, 1.0, 0.0);
+  Tensor qkv = a.qkv, kv = a.kv;
+  project_qkv(be, w, a.norm_out, kv_in, kv_source == nullptr, a.q, qkv, kv);
   if (spec.rope_q) be.rope_forward(a.q, c.rope_theta, 0);
   if (spec.rope_k) be.rope_forward(a.k, c.rope_theta, 0);
   be.attention_forward(a.out, a.lse, a.q, a.k, a.v, spec.mask);
@@ -81,11 +116,16 @@ void attention_block_backward(Backend& be, const ModelConfig& c, const Attention
   be.attention_backward_rope(dq, dk, dv, d_out.view(a.out.shape()), a.out, a.lse, a.q, a.k, a.v,
                              spec.mask, spec.rope_q, spec.rope_k, c.rope_theta);
   // Projections q = norm @ wq^T, k = kv_in @ wk^T, v = kv_in @ wv^T.
+  // Their weight gradients batched like the forward products (project_qkv).
   Tensor dq_m = s.dq, dk_m = s.dk, dv_m = s.dv;
-  Tensor dwq = w.wq.grad, dwk = w.wk.grad, dwv = w.wv.grad;
-  be.matmul(dwq, dq_m, true, a.norm_out, false, 1.0, 1.0);
-  be.matmul(dwk, dk_m, true, kv_in, false, 1.0, 1.0);
-  be.matmul(dwv, dv_m, true, kv_in, false, 1.0, 1.0);
+  if (!kv_source && a.qkv.defined() && w.qkv && w.qkv->value.defined()) {
+    Tensor dw = w.qkv->grad;
+    be.matmul_batched(dw, s.dqkv, true, a.norm_out, false, 1.0, 1.0);
+  } else {
+    Tensor dwq = w.wq.grad, dwkv = w.kv.grad;
+    be.matmul(dwq, dq_m, true, a.norm_out, false, 1.0, 1.0);
+    be.matmul_batched(dwkv, s.dkv, true, kv_in, false, 1.0, 1.0);
+  }
   Tensor& d_norm = s.d_norm;
   be.matmul(d_norm, dq_m, false, w.wq.value, false, 1.0, 0.0);
   Tensor& d_kv = d_kv_source ? *d_kv_source : d_norm;  // self-attention: k, v read the norm too
@@ -98,20 +138,18 @@ void attention_block_backward(Backend& be, const ModelConfig& c, const Attention
 void mlp_block_forward(Backend& be, const ModelConfig& c, const LayerWeights& w, const Tensor& x_in,
                        Tensor& x_out, MlpActivations& m) {
   be.rmsnorm_forward(m.norm_out, m.rstd, x_in, w.mlp_norm.value, c.norm_eps);
-  be.matmul(m.gate, m.norm_out, false, w.w1.value, true, 1.0, 0.0);
-  be.matmul(m.up, m.norm_out, false, w.w3.value, true, 1.0, 0.0);
+  be.matmul_batched(m.gate_up, m.norm_out, false, w.w13.value, true, 1.0, 0.0);
   be.swiglu_forward(m.hidden, m.gate, m.up);
   be.matmul_add(x_out, m.hidden, false, w.w2.value, true, x_in);
 }
 
 void mlp_block_backward(Backend& be, const ModelConfig& c, const LayerWeights& w, const Tensor& x_in,
                         const MlpActivations& m, Tensor& dx, BlockScratch& s) {
-  Tensor dw2 = w.w2.grad, dw1 = w.w1.grad, dw3 = w.w3.grad, dnorm_w = w.mlp_norm.grad;
+  Tensor dw2 = w.w2.grad, dw13 = w.w13.grad, dnorm_w = w.mlp_norm.grad;
   be.matmul(s.d_hidden, dx, false, w.w2.value, false, 1.0, 0.0);
   be.matmul(dw2, dx, true, m.hidden, false, 1.0, 1.0);
   be.swiglu_backward(s.d_gate, s.d_up, s.d_hidden, m.gate, m.up);
-  be.matmul(dw1, s.d_gate, true, m.norm_out, false, 1.0, 1.0);
-  be.matmul(dw3, s.d_up, true, m.norm_out, false, 1.0, 1.0);
+  be.matmul_batched(dw13, s.d_gate_up, true, m.norm_out, false, 1.0, 1.0);
   be.matmul(s.d_norm, s.d_gate, false, w.w1.value, false, 1.0, 0.0);
   be.matmul(s.d_norm, s.d_up, false, w.w3.value, false, 1.0, 1.0);
   be.rmsnorm_backward(dx, dnorm_w, s.d_norm, x_in, w.mlp_norm.value, m.rstd);

@@ -22,18 +22,25 @@ inline DType statistics_dtype(DType compute) { return compute == DType::bf16 ? D
 
 // Saved activations of one attention sub-block (self or cross). Shapes for B sequences of T
 // positions: norm_out [B*T, D], rstd [B*T], q [B, T, Hq, hd], k/v [B, Tk, Hkv, hd], out like q,
-// lse [B, Hq, T].
+// lse [B, Hq, T]. q, k and v lie one after the other in one buffer, so that they are also the
+// stacked outputs of the batched input projection: kv = (k, v) as [2, B*Tk, KV], and qkv =
+// (q, k, v) as [3, B*T, Q] when q has their shape (Q == KV, T == Tk; undefined otherwise).
 struct AttentionActivations {
   Tensor norm_out, rstd, q, k, v, out, lse;
+  Tensor qkv, kv;
 };
 
+// gate/up/hidden: [B*T, F]; gate and up are adjacent: gate_up = (gate, up) as [2, B*T, F].
 struct MlpActivations {
-  Tensor norm_out, rstd, gate, up, hidden;  // gate/up/hidden: [B*T, F]
+  Tensor norm_out, rstd, gate, up, hidden;
+  Tensor gate_up;
 };
 
-// Gradient scratch shared by all sub-blocks of a model (sized for the largest use).
+// Gradient scratch shared by all sub-blocks of a model (sized for the largest use). dq, dk, dv
+// and d_gate, d_up are laid out like q, k, v and gate, up above (dqkv, dkv, d_gate_up stacked).
 struct BlockScratch {
   Tensor d_attn_out, dq, dk, dv, d_norm, d_hidden, d_gate, d_up;
+  Tensor dqkv, dkv, d_gate_up;
 };
 
 // Which weights an attention sub-block uses, and how it attends.
@@ -43,14 +50,16 @@ struct AttentionWeights {
   const Weight& wk;
   const Weight& wv;
   const Weight& wo;
+  const Weight& kv;    // (wk, wv) stacked [2, KV, D]
+  const Weight* qkv;   // (wq, wk, wv) stacked [3, Q, D]; null or undefined: q runs on its own
 };
 
 // The weights of a layer's self- and cross-attention sub-blocks.
 inline AttentionWeights self_attention_weights(const LayerWeights& L) {
-  return {L.attn_norm, L.wq, L.wk, L.wv, L.wo};
+  return {L.attn_norm, L.wq, L.wk, L.wv, L.wo, L.kv, &L.qkv};
 }
 inline AttentionWeights cross_attention_weights(const LayerWeights& L) {
-  return {L.cross_norm, L.cross_wq, L.cross_wk, L.cross_wv, L.cross_wo};
+  return {L.cross_norm, L.cross_wq, L.cross_wk, L.cross_wv, L.cross_wo, L.cross_kv, nullptr};
 }
 
 struct AttentionSpec {

@@ -14,7 +14,8 @@ template <class Fn> void for_each_weight(ModelWeights& w, Fn&& fn) {
   for (StackWeights& S : w.stacks) {
     for (LayerWeights& L : S.layers)
       for (Weight* x : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.cross_norm, &L.cross_wq,
-                        &L.cross_wk, &L.cross_wv, &L.cross_wo, &L.mlp_norm, &L.w1, &L.w3, &L.w2})
+                        &L.cross_wk, &L.cross_wv, &L.cross_wo, &L.mlp_norm, &L.w1, &L.w3, &L.w2,
+                        &L.qkv, &L.kv, &L.cross_kv, &L.w13})
         fn(*x);
     fn(S.mem_norm);
   }
@@ -40,15 +41,17 @@ Model::Model(const ModelConfig& config, Backend& backend, DType dtype,
            dtype_name(compute_dtype_), dtype_name(dtype_));
   weights_ = weights_register(config_, backend_, dtype_, params_);
   if (!mixed_precision()) return;
-  // Working copies: kernels read these; gradients stay the F32 master gradients. Shared
-  // weights are one parameter, so they get one working copy (matched by buffer).
-  for (const Parameter& p : params_.all())
-    working_copies_.emplace_back(p.value, backend_.zeros(p.value.shape(), compute_dtype_));
+  // Working copies: kernels read these; gradients stay the F32 master gradients. One copy per
+  // allocation (a stacked group of parameters is one), so a weight -- a parameter, a view into
+  // a group, or a shared weight -- maps to the same place in its allocation's copy (matched by
+  // buffer, same element offset) and grouped weights stay adjacent in their copies.
+  for (const Tensor& master : params_.storages())
+    working_copies_.emplace_back(master, backend_.zeros(master.shape(), compute_dtype_));
   for_each_weight(weights_, [&](Weight& w) {
     if (!w.value.defined()) return;
     for (const auto& [master, working] : working_copies_)
       if (master.buffer() == w.value.buffer()) {
-        w.value = working;
+        w.value = Tensor(working.buffer(), compute_dtype_, w.value.shape(), w.value.offset());
         return;
       }
     fail("mixed precision: a weight is not a registered parameter");

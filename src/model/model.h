@@ -163,7 +163,7 @@ class Model {
   DType stat_dtype_;     // rstd, lse, losses: F32 when compute is BF16
   ParameterSet params_;
   ModelWeights weights_;  // .value = working copy in mixed precision; .grad = master gradient
-  // Mixed precision: (master, working copy) of every parameter, in registration order.
+  // Mixed precision: (master, working copy) of every allocation (ParameterSet::storages()).
   std::vector<std::pair<Tensor, Tensor>> working_copies_;
   Activations act_;
   bool recompute_ = false;

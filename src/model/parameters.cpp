@@ -9,7 +9,35 @@ Parameter& ParameterSet::add(Backend& backend, const std::string& name, const Sh
   index_[name] = params_.size();
   params_.push_back(
       Parameter{name, backend.zeros(shape, dtype), backend.zeros(shape, dtype), weight_decay});
+  storages_.push_back(params_.back().value);
   return params_.back();
+}
+
+std::pair<Tensor, Tensor> ParameterSet::add_stacked(Backend& backend,
+                                                    const std::vector<std::string>& names,
+                                                    const std::vector<int64_t>& rows,
+                                                    const Shape& cols, DType dtype,
+                                                    bool weight_decay) {
+  SF_CHECK(!names.empty() && names.size() == rows.size(),
+           "add_stacked: {} names for {} row counts", names.size(), rows.size());
+  int64_t total = 0;
+  for (size_t i = 0; i < names.size(); ++i) {
+    SF_CHECK(!contains(names[i]), "parameter '{}' registered twice", names[i]);
+    SF_CHECK(rows[i] > 0, "add_stacked: parameter '{}' has {} rows", names[i], rows[i]);
+    total += rows[i];
+  }
+  Shape shape{total};
+  shape.insert(shape.end(), cols.begin(), cols.end());
+  const Tensor value = backend.zeros(shape, dtype), grad = backend.zeros(shape, dtype);
+  int64_t first = 0;
+  for (size_t i = 0; i < names.size(); ++i) {
+    index_[names[i]] = params_.size();
+    params_.push_back(Parameter{names[i], value.slice(0, first, rows[i]),
+                                grad.slice(0, first, rows[i]), weight_decay});
+    first += rows[i];
+  }
+  storages_.push_back(value);
+  return {value, grad};
 }
 
 Parameter& ParameterSet::get(const std::string& name) {

@@ -26,6 +26,28 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
+// Rows [first, first + count * rows) of a stacked group as [count, rows, cols].
+Weight stacked_view(const std::pair<Tensor, Tensor>& group, int64_t first, int64_t count,
+                    int64_t rows) {
+  const int64_t cols = group.first.dim(1);
+  return Weight{group.first.slice(0, first, count * rows).view({count, rows, cols}),
+                group.second.slice(0, first, count * rows).view({count, rows, cols})};
+}
+
+// The q/k/v projections of one attention sub-block, registered as one stacked group.
+void add_attention_inputs(ParameterSet& params, Backend& backend, DType dtype,
+                          const std::string& prefix, int64_t Q, int64_t KV, int64_t D,
+                          Weight& wq, Weight& wk, Weight& wv, Weight* qkv, Weight& kv) {
+  const auto group = params.add_stacked(
+      backend, {prefix + ".wq.weight", prefix + ".wk.weight", prefix + ".wv.weight"}, {Q, KV, KV},
+      {D}, dtype, true);
+  wq = as_weight(params.get(prefix + ".wq.weight"));
+  wk = as_weight(params.get(prefix + ".wk.weight"));
+  wv = as_weight(params.get(prefix + ".wv.weight"));
+  if (qkv && Q == KV) *qkv = stacked_view(group, 0, 3, Q);
+  kv = stacked_view(group, Q, 2, KV);
+}
+
 }  // namespace
 
 ModelWeights weights_register(const ModelConfig& c, Backend& backend, DType dtype,
@@ -46,22 +68,24 @@ ModelWeights weights_register(const ModelConfig& c, Backend& backend, DType dtyp
       const std::string p = layer_prefix(s, l);
       if (owns_blocks) {
         L.attn_norm = add(p + "attn_norm.weight", {D}, false);
-        L.wq = add(p + "attn.wq.weight", {Q, D}, true);
-        L.wk = add(p + "attn.wk.weight", {KV, D}, true);
-        L.wv = add(p + "attn.wv.weight", {KV, D}, true);
+        add_attention_inputs(params, backend, dtype, p + "attn", Q, KV, D, L.wq, L.wk, L.wv,
+                             &L.qkv, L.kv);
         L.wo = add(p + "attn.wo.weight", {D, Q}, true);
       }
       if (s >= 1) {
         L.cross_norm = add(p + "cross_norm.weight", {D}, false);
-        L.cross_wq = add(p + "cross_attn.wq.weight", {Q, D}, true);
-        L.cross_wk = add(p + "cross_attn.wk.weight", {KV, D}, true);
-        L.cross_wv = add(p + "cross_attn.wv.weight", {KV, D}, true);
+        // (q reads this stack's stream, k and v the memory: only k and v run as one product)
+        add_attention_inputs(params, backend, dtype, p + "cross_attn", Q, KV, D, L.cross_wq,
+                             L.cross_wk, L.cross_wv, nullptr, L.cross_kv);
         L.cross_wo = add(p + "cross_attn.wo.weight", {D, Q}, true);
       }
       if (owns_blocks) {
         L.mlp_norm = add(p + "mlp_norm.weight", {D}, false);
-        L.w1 = add(p + "mlp.w1.weight", {F, D}, true);
-        L.w3 = add(p + "mlp.w3.weight", {F, D}, true);
+        const auto w13 = params.add_stacked(backend, {p + "mlp.w1.weight", p + "mlp.w3.weight"},
+                                            {F, F}, {D}, dtype, true);
+        L.w1 = as_weight(params.get(p + "mlp.w1.weight"));
+        L.w3 = as_weight(params.get(p + "mlp.w3.weight"));
+        L.w13 = stacked_view(w13, 0, 2, F);
         L.w2 = add(p + "mlp.w2.weight", {D, F}, true);
       } else {
         // Shared weights: the same tensors (same buffers) as stack 0's layer l.
@@ -70,10 +94,13 @@ ModelWeights weights_register(const ModelConfig& c, Backend& backend, DType dtyp
         L.wq = S.wq;
         L.wk = S.wk;
         L.wv = S.wv;
+        L.qkv = S.qkv;
+        L.kv = S.kv;
         L.wo = S.wo;
         L.mlp_norm = S.mlp_norm;
         L.w1 = S.w1;
         L.w3 = S.w3;
+        L.w13 = S.w13;
         L.w2 = S.w2;
       }
     }

@@ -37,6 +37,12 @@ struct LayerWeights {
   Weight attn_norm, wq, wk, wv, wo;
   Weight cross_norm, cross_wq, cross_wk, cross_wv, cross_wo;  // stacks >= 1 only
   Weight mlp_norm, w1, w3, w2;
+  // The same parameters stacked (they are registered with ParameterSet::add_stacked, so they are
+  // adjacent in memory): the [G, rows, D] operands of the batched input projections.
+  //   qkv = (wq, wk, wv) as [3, Q, D]: only without grouped-query attention (Q == KV)
+  //   kv = (wk, wv) as [2, KV, D];  cross_kv = (cross_wk, cross_wv) likewise (stacks >= 1)
+  //   w13 = (w1, w3) as [2, F, D]
+  Weight qkv, kv, cross_kv, w13;
 };
 
 struct StackWeights {
