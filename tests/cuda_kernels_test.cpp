@@ -448,6 +448,58 @@ TEST_P(CudaKernels, ManyTensorOperationsMatchOneAtATime) {
               1e-6 * gpu_->sum_squares_total(masters));
 }
 
+// adamw_update_many writing the working copies in the same pass (mixed precision's refresh),
+// in the test's dtype: every parameter value and moment as the CPU computes it, and every working
+// element exactly the rounding of the GPU's own new parameter value (convert's rounding). Sizes
+// with tails, views at an odd element offset (no 4-wide accesses) and a tensor without a working
+// copy in the same launch.
+TEST_P(CudaKernels, AdamWManyWritesTheWorkingCopies) {
+  const std::vector<int64_t> sizes{1, 3, 5, 768, 1001, 65537, 300001};
+  std::vector<AdamWTensors> gpu_params, cpu_params;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const int64_t n = sizes[i];
+    const bool odd_offset = i % 3 == 1;  // a view starting at element 1 of a larger tensor
+    auto view = [&](const Tensor& t) { return odd_offset ? t.slice(0, 1, n) : t; };
+    const int64_t whole = odd_offset ? n + 1 : n;
+    Input p = f32_input({whole}), g = f32_input({whole}), m = f32_input({whole});
+    Tensor v_host = test::random_normal({whole}, DType::f32, rng_);
+    for (int64_t j = 0; j < whole; ++j) v_host.data<float>()[j] = std::fabs(v_host.data<float>()[j]);
+    const double decay = i % 2 ? 0.0 : 0.1;
+    AdamWTensors dev{view(p.device), view(g.device), view(m.device),
+                     view(to_backend(*gpu_, v_host, DType::f32)), decay};
+    if (i != 3) dev.working = view(poisoned({whole}, dt()));  // one tensor without a copy
+    gpu_params.push_back(dev);
+    AdamWTensors host{test::clone(view(p.host)), test::clone(view(g.host)),
+                      test::clone(view(m.host)), test::clone(view(v_host)), decay};
+    if (i != 3) host.working = Tensor::zeros({n}, dt());
+    cpu_params.push_back(host);
+  }
+  AdamWStep s;
+  s.lr = 2e-3;
+  s.step = 3;
+  s.grad_scale = 0.9;
+  cpu_.adamw_update_many(cpu_params, s);
+  gpu_->adamw_update_many(gpu_params, s);
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const std::string what = fmt::format("adamw_update_many + working n={}", sizes[i]);
+    expect_close(gpu_params[i].param, cpu_params[i].param, what + " param", 1e-6);
+    expect_close(gpu_params[i].m, cpu_params[i].m, what + " m", 1e-6);
+    expect_close(gpu_params[i].v, cpu_params[i].v, what + " v", 1e-6);
+    if (i == 3) continue;
+    const Tensor param = to_host_f32(*gpu_, gpu_params[i].param);
+    EXPECT_EQ(test::max_abs_difference(to_host_f32(*gpu_, gpu_params[i].working),
+                                       rounded_f32(param, dt())),
+              0.0)
+        << what << " (" << dtype_name(dt()) << "): working is not the rounded new parameter";
+  }
+  // A launch mixes no working dtypes; shapes must match.
+  AdamWTensors bad = gpu_params[0];
+  bad.working = gpu_->zeros({2}, dt());
+  EXPECT_THROW(gpu_->adamw_update_many({bad}, s), Error);
+  bad.working = gpu_->zeros(bad.param.shape(), dt() == DType::bf16 ? DType::f32 : DType::bf16);
+  EXPECT_THROW(gpu_->adamw_update_many({gpu_params[0], bad}, s), Error);
+}
+
 TEST(CudaBackend, ClearErrorsForWrongTensors) {
   if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
   auto gpu = make_cuda_backend(0);

@@ -26,6 +26,7 @@
 #include "support/gradcheck.h"
 #include "support/tiny_data.h"
 #include "support/tiny_models.h"
+#include "train/adamw.h"
 #include "train/trainer.h"
 
 namespace sf {
@@ -193,6 +194,84 @@ TEST_F(CudaModel, RecordedStepsMatchDirectOnes) {
       }
     }
   }
+}
+
+// Mixed precision: the optimizer step writes the BF16 working copies itself and the next forward
+// skips its conversion pass. The fused copies are exactly those an explicit refresh makes (same
+// bits, same logits); the skip really happens and lasts one forward (an edit of a master that
+// breaks the contract is missed by the next forward only); invalidate_working_copies() after an
+// edit makes the next forward pick it up.
+TEST_F(CudaModel, OptimizerStepRefreshesTheWorkingCopies) {
+  auto gpu = make_cuda_backend(0);
+  const ModelConfig c = test::realistic_config(test::tiny_variants()[1].config);  // separate_p2
+  Model model(c, *gpu, DType::f32, DType::bf16);
+  model.initialize();
+  AdamW optimizer(*gpu, model.params());
+  Rng rng(41);
+  const Batch batch = random_batch(c, 2, 64, rng);
+  auto working = [&] {  // every working copy, on the host
+    std::vector<Tensor> out;
+    for (const Tensor& w : model.params().working_storages()) out.push_back(test::to_host_f32(*gpu, w));
+    return out;
+  };
+  auto same = [](const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+    for (size_t i = 0; i < a.size(); ++i)
+      if (test::max_abs_difference(a[i], b[i]) != 0.0) return false;
+    return true;
+  };
+  auto train_step = [&] {
+    model.params().zero_grad(*gpu);
+    model.forward(batch.tokens, batch.targets);
+    model.backward();
+    optimizer.step(1e-3, 0.8);
+  };
+  Parameter& norm = model.params().get("final_norm.weight");
+
+  // 1. The fused copies are the rounded masters, bit for bit, and give the same forward.
+  train_step();
+  const std::vector<Tensor> fused = working();
+  for (size_t i = 0; i < fused.size(); ++i) {
+    const Tensor master = test::to_host_f32(*gpu, model.params().storages()[i]);
+    EXPECT_EQ(test::max_abs_difference(fused[i], test::rounded_f32(master, DType::bf16)), 0.0)
+        << "allocation " << i;
+  }
+  const double loss_fused = model.forward(batch.tokens, batch.targets);  // skips the refresh
+  const Tensor logits_fused = test::to_host_f32(*gpu, model.logits());
+  model.sync_compute_weights();
+  EXPECT_TRUE(same(working(), fused)) << "an explicit refresh changed the fused copies";
+  const double loss_synced = model.forward(batch.tokens, batch.targets);
+  EXPECT_EQ(test::max_abs_difference(test::to_host_f32(*gpu, model.logits()), logits_fused), 0.0);
+  EXPECT_NEAR(loss_fused, loss_synced, 1e-12 * std::fabs(loss_synced));  // fp64 atomics' order
+
+  // 2. The forward after a step skips the refresh, once: an edit without invalidate (breaking
+  // the contract on purpose) is missed by that forward and picked up by the next.
+  train_step();
+  const std::vector<Tensor> after_step = working();
+  gpu->scale(norm.value, 2.0);
+  model.forward(batch.tokens, batch.targets);
+  EXPECT_TRUE(same(working(), after_step)) << "the forward after a step converted the masters";
+  model.forward(batch.tokens, batch.targets);
+  EXPECT_EQ(test::max_abs_difference(test::to_host_f32(*gpu, norm.working),
+                                     test::rounded_f32(test::to_host_f32(*gpu, norm.value),
+                                                       DType::bf16)),
+            0.0)
+      << "the second forward after a step must refresh";
+
+  // 3. The contract: an edit between a step and the next forward, then invalidate: picked up.
+  train_step();
+  gpu->scale(norm.value, 0.5);
+  model.params().invalidate_working_copies();
+  const double loss_edited = model.forward(batch.tokens, batch.targets);
+  const Tensor logits_edited = test::to_host_f32(*gpu, model.logits());
+  EXPECT_EQ(test::max_abs_difference(test::to_host_f32(*gpu, norm.working),
+                                     test::rounded_f32(test::to_host_f32(*gpu, norm.value),
+                                                       DType::bf16)),
+            0.0)
+      << "the edit was not picked up";
+  model.sync_compute_weights();
+  const double loss_reference = model.forward(batch.tokens, batch.targets);
+  EXPECT_EQ(test::max_abs_difference(test::to_host_f32(*gpu, model.logits()), logits_edited), 0.0);
+  EXPECT_NEAR(loss_edited, loss_reference, 1e-12 * std::fabs(loss_reference));
 }
 
 // The same short training run (AdamW, clipping, schedule) on the GPU and on the CPU.

@@ -3,14 +3,21 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numbers>
 #include <vector>
 
 #include "core/rng.h"
 #include "cpu/cpu_backend.h"
+#include "model/model.h"
+#include "model/model_io.h"
 #include "model/parameters.h"
+#include "support/gradcheck.h"
+#include "support/test_util.h"
+#include "support/tiny_models.h"
 #include "train/adamw.h"
+#include "train/checkpoint.h"
 #include "train/grad_clip.h"
 #include "train/lr_schedule.h"
 
@@ -266,6 +273,145 @@ TEST(AdamW, RejectsBadArguments) {
   ParameterSet wide;
   wide.add(backend, "w64", {4}, DType::f64, true);
   EXPECT_THROW(AdamW(backend, wide), Error);
+}
+
+// ---- AdamW refreshing mixed-precision working copies ---------------------------------------
+
+// Every byte of `t` set to 0xff: NaN in F32 and in BF16, so an element nobody writes shows.
+void poison(Tensor& t) { std::memset(t.raw(), 0xff, t.nbytes()); }
+
+// True when `working` holds exactly Backend::convert(master) (bit for bit).
+bool holds_conversion_of(CpuBackend& backend, const Tensor& working, const Tensor& master) {
+  Tensor expected = Tensor::zeros(master.shape(), working.dtype());
+  backend.convert(expected, master);
+  return std::memcmp(expected.raw(), working.raw(), expected.nbytes()) == 0;
+}
+
+// The backend operation: a working output (F32 or BF16, defined or not per tensor) receives the
+// new parameter value rounded as convert() rounds, and does not change the update itself.
+TEST(AdamW, UpdateManyWritesWorkingOutputsLikeConvert) {
+  CpuBackend backend;
+  Rng rng(31);
+  const std::vector<int64_t> sizes{1, 3, 257, 4096};
+  AdamWStep s;
+  s.lr = 3e-3;
+  s.step = 4;
+  s.grad_scale = 0.6;
+  for (DType dtype : {DType::bf16, DType::f32}) {
+    std::vector<AdamWTensors> with, without;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      AdamWTensors t{Tensor::zeros({sizes[i]}), Tensor::zeros({sizes[i]}),
+                     Tensor::zeros({sizes[i]}), Tensor::zeros({sizes[i]}), i % 2 ? 0.0 : 0.1};
+      for (Tensor* x : {&t.param, &t.grad, &t.m, &t.v}) fill_normal(*x, rng, 0.3);
+      for (int64_t j = 0; j < sizes[i]; ++j) t.v.data<float>()[j] *= t.v.data<float>()[j];
+      AdamWTensors u{test::clone(t.param), t.grad, test::clone(t.m), test::clone(t.v),
+                     t.weight_decay};
+      if (i != 2) {  // one tensor without a working output
+        t.working = Tensor::zeros({sizes[i]}, dtype);
+        poison(t.working);
+      }
+      with.push_back(t);
+      without.push_back(u);
+    }
+    backend.adamw_update_many(with, s);
+    backend.adamw_update_many(without, s);
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      const std::string what = fmt::format("{} n={}", dtype_name(dtype), sizes[i]);
+      EXPECT_EQ(std::memcmp(with[i].param.raw(), without[i].param.raw(), with[i].param.nbytes()), 0)
+          << what << ": the working output changed the update";
+      if (i == 2) continue;
+      EXPECT_TRUE(holds_conversion_of(backend, with[i].working, with[i].param)) << what;
+    }
+  }
+  // Clear errors, before anything is updated.
+  AdamWTensors bad{Tensor::zeros({4}), Tensor::zeros({4}), Tensor::zeros({4}), Tensor::zeros({4})};
+  const Tensor before = test::clone(bad.param);
+  bad.working = Tensor::zeros({5}, DType::bf16);
+  EXPECT_THROW(backend.adamw_update_many({bad}, s), Error);
+  bad.working = Tensor::zeros({4}, DType::f64);
+  EXPECT_THROW(backend.adamw_update_many({bad}, s), Error);
+  EXPECT_EQ(std::memcmp(before.raw(), bad.param.raw(), before.nbytes()), 0);
+}
+
+// The optimizer over a set with working copies (a parameter of its own and a stacked group):
+// after every step each copy holds convert(new master) bit for bit, over whole allocations,
+// and the set says so exactly once (the flag a forward consumes); without copies it never does.
+TEST(AdamW, StepRefreshesTheWorkingCopies) {
+  CpuBackend backend;
+  for (DType dtype : {DType::bf16, DType::f32}) {
+    ParameterSet params;
+    params.add(backend, "w", {7, 5}, DType::f32, true);
+    params.add_stacked(backend, {"a", "b"}, {3, 2}, {5}, DType::f32, true);
+    params.add(backend, "norm", {5}, DType::f32, false);
+    params.add_working_copies(backend, dtype);
+    EXPECT_THROW(params.add(backend, "late", {2}, DType::f32, true), Error);
+    ASSERT_EQ(params.working_storages().size(), params.storages().size());
+    Rng rng(17);
+    for (Parameter& p : params.all()) {
+      ASSERT_TRUE(p.working.defined()) << p.name;
+      EXPECT_EQ(p.working.shape(), p.value.shape()) << p.name;
+      fill_normal(p.value, rng, 0.5);
+    }
+    for (const Tensor& w : params.working_storages()) {
+      Tensor t = w;
+      poison(t);
+    }
+    EXPECT_FALSE(params.consume_working_current());
+    AdamW opt(backend, params);
+    for (int step = 1; step <= 3; ++step) {
+      for (Parameter& p : params.all()) fill_normal(p.grad, rng);
+      opt.step(1e-2, 0.9);
+      const std::string what = fmt::format("{} step {}", dtype_name(dtype), step);
+      for (const Parameter& p : params.all())
+        EXPECT_TRUE(holds_conversion_of(backend, p.working, p.value)) << what << " " << p.name;
+      for (size_t i = 0; i < params.storages().size(); ++i)
+        EXPECT_TRUE(holds_conversion_of(backend, params.working_storages()[i], params.storages()[i]))
+            << what << " allocation " << i;
+      EXPECT_TRUE(params.consume_working_current()) << what;
+      EXPECT_FALSE(params.consume_working_current()) << what << ": single use";
+    }
+    opt.step(1e-2, 1.0);
+    params.invalidate_working_copies();
+    EXPECT_FALSE(params.consume_working_current());
+  }
+  ParameterSet plain;  // F32 only: no copies, the optimizer claims nothing
+  plain.add(backend, "w", {4}, DType::f32, true);
+  AdamW opt(backend, plain);
+  opt.step(1e-2, 1.0);
+  EXPECT_FALSE(plain.has_working_copies());
+  EXPECT_FALSE(plain.consume_working_current());
+}
+
+// Everything in the library that writes master values clears the optimizer's claim: a
+// mixed-precision model (built on the CPU backend only to hold the tensors; no forward runs)
+// after a step, then initialize, a model load, a checkpoint load.
+TEST(AdamW, LibraryWritersOfMastersInvalidateTheWorkingCopies) {
+  CpuBackend backend;
+  const ModelConfig c = test::tiny_variants()[1].config;
+  Model model(c, backend, DType::f32, DType::bf16);
+  ASSERT_TRUE(model.params().has_working_copies());
+  model.initialize();
+  AdamW opt(backend, model.params());
+  const std::string dir = test::fresh_temp_dir("adamw_working_copies");
+  model_save(model, dir);
+  TrainingState state;
+  checkpoint_save(dir, model, opt, state);
+
+  // Each writer follows a step (which alone sets the flag: the last check).
+  opt.step(1e-3, 1.0);
+  model.initialize();
+  EXPECT_FALSE(model.params().consume_working_current()) << "initialize";
+  opt.step(1e-3, 1.0);
+  model_load_weights(model, model_files(dir).weights);
+  EXPECT_FALSE(model.params().consume_working_current()) << "model_load_weights";
+  opt.step(1e-3, 1.0);
+  checkpoint_load(dir, model, opt);
+  EXPECT_FALSE(model.params().consume_working_current()) << "checkpoint_load";
+  opt.step(1e-3, 1.0);
+  model.sync_compute_weights();
+  EXPECT_FALSE(model.params().consume_working_current()) << "sync_compute_weights";
+  opt.step(1e-3, 1.0);
+  EXPECT_TRUE(model.params().consume_working_current()) << "a step alone";
 }
 
 // ---- learning-rate schedule -----------------------------------------------------------------

@@ -45,10 +45,15 @@ struct AdamWStep {
   double grad_scale = 1.0;    // gradients are multiplied by this first (global-norm clipping)
 };
 
-// One parameter's tensors for Backend::adamw_update_many.
+// One parameter's tensors for Backend::adamw_update_many. `working` is optional (undefined =
+// none): when defined (same shape as param, F32 or BF16) the update also writes the new
+// parameter value converted to working's dtype, rounded exactly as Backend::convert rounds.
+// Mixed precision passes the BF16 working copy here, so the optimizer step refreshes it in the
+// same pass instead of a separate convert_many at the next forward.
 struct AdamWTensors {
   Tensor param, grad, m, v;
   double weight_decay = 0.0;
+  Tensor working{};  // "{}": initialisers that leave it out stay warning-free
 };
 
 class Backend {
@@ -222,14 +227,32 @@ class Backend {
       convert(d, src[i]);
     }
   }
-  // step.weight_decay is ignored: each parameter brings its own.
+  // step.weight_decay is ignored: each parameter brings its own. This loop (adamw_update, then
+  // convert into the working copy where there is one) defines the result; the CPU reference
+  // uses it as it is, the CUDA backend fuses both into one pass over the parameters.
   virtual void adamw_update_many(const std::vector<AdamWTensors>& params, const AdamWStep& step) {
+    for (const AdamWTensors& p : params) adamw_check_working(p, "adamw_update_many");
     for (const AdamWTensors& p : params) {
       AdamWStep s = step;
       s.weight_decay = p.weight_decay;
       Tensor param = p.param, m = p.m, v = p.v;
       adamw_update(param, p.grad, m, v, s);
+      if (p.working.defined()) {
+        Tensor working = p.working;
+        convert(working, param);
+      }
     }
+  }
+
+ protected:
+  // A defined working output must be F32 or BF16 with the parameter's shape (checked for every
+  // tensor before anything is updated, so a bad table changes nothing).
+  static void adamw_check_working(const AdamWTensors& p, const char* op) {
+    if (!p.working.defined()) return;
+    SF_CHECK(p.working.dtype() == DType::f32 || p.working.dtype() == DType::bf16,
+             "{}: working copy {} must be F32 or BF16", op, p.working.describe());
+    SF_CHECK(p.working.shape() == p.param.shape(), "{}: working copy {} vs parameter {}", op,
+             p.working.describe(), p.param.describe());
   }
 };
 

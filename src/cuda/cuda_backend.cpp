@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -43,7 +44,7 @@ class CudaBackend final : public Backend {
     cudaStreamSynchronize(stream_);
     if (workspace_) cudaFree(workspace_);
     if (scalars_) cudaFree(scalars_);
-    if (table_) cudaFree(table_);
+    for (auto& [key, table] : tables_) cudaFree(table);
     for (RopeTable& t : rope_tables_) cudaFree(t.data);
     cudaStreamDestroy(stream_);
   }
@@ -528,26 +529,37 @@ class CudaBackend final : public Backend {
                        stream_);
   }
 
+  // AdamW and the refresh of the working copies (where given) in one pass: see AdamWTensors.
   void adamw_update_many(const std::vector<AdamWTensors>& params, const AdamWStep& s) override {
     const auto op_timer = profile("adamw_update_many");
     if (params.empty()) return;
     check_adamw_step(s);
-    std::vector<uint64_t> values, grads, ms, vs, sizes;
+    std::vector<uint64_t> values, grads, ms, vs, working, sizes;
     std::vector<float> decays;
+    const Tensor* first_working = nullptr;  // every working copy of one launch has its dtype
     for (const AdamWTensors& p : params) {
       for (const Tensor* t : TensorList{&p.param, &p.grad, &p.m, &p.v}) check_f32(*t, "adamw_update_many");
       for (const Tensor* t : TensorList{&p.grad, &p.m, &p.v}) same_shape(*t, p.param, "adamw_update_many");
+      if (p.working.defined()) {
+        check(p.working, "adamw_update_many");
+        adamw_check_working(p, "adamw_update_many");
+        if (!first_working) first_working = &p.working;
+        SF_CHECK(p.working.dtype() == first_working->dtype(),
+                 "adamw_update_many: working copies of one call share a dtype: {} next to {}",
+                 p.working.describe(), first_working->describe());
+      }
       values.push_back(reinterpret_cast<uint64_t>(p.param.raw()));
       grads.push_back(reinterpret_cast<uint64_t>(p.grad.raw()));
       ms.push_back(reinterpret_cast<uint64_t>(p.m.raw()));
       vs.push_back(reinterpret_cast<uint64_t>(p.v.raw()));
+      working.push_back(p.working.defined() ? reinterpret_cast<uint64_t>(p.working.raw()) : 0);
       sizes.push_back(static_cast<uint64_t>(p.param.numel()));
       AdamWStep own = s;
       own.weight_decay = p.weight_decay;
       decays.push_back(adamw_args(own).decay);
     }
     const int count = static_cast<int>(params.size());
-    std::vector<uint64_t> words = concat({values, grads, ms, vs, sizes});
+    std::vector<uint64_t> words = concat({values, grads, ms, vs, working, sizes});
     const size_t decay_word = words.size();
     words.resize(decay_word + (decays.size() + 1) / 2);  // two floats per word
     std::memcpy(words.data() + decay_word, decays.data(), decays.size() * sizeof(float));
@@ -557,8 +569,10 @@ class CudaBackend final : public Backend {
     t.grads = reinterpret_cast<const float* const*>(table + count);
     t.m = reinterpret_cast<float* const*>(table + 2 * count);
     t.v = reinterpret_cast<float* const*>(table + 3 * count);
-    t.sizes = reinterpret_cast<const int64_t*>(table + 4 * count);
+    t.working = reinterpret_cast<void* const*>(table + 4 * count);
+    t.sizes = reinterpret_cast<const int64_t*>(table + 5 * count);
     t.decays = reinterpret_cast<const float*>(table + decay_word);
+    t.working_dtype = first_working ? first_working->dtype() : DType::f32;
     cuda::adamw_update_many(t, count, largest(sizes), adamw_args(s), stream_);
   }
 
@@ -592,14 +606,28 @@ class CudaBackend final : public Backend {
   static int64_t largest(const std::vector<uint64_t>& sizes) {
     return static_cast<int64_t>(*std::max_element(sizes.begin(), sizes.end()));
   }
-  // Copies the pointer/size table of a multi-tensor launch to the device. One buffer serves
-  // every such launch: the copy is queued on the stream after the kernels that read the
-  // previous table, so it never overwrites a table in use.
+  // The pointer/size table of a multi-tensor launch, on the device. Tables are kept by content:
+  // a training step passes the same ones every time (the same parameters), so after the first
+  // step nothing is copied — a copy from pageable host memory can make the host wait for the
+  // stream, which put a gap before each optimizer launch. A table is never changed once
+  // uploaded (sum_squares_total's results area is rewritten by its own kernel only); when too
+  // many accumulate (shapes keep changing) they are all dropped, after the stream drains.
   uint64_t* upload_table(const std::vector<uint64_t>& words) {
+    auto it = tables_.find(words);
+    if (it != tables_.end()) return static_cast<uint64_t*>(it->second);
+    constexpr size_t kMaxTables = 64;
+    if (tables_.size() >= kMaxTables) {
+      ++scratch_generation_;  // recordings that use a dropped table are stale now
+      SF_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      for (auto& [key, table] : tables_) SF_CUDA_CHECK(cudaFree(table));
+      tables_.clear();
+    }
     const size_t bytes = words.size() * sizeof(uint64_t);
-    grown(table_, table_bytes_, bytes);
-    SF_CUDA_CHECK(cudaMemcpyAsync(table_, words.data(), bytes, cudaMemcpyHostToDevice, stream_));
-    return static_cast<uint64_t*>(table_);
+    void* table = nullptr;
+    SF_CUDA_CHECK(cudaMalloc(&table, bytes));
+    tables_.emplace(words, table);
+    SF_CUDA_CHECK(cudaMemcpyAsync(table, words.data(), bytes, cudaMemcpyHostToDevice, stream_));
+    return static_cast<uint64_t*>(table);
   }
 
   void check_matmul(const Tensor& out, const Tensor& a, bool ta, const Tensor& b, bool tb) const {
@@ -717,8 +745,7 @@ class CudaBackend final : public Backend {
   double* scalars_ = nullptr;     // small device results (dot, counts)
   void* workspace_ = nullptr;     // attention backward scratch, grown on demand
   size_t workspace_bytes_ = 0;
-  void* table_ = nullptr;         // pointer/size tables of the multi-tensor launches
-  size_t table_bytes_ = 0;
+  std::map<std::vector<uint64_t>, void*> tables_;  // upload_table's device copies, by content
   struct RopeTable {
     double theta;
     int64_t head_dim;

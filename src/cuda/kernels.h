@@ -105,14 +105,19 @@ struct AdamWArgs {
 void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n,
                   const AdamWArgs& args, cudaStream_t stream);
 // Every parameter in one launch: device arrays of `count` pointers, sizes and decays
-// (1 - lr * weight_decay of each parameter; args.decay is not used).
+// (1 - lr * weight_decay of each parameter; args.decay is not used). working[k], where not
+// null, receives the new value of parameter k rounded to working_dtype (F32 or BF16, one dtype
+// per launch; round to nearest even as convert does): the mixed-precision working copies are
+// refreshed in the same pass.
 struct AdamWTable {
   float* const* params;
   const float* const* grads;
   float* const* m;
   float* const* v;
+  void* const* working;
   const int64_t* sizes;
   const float* decays;
+  DType working_dtype = DType::f32;  // on the host: picks the kernel
 };
 void adamw_update_many(const AdamWTable& table, int count, int64_t max_size, const AdamWArgs& args,
                        cudaStream_t stream);

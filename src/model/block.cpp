@@ -95,8 +95,14 @@ void attention_block_forward(Backend& be, const ModelConfig& c, const AttentionW
   const Tensor& kv_in = kv_source ? *kv_source : a.norm_out;
   Tensor qkv = a.qkv, kv = a.kv;
   project_qkv(be, w, a.norm_out, kv_in, kv_source == nullptr, a.q, qkv, kv);
-  if (spec.rope_q) be.rope_forward(a.q, c.rope_theta, 0);
-  if (spec.rope_k) be.rope_forward(a.k, c.rope_theta, 0);
+  if (spec.rope_q && spec.rope_k && a.qkv.defined()) {
+    // q and k are adjacent with one shape: rotated in one pass, as [2B, T, H, hd].
+    Tensor qk = a.qkv.slice(0, 0, 2).view({2 * a.q.dim(0), a.q.dim(1), a.q.dim(2), a.q.dim(3)});
+    be.rope_forward(qk, c.rope_theta, 0);
+  } else {
+    if (spec.rope_q) be.rope_forward(a.q, c.rope_theta, 0);
+    if (spec.rope_k) be.rope_forward(a.k, c.rope_theta, 0);
+  }
   be.attention_forward(a.out, a.lse, a.q, a.k, a.v, spec.mask);
   be.matmul_add(x_out, as_matrix(a.out), false, w.wo.value, true, x_in);
 }

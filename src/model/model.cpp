@@ -41,17 +41,20 @@ Model::Model(const ModelConfig& config, Backend& backend, DType dtype,
            dtype_name(compute_dtype_), dtype_name(dtype_));
   weights_ = weights_register(config_, backend_, dtype_, params_);
   if (!mixed_precision()) return;
-  // Working copies: kernels read these; gradients stay the F32 master gradients. One copy per
-  // allocation (a stacked group of parameters is one), so a weight -- a parameter, a view into
-  // a group, or a shared weight -- maps to the same place in its allocation's copy (matched by
-  // buffer, same element offset) and grouped weights stay adjacent in their copies.
-  for (const Tensor& master : params_.storages())
-    working_copies_.emplace_back(master, backend_.zeros(master.shape(), compute_dtype_));
+  // Working copies: kernels read these; gradients stay the F32 master gradients. The
+  // ParameterSet holds them (one per allocation, a stacked group of parameters being one) with
+  // each parameter's view, so that AdamW can refresh them in its update (parameters.h). A
+  // weight -- a parameter, a view into a group, or a shared weight -- maps to the same place in
+  // its allocation's copy (matched by buffer, same element offset), so grouped weights stay
+  // adjacent in their copies.
+  params_.add_working_copies(backend_, compute_dtype_);
+  const std::vector<Tensor>& masters = params_.storages();
+  const std::vector<Tensor>& copies = params_.working_storages();
   for_each_weight(weights_, [&](Weight& w) {
     if (!w.value.defined()) return;
-    for (const auto& [master, working] : working_copies_)
-      if (master.buffer() == w.value.buffer()) {
-        w.value = Tensor(working.buffer(), compute_dtype_, w.value.shape(), w.value.offset());
+    for (size_t i = 0; i < masters.size(); ++i)
+      if (masters[i].buffer() == w.value.buffer()) {
+        w.value = Tensor(copies[i].buffer(), compute_dtype_, w.value.shape(), w.value.offset());
         return;
       }
     fail("mixed precision: a weight is not a registered parameter");
@@ -72,17 +75,15 @@ void Model::set_step_recording(bool on) {
 
 void Model::initialize() {
   weights_initialize(config_, backend_, params_);
-  sync_compute_weights();
+  sync_compute_weights();  // which also clears the optimizer's "copies current" claim
 }
 
 void Model::sync_compute_weights() {
-  if (working_copies_.empty()) return;
-  std::vector<Tensor> masters, working;
-  for (auto& [m, w] : working_copies_) {
-    masters.push_back(m);
-    working.push_back(w);
-  }
-  backend_.convert_many(working, masters);
+  // An explicit refresh supersedes the optimizer's: the next forward converts again, so an edit
+  // made after this call without invalidate_working_copies() is still picked up.
+  params_.invalidate_working_copies();
+  if (!params_.has_working_copies()) return;
+  backend_.convert_many(params_.working_storages(), params_.storages());
 }
 
 AttentionSpec Model::self_spec() const { return AttentionSpec{AttentionMask{0, 0}, true, true}; }
@@ -121,7 +122,10 @@ void Model::plan(int64_t B, int64_t T) {
   a.stacks.resize(c.n_stacks);
   for (int64_t s = 0; s < c.n_stacks; ++s) {
     StackActivations& S = a.stacks[s];
-    for (int64_t l = 0; l <= c.layers_per_stack; ++l)
+    // Every stack starts from the token embeddings: residual[0] is `embedded` itself (layers
+    // only read their input), so no stack copies it.
+    S.residual.push_back(a.embedded);
+    for (int64_t l = 1; l <= c.layers_per_stack; ++l)
       S.residual.push_back(alloc.zeros({N, D}, compute_dtype_));
     // Recomputation: one set of layer activations per stack, overwritten by every layer.
     S.layers.resize(recompute_ ? 1 : c.layers_per_stack);
@@ -189,7 +193,6 @@ void Model::stack_forward(int64_t s) {
     be.rmsnorm_forward(S.mem, S.mem_rstd, act_.stacks[s - 1].residual.back(), W.mem_norm.value,
                        config_.norm_eps);
   }
-  be.copy(S.residual[0], act_.embedded);  // every stack starts from the token embeddings
   for (int64_t l = 0; l < config_.layers_per_stack; ++l) layer_forward(s, l, S.residual[l + 1]);
 }
 
@@ -237,7 +240,10 @@ void Model::prepare_forward(const Tensor& tokens, const Tensor& targets) {
              targets.describe(), tokens.describe());
   }
   plan(B, T);
-  sync_compute_weights();
+  // Mixed precision: skip the conversion pass over all masters when the optimizer's step has
+  // just written the working copies itself (and nothing has written a master since); the flag
+  // is consumed here, so every later forward converts as before (parameters.h).
+  if (!params_.consume_working_current()) sync_compute_weights();
   backend_.copy(act_.tokens, tokens);
   counted_targets_ = 0;
   if (!have_targets_) return;

@@ -46,9 +46,12 @@ class Model {
   DType compute_dtype() const { return compute_dtype_; }
   bool mixed_precision() const { return compute_dtype_ != dtype_; }
   // In mixed precision, refreshes the working copies from the master weights. forward() does
-  // this itself every time (one cast pass, a fraction of a percent of a step), so stale working
-  // weights after an optimizer step, a load or a test's edit cannot happen; code that reads
-  // weights() without a forward (the decoder) calls it after changing the master weights.
+  // this itself (one cast pass over all masters) unless the optimizer step just before it wrote
+  // the copies in its own pass (AdamW::step; ParameterSet::consume_working_current), so stale
+  // working weights after a load, an initialisation or an edit cannot happen. Code that edits
+  // master values between an optimizer step and the next forward calls
+  // params().invalidate_working_copies() (the contract in parameters.h); code that reads
+  // weights() without a forward (the decoder) calls this after changing the master weights.
   void sync_compute_weights();
   ParameterSet& params() { return params_; }
   const ParameterSet& params() const { return params_; }
@@ -163,8 +166,6 @@ class Model {
   DType stat_dtype_;     // rstd, lse, losses: F32 when compute is BF16
   ParameterSet params_;
   ModelWeights weights_;  // .value = working copy in mixed precision; .grad = master gradient
-  // Mixed precision: (master, working copy) of every allocation (ParameterSet::storages()).
-  std::vector<std::pair<Tensor, Tensor>> working_copies_;
   Activations act_;
   bool recompute_ = false;
   // Recordings of forward_backward_async's device work, valid for the planned buffers.

@@ -55,6 +55,9 @@ void model_load_weights(Model& model, const std::string& weights_path) {
     SF_CHECK(model.params().contains(name),
              "{}: tensor '{}' is not a parameter of this model (config mismatch?)", weights_path,
              name);
+  // The masters change (even if a later tensor fails to load): the next forward must refresh
+  // the mixed-precision working copies, whatever the last optimizer step wrote into them.
+  model.params().invalidate_working_copies();
   for (Parameter& p : model.params().all()) {
     SF_CHECK(file.has(p.name), "{}: missing tensor '{}'", weights_path, p.name);
     if (p.value.device() == Device::cpu) {

@@ -6,6 +6,7 @@ namespace sf {
 Parameter& ParameterSet::add(Backend& backend, const std::string& name, const Shape& shape,
                              DType dtype, bool weight_decay) {
   SF_CHECK(!contains(name), "parameter '{}' registered twice", name);
+  SF_CHECK(!has_working_copies(), "parameter '{}' added after the working copies", name);
   index_[name] = params_.size();
   params_.push_back(
       Parameter{name, backend.zeros(shape, dtype), backend.zeros(shape, dtype), weight_decay});
@@ -20,6 +21,7 @@ std::pair<Tensor, Tensor> ParameterSet::add_stacked(Backend& backend,
                                                     bool weight_decay) {
   SF_CHECK(!names.empty() && names.size() == rows.size(),
            "add_stacked: {} names for {} row counts", names.size(), rows.size());
+  SF_CHECK(!has_working_copies(), "parameter '{}' added after the working copies", names[0]);
   int64_t total = 0;
   for (size_t i = 0; i < names.size(); ++i) {
     SF_CHECK(!contains(names[i]), "parameter '{}' registered twice", names[i]);
@@ -56,6 +58,22 @@ int64_t ParameterSet::count_elements() const {
   int64_t n = 0;
   for (const auto& p : params_) n += p.value.numel();
   return n;
+}
+
+void ParameterSet::add_working_copies(Backend& backend, DType dtype) {
+  SF_CHECK(!has_working_copies(), "the parameters already have working copies");
+  for (const Tensor& master : storages_)
+    working_storages_.push_back(backend.zeros(master.shape(), dtype));
+  // A parameter is its storage or a contiguous slice of it (add_stacked): matched by buffer, it
+  // gets the same element range of the storage's copy.
+  for (Parameter& p : params_) {
+    for (size_t i = 0; i < storages_.size() && !p.working.defined(); ++i)
+      if (storages_[i].buffer() == p.value.buffer())
+        p.working = Tensor(working_storages_[i].buffer(), dtype, p.value.shape(),
+                           working_storages_[i].offset() + p.value.offset() -
+                               storages_[i].offset());
+    SF_CHECK(p.working.defined(), "parameter '{}' has no storage", p.name);
+  }
 }
 
 void ParameterSet::zero_grad(Backend& backend) {

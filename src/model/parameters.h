@@ -11,6 +11,25 @@
 // such a group (the q/k/v projections, the two SwiGLU input projections) as one [G, rows, cols]
 // operand and writes their gradients in one go. Each is still a Parameter of its own (name,
 // checkpoint entry, optimizer state); its tensors are contiguous views into the group's.
+//
+// Mixed precision: the set also holds the working copies (BF16) of the master values, one per
+// allocation, and each parameter's view into its copy (Parameter::working), with one flag
+// saying whether those copies are known to be current. Decision: the ParameterSet, not the
+// Model, owns both, because it is the one object that the Model (which reads the copies) and
+// the optimizer (which writes the masters, and the copies in the same pass) both see; AdamW
+// knows no Model.
+//
+// Contract of the flag ("working copies current"):
+//   * AdamW::step sets it after an update that also wrote every working copy
+//     (mark_working_current).
+//   * Model's forward takes it (consume_working_current: read and clear, so it is used once):
+//     set, the forward skips its conversion pass over all masters; clear, it converts as always.
+//   * Code that writes master values between an optimizer step and the next forward calls
+//     invalidate_working_copies(). The library's writers do (Model::initialize, model and
+//     checkpoint loading, AdamW::step before its update; an explicit
+//     Model::sync_compute_weights() clears the flag too); a test or tool that edits
+//     Parameter::value directly must do the same, or the next forward may read the copies of
+//     the old values. Edits at any other time are picked up anyway (the flag is clear then).
 #pragma once
 
 #include <cstdint>
@@ -29,6 +48,9 @@ struct Parameter {
   Tensor value;
   Tensor grad;        // same shape and dtype as value
   bool weight_decay;  // false for norms and scalars (AdamW skips decay on them)
+  // Mixed precision: this parameter's place in its allocation's working copy (the kernels read
+  // it; AdamW writes it with the update). Undefined without working copies.
+  Tensor working{};  // "{}": initialisers that leave it out stay warning-free
 };
 
 class ParameterSet {
@@ -57,10 +79,30 @@ class ParameterSet {
   const std::vector<Tensor>& storages() const { return storages_; }
   void zero_grad(Backend& backend);
 
+  // ---- mixed precision (see the contract at the top) ----------------------------------------
+  // Allocates a zero working copy of `dtype` for every storage (working_storages()[i] has the
+  // shape of storages()[i]) and sets every Parameter::working to the same element range of its
+  // storage's copy. Once, after the last add: no parameter may be added afterwards.
+  void add_working_copies(Backend& backend, DType dtype);
+  bool has_working_copies() const { return !working_storages_.empty(); }
+  const std::vector<Tensor>& working_storages() const { return working_storages_; }
+  // The optimizer: every working copy now holds the rounding of its (new) master value.
+  void mark_working_current() { working_current_ = has_working_copies(); }
+  // The forward: whether the copies are current, clearing the flag (single use).
+  bool consume_working_current() {
+    const bool current = working_current_;
+    working_current_ = false;
+    return current;
+  }
+  // Whoever writes master values: the working copies no longer follow from the last step.
+  void invalidate_working_copies() { working_current_ = false; }
+
  private:
   std::deque<Parameter> params_;  // a deque: add() never invalidates earlier references
   std::unordered_map<std::string, size_t> index_;
   std::vector<Tensor> storages_;
+  std::vector<Tensor> working_storages_;  // parallel to storages_; empty without mixed precision
+  bool working_current_ = false;
 };
 
 }  // namespace sf

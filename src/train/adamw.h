@@ -52,6 +52,9 @@ class AdamW {
   // unchanged; the caller zeroes them. Throws on a negative or non-finite lr or a non-finite
   // grad_scale (which is what clip_scale returns for a non-finite gradient norm), leaving the
   // parameters, moments and step counter untouched.
+  // Mixed precision (the set has working copies): the same pass writes every parameter's new
+  // value, rounded, into Parameter::working and marks the copies current
+  // (ParameterSet::mark_working_current), so the next forward skips its conversion pass.
   void step(double lr, double grad_scale = 1.0);
 
   const AdamWConfig& config() const { return config_; }
@@ -82,6 +85,8 @@ class AdamW {
   int64_t step_count_ = 0;
   std::vector<Tensor> exp_avg_;
   std::vector<Tensor> exp_avg_sq_;
+  std::vector<AdamWTensors> update_tensors_;  // step()'s argument list, kept between steps
+  bool update_has_working_ = false;
 };
 
 }  // namespace sf

@@ -142,6 +142,7 @@ TrainingState checkpoint_load(const std::string& run_dir, Model& model, AdamW& o
            "{}: checkpoint config differs from the run's model config (saved {}, now {})",
            (dir / "config.json").string(), config_to_json(saved).dump(),
            config_to_json(model.config()).dump());
+  // Also tells the next forward to refresh the mixed-precision working copies (model_io.cpp).
   model_load_weights(model, (dir / "model.safetensors").string());
 
   const std::string opt_path = (dir / "optimizer.safetensors").string();
