@@ -45,6 +45,10 @@ class CudaBackend final : public Backend {
     if (workspace_) cudaFree(workspace_);
     if (scalars_) cudaFree(scalars_);
     for (auto& [key, table] : tables_) cudaFree(table);
+    for (Staging& slot : staging_) {
+      if (slot.host) cudaFreeHost(slot.host);
+      if (slot.done) cudaEventDestroy(slot.done);
+    }
     for (RopeTable& t : rope_tables_) cudaFree(t.data);
     cudaStreamDestroy(stream_);
   }
@@ -84,6 +88,9 @@ class CudaBackend final : public Backend {
     SF_CHECK(dst.is_contiguous() && src.is_contiguous(), "copy: {} into {} needs contiguous tensors",
              src.describe(), dst.describe());
     if (src.nbytes() == 0) return;
+    if (src.device() == Device::cpu && dst.device() == Device::cuda && !capturing_ &&
+        src.nbytes() <= kStagingBytes)
+      return upload_staged(dst.raw(), src.raw(), src.nbytes());
     SF_CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDefault, stream_));
     // A host destination must hold the data when copy() returns.
     if (dst.device() == Device::cpu) SF_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -606,6 +613,31 @@ class CudaBackend final : public Backend {
   static int64_t largest(const std::vector<uint64_t>& sizes) {
     return static_cast<int64_t>(*std::max_element(sizes.begin(), sizes.end()));
   }
+  // Host-to-device copies of up to kStagingBytes go through pinned staging buffers, so the host
+  // never waits: a copy from pageable memory can make it wait until the stream has drained (the
+  // batch's upload waited for the gradient zeroing, and the GPU then sat idle while the step
+  // was launched). A buffer is reused once its previous copy has run (its event). Not while a
+  // recording is open: a recorded copy would read the buffer again at every replay.
+  static constexpr size_t kStagingBytes = 1u << 20;
+  static constexpr int kStagingSlots = 4;
+  struct Staging {
+    void* host = nullptr;
+    cudaEvent_t done = nullptr;
+  };
+  void upload_staged(void* dst, const void* src, size_t bytes) {
+    Staging& slot = staging_[next_staging_];
+    next_staging_ = (next_staging_ + 1) % kStagingSlots;
+    if (!slot.host) {
+      SF_CUDA_CHECK(cudaMallocHost(&slot.host, kStagingBytes));
+      SF_CUDA_CHECK(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
+    } else {
+      SF_CUDA_CHECK(cudaEventSynchronize(slot.done));
+    }
+    std::memcpy(slot.host, src, bytes);
+    SF_CUDA_CHECK(cudaMemcpyAsync(dst, slot.host, bytes, cudaMemcpyHostToDevice, stream_));
+    SF_CUDA_CHECK(cudaEventRecord(slot.done, stream_));
+  }
+
   // The pointer/size table of a multi-tensor launch, on the device. Tables are kept by content:
   // a training step passes the same ones every time (the same parameters), so after the first
   // step nothing is copied — a copy from pageable host memory can make the host wait for the
@@ -746,6 +778,8 @@ class CudaBackend final : public Backend {
   void* workspace_ = nullptr;     // attention backward scratch, grown on demand
   size_t workspace_bytes_ = 0;
   std::map<std::vector<uint64_t>, void*> tables_;  // upload_table's device copies, by content
+  Staging staging_[kStagingSlots];                 // upload_staged's pinned buffers
+  int next_staging_ = 0;
   struct RopeTable {
     double theta;
     int64_t head_dim;
