@@ -105,9 +105,7 @@ class Backend {
   // default runs them one by one.
   virtual void matmul_batched(Tensor& out, const Tensor& a, bool transpose_a, const Tensor& b,
                               bool transpose_b, double alpha, double beta) {
-    SF_CHECK(out.ndim() == 3 && (a.ndim() == 2 || (a.ndim() == 3 && a.dim(0) == out.dim(0))) &&
-                 (b.ndim() == 2 || (b.ndim() == 3 && b.dim(0) == out.dim(0))),
-             "matmul_batched: out {} a {} b {}", out.describe(), a.describe(), b.describe());
+    check_batched_operands(out, a, b);
     for (int64_t g = 0; g < out.dim(0); ++g) {
       Tensor out_g = out.select(g);
       matmul(out_g, a.ndim() == 3 ? a.select(g) : a, transpose_a,
@@ -245,6 +243,12 @@ class Backend {
   }
 
  protected:
+  // matmul_batched's operand counts: out [G, M, N]; a and b each [G, ., .] or 2-D (shared).
+  static void check_batched_operands(const Tensor& out, const Tensor& a, const Tensor& b) {
+    SF_CHECK(out.ndim() == 3 && (a.ndim() == 2 || (a.ndim() == 3 && a.dim(0) == out.dim(0))) &&
+                 (b.ndim() == 2 || (b.ndim() == 3 && b.dim(0) == out.dim(0))),
+             "matmul_batched: out {} a {} b {}", out.describe(), a.describe(), b.describe());
+  }
   // A defined working output must be F32 or BF16 with the parameter's shape (checked for every
   // tensor before anything is updated, so a bad table changes nothing).
   static void adamw_check_working(const AdamWTensors& p, const char* op) {

@@ -230,9 +230,7 @@ class CudaBackend final : public Backend {
 
   void matmul_batched(Tensor& out, const Tensor& a, bool ta, const Tensor& b, bool tb,
                       double alpha, double beta) override {
-    SF_CHECK(out.ndim() == 3 && (a.ndim() == 2 || (a.ndim() == 3 && a.dim(0) == out.dim(0))) &&
-                 (b.ndim() == 2 || (b.ndim() == 3 && b.dim(0) == out.dim(0))),
-             "matmul_batched: out {} a {} b {}", out.describe(), a.describe(), b.describe());
+    check_batched_operands(out, a, b);
     const Tensor a0 = a.ndim() == 3 ? a.select(0) : a, b0 = b.ndim() == 3 ? b.select(0) : b;
     check(out, "matmul_batched");
     check(a, "matmul_batched");
@@ -793,7 +791,8 @@ class CudaBackend final : public Backend {
     int64_t generation = 0;  // scratch_generation_ when recorded
   };
   std::vector<Recording> recordings_;
-  int64_t scratch_generation_ = 0;  // incremented when grown() replaces a scratch buffer
+  // Incremented when grown() replaces a scratch buffer or upload_table() drops its tables.
+  int64_t scratch_generation_ = 0;
   bool capturing_ = false;
 };
 

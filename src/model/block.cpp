@@ -24,17 +24,23 @@ StackedQkv stacked_qkv(ActivationAllocator& alloc, DType dt, int64_t Nq, int64_t
   return s;
 }
 
-// The batched input projections of an attention sub-block: q, k, v from one input in one
-// product when their weights stack; otherwise q alone and (k, v) together.
+// Whether q, k and v of a sub-block run as one batched product (forward and weight gradient):
+// self-attention (one input) whose weights and activations both stack; otherwise q runs alone
+// and (k, v) together.
+bool qkv_stacked(const AttentionWeights& w, const AttentionActivations& a,
+                 const Tensor* kv_source) {
+  return !kv_source && a.qkv.defined() && w.qkv && w.qkv->value.defined();
+}
+
 void project_qkv(Backend& be, const AttentionWeights& w, const Tensor& q_in, const Tensor& kv_in,
-                 bool same_input, const Tensor& q, Tensor& qkv, Tensor& kv) {
-  if (same_input && qkv.defined() && w.qkv && w.qkv->value.defined()) {
-    be.matmul_batched(qkv, q_in, false, w.qkv->value, true, 1.0, 0.0);
+                 bool stacked, AttentionActivations& a) {
+  if (stacked) {
+    be.matmul_batched(a.qkv, q_in, false, w.qkv->value, true, 1.0, 0.0);
     return;
   }
-  Tensor q_matrix = as_matrix(q);
+  Tensor q_matrix = as_matrix(a.q);
   be.matmul(q_matrix, q_in, false, w.wq.value, true, 1.0, 0.0);
-  be.matmul_batched(kv, kv_in, false, w.kv.value, true, 1.0, 0.0);
+  be.matmul_batched(a.kv, kv_in, false, w.kv.value, true, 1.0, 0.0);
 }
 
 }  // namespace
@@ -93,8 +99,7 @@ void attention_block_forward(Backend& be, const ModelConfig& c, const AttentionW
                              Tensor& x_out, AttentionActivations& a) {
   be.rmsnorm_forward(a.norm_out, a.rstd, x_in, w.norm.value, c.norm_eps);
   const Tensor& kv_in = kv_source ? *kv_source : a.norm_out;
-  Tensor qkv = a.qkv, kv = a.kv;
-  project_qkv(be, w, a.norm_out, kv_in, kv_source == nullptr, a.q, qkv, kv);
+  project_qkv(be, w, a.norm_out, kv_in, qkv_stacked(w, a, kv_source), a);
   if (spec.rope_q && spec.rope_k && a.qkv.defined()) {
     // q and k are adjacent with one shape: rotated in one pass, as [2B, T, H, hd].
     Tensor qk = a.qkv.slice(0, 0, 2).view({2 * a.q.dim(0), a.q.dim(1), a.q.dim(2), a.q.dim(3)});
@@ -124,7 +129,7 @@ void attention_block_backward(Backend& be, const ModelConfig& c, const Attention
   // Projections q = norm @ wq^T, k = kv_in @ wk^T, v = kv_in @ wv^T.
   // Their weight gradients batched like the forward products (project_qkv).
   Tensor dq_m = s.dq, dk_m = s.dk, dv_m = s.dv;
-  if (!kv_source && a.qkv.defined() && w.qkv && w.qkv->value.defined()) {
+  if (qkv_stacked(w, a, kv_source)) {
     Tensor dw = w.qkv->grad;
     be.matmul_batched(dw, s.dqkv, true, a.norm_out, false, 1.0, 1.0);
   } else {

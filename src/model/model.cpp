@@ -48,16 +48,8 @@ Model::Model(const ModelConfig& config, Backend& backend, DType dtype,
   // its allocation's copy (matched by buffer, same element offset), so grouped weights stay
   // adjacent in their copies.
   params_.add_working_copies(backend_, compute_dtype_);
-  const std::vector<Tensor>& masters = params_.storages();
-  const std::vector<Tensor>& copies = params_.working_storages();
   for_each_weight(weights_, [&](Weight& w) {
-    if (!w.value.defined()) return;
-    for (size_t i = 0; i < masters.size(); ++i)
-      if (masters[i].buffer() == w.value.buffer()) {
-        w.value = Tensor(copies[i].buffer(), compute_dtype_, w.value.shape(), w.value.offset());
-        return;
-      }
-    fail("mixed precision: a weight is not a registered parameter");
+    if (w.value.defined()) w.value = params_.working_view(w.value);
   });
 }
 

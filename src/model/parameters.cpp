@@ -64,16 +64,18 @@ void ParameterSet::add_working_copies(Backend& backend, DType dtype) {
   SF_CHECK(!has_working_copies(), "the parameters already have working copies");
   for (const Tensor& master : storages_)
     working_storages_.push_back(backend.zeros(master.shape(), dtype));
+  for (Parameter& p : params_) p.working = working_view(p.value);
+}
+
+Tensor ParameterSet::working_view(const Tensor& master) const {
   // A parameter is its storage or a contiguous slice of it (add_stacked): matched by buffer, it
   // gets the same element range of the storage's copy.
-  for (Parameter& p : params_) {
-    for (size_t i = 0; i < storages_.size() && !p.working.defined(); ++i)
-      if (storages_[i].buffer() == p.value.buffer())
-        p.working = Tensor(working_storages_[i].buffer(), dtype, p.value.shape(),
-                           working_storages_[i].offset() + p.value.offset() -
-                               storages_[i].offset());
-    SF_CHECK(p.working.defined(), "parameter '{}' has no storage", p.name);
-  }
+  for (size_t i = 0; i < storages_.size() && i < working_storages_.size(); ++i)
+    if (storages_[i].buffer() == master.buffer())
+      return Tensor(working_storages_[i].buffer(), working_storages_[i].dtype(), master.shape(),
+                    working_storages_[i].offset() + master.offset() - storages_[i].offset());
+  fail(fmt::format("{} is not a parameter's storage or a view into one (or the set has no "
+                   "working copies)", master.describe()));
 }
 
 void ParameterSet::zero_grad(Backend& backend) {

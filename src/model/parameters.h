@@ -85,6 +85,9 @@ class ParameterSet {
   // storage's copy. Once, after the last add: no parameter may be added afterwards.
   void add_working_copies(Backend& backend, DType dtype);
   bool has_working_copies() const { return !working_storages_.empty(); }
+  // The working-copy tensor at the place of `master` (a storage or any contiguous view into one,
+  // matched by buffer), in the copies' dtype; fails if `master` is no parameter storage's.
+  Tensor working_view(const Tensor& master) const;
   const std::vector<Tensor>& working_storages() const { return working_storages_; }
   // The optimizer: every working copy now holds the rounding of its (new) master value.
   void mark_working_current() { working_current_ = has_working_copies(); }

@@ -55,13 +55,13 @@ void AdamW::step(double lr, double grad_scale) {
   // The list is built once (and again if working copies appear): copying ~5 tensors per
   // parameter every step cost ~0.1 ms of host time between the gradient norm and the update.
   auto& all = params_.all();
-  if (update_tensors_.size() != all.size() || update_has_working_ != params_.has_working_copies()) {
+  if (update_tensors_.size() != all.size() ||
+      (!all.empty() && update_tensors_.front().working.defined() != params_.has_working_copies())) {
     update_tensors_.clear();
     update_tensors_.reserve(all.size());
     for (size_t i = 0; i < all.size(); ++i)
       update_tensors_.push_back({all[i].value, all[i].grad, exp_avg_[i], exp_avg_sq_[i],
                                  all[i].weight_decay ? config_.weight_decay : 0.0, all[i].working});
-    update_has_working_ = params_.has_working_copies();
   }
   params_.invalidate_working_copies();  // should the update fail part way
   backend_.adamw_update_many(update_tensors_, hyper);

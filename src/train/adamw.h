@@ -86,7 +86,6 @@ class AdamW {
   std::vector<Tensor> exp_avg_;
   std::vector<Tensor> exp_avg_sq_;
   std::vector<AdamWTensors> update_tensors_;  // step()'s argument list, kept between steps
-  bool update_has_working_ = false;
 };
 
 }  // namespace sf
