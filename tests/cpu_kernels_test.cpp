@@ -22,6 +22,7 @@ namespace {
 
 using test::check_gradient;
 using test::clone;
+using test::columns;
 using test::convert;
 using test::max_abs_difference;
 using test::max_relative_error;
@@ -553,6 +554,72 @@ INSTANTIATE_TEST_SUITE_P(
                       AttentionCase{"long_queries_short_keys", 2, 7, 4, 4, 2, 6, {0, 0}},
                       AttentionCase{"cross_tq_ne_tk", 1, 6, 4, 2, 1, 4, {1, 2}}),
     [](const ::testing::TestParamInfo<AttentionCase>& info) { return info.param.name; });
+
+// The Backend contract lets attention and SwiGLU write their gradients as column ranges of one
+// wider matrix (what the model's packed projections read). The CPU computes them contiguous and
+// copies the rows into place: the same values, and the columns between them untouched.
+TEST(RowStridedGradients, AttentionAndSwiGluWriteColumnRanges) {
+  Rng rng(35);
+  const AttentionCase c{"", 2, 6, 6, 4, 2, 4, {1, 3}};
+  const AttentionInputs in = attention_inputs(c, DType::f64, rng);
+  const Tensor dout = random_normal(in.q.shape(), DType::f64, rng);
+  const AttentionResult fwd = attention(in.q, in.k, in.v, c.mask);
+  Tensor dq = zeros_like(in.q), dk = zeros_like(in.k), dv = zeros_like(in.v);
+  cpu.attention_backward_rope(dq, dk, dv, dout, fwd.out, fwd.lse, in.q, in.k, in.v, c.mask, true,
+                              true, 100.0);
+  const int64_t rows = c.batch * c.q_len, Q = c.q_heads * c.head_dim, KV = c.kv_heads * c.head_dim;
+  const int64_t gap = 3, width = Q + 2 * KV + gap;  // a gap column range that nobody writes
+  Tensor packed = Tensor::zeros({rows, width}, DType::f64);
+  for (int64_t i = 0; i < packed.numel(); ++i) packed.data<double>()[i] = 7.0;
+  auto heads = [&](int64_t start, const Tensor& like) {
+    return packed.slice(1, start, like.dim(2) * like.dim(3))
+        .unflatten(0, {like.dim(0), like.dim(1)})
+        .unflatten(2, {like.dim(2), like.dim(3)});
+  };
+  Tensor sq = heads(0, in.q), sk = heads(Q, in.k), sv = heads(Q + KV, in.v);
+  EXPECT_EQ(sq.row_stride(2), width);
+  cpu.attention_backward_rope(sq, sk, sv, dout, fwd.out, fwd.lse, in.q, in.k, in.v, c.mask, true,
+                              true, 100.0);
+  EXPECT_EQ(max_abs_difference(columns(packed, 0, Q), dq.view({rows, Q})), 0.0);
+  EXPECT_EQ(max_abs_difference(columns(packed, Q, KV), dk.view({rows, KV})), 0.0);
+  EXPECT_EQ(max_abs_difference(columns(packed, Q + KV, KV), dv.view({rows, KV})), 0.0);
+  const Tensor untouched = columns(packed, Q + 2 * KV, gap);
+  for (int64_t i = 0; i < untouched.numel(); ++i) ASSERT_EQ(untouched.data<double>()[i], 7.0);
+
+  const int64_t F = 5;
+  const Tensor g = random_normal({rows, F}, DType::f64, rng), u = random_normal({rows, F}, DType::f64, rng);
+  const Tensor dy = random_normal({rows, F}, DType::f64, rng);
+  Tensor dg = Tensor::zeros({rows, F}, DType::f64), du = Tensor::zeros({rows, F}, DType::f64);
+  cpu.swiglu_backward(dg, du, dy, g, u);
+  Tensor gate_up = Tensor::zeros({rows, 2 * F}, DType::f64);
+  Tensor sg = gate_up.slice(1, 0, F), su = gate_up.slice(1, F, F);
+  cpu.swiglu_backward(sg, su, dy, g, u);
+  EXPECT_EQ(max_abs_difference(columns(gate_up, 0, F), dg), 0.0);
+  EXPECT_EQ(max_abs_difference(columns(gate_up, F, F), du), 0.0);
+}
+
+TEST(TensorLayout, UnflattenAndRowStride) {
+  const Tensor m = Tensor::zeros({6, 10});
+  EXPECT_EQ(m.row_stride(1), 10);
+  EXPECT_EQ(m.row_stride(2), 60);  // the whole tensor is one contiguous row
+  const Tensor cols = m.slice(1, 2, 4);
+  EXPECT_FALSE(cols.is_contiguous());
+  EXPECT_EQ(cols.row_stride(1), 10);
+  EXPECT_EQ(cols.row_stride(2), -1);  // its rows are not one block
+  const Tensor heads = cols.unflatten(0, {2, 3}).unflatten(2, {2, 2});
+  EXPECT_EQ(heads.shape(), (Shape{2, 3, 2, 2}));
+  EXPECT_EQ(heads.strides(), (Shape{30, 10, 2, 1}));
+  EXPECT_EQ(heads.row_stride(2), 10);
+  EXPECT_EQ(m.slice(0, 0, 3).row_stride(1), 10);  // a row range is contiguous
+  EXPECT_EQ(m.view({10, 6}).slice(1, 0, 4).slice(0, 0, 5).row_stride(1), 6);
+  // Every other row (the size-1 dimension does not step): rows 20 apart.
+  const Tensor strided_outer = m.unflatten(0, {3, 2}).slice(1, 0, 1).slice(2, 0, 4);
+  EXPECT_EQ(strided_outer.row_stride(1), 20);
+  EXPECT_EQ(m.unflatten(0, {3, 2}).slice(0, 0, 2).slice(1, 0, 1).row_stride(1), 20);
+  const Tensor gapped = Tensor::zeros({4, 3, 10}).slice(1, 0, 2).slice(2, 0, 4);
+  EXPECT_EQ(gapped.row_stride(1), -1);  // rows 10 apart within a block, 30 between blocks
+  EXPECT_THROW(m.unflatten(1, {3, 4}), Error);
+}
 
 TEST(Attention, QueryThatSeesNoKeyOutputsZero) {
   Rng rng(34);

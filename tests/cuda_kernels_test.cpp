@@ -16,6 +16,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <tuple>
 
 #include "cpu/cpu_backend.h"
 #include "cuda/cuda_backend.h"
@@ -27,6 +28,7 @@ namespace {
 
 using test::norm_relative_error;
 using test::rounded_f32;
+using test::columns;
 using test::to_backend;
 using test::to_host_f32;
 
@@ -305,6 +307,70 @@ TEST_P(CudaKernels, AttentionBackwardUndoesRope) {
   }
 }
 
+// The model's packed gradients (backend.h): dq|dk|dv written as column ranges of one
+// [rows, Q + 2KV + gap] matrix, and d_gate|d_up of one [rows, 2F + gap] matrix, against the CPU
+// reference; the gap columns must keep their poison (no stray writes). Shapes cover the tensor-
+// core path (BF16, head_dim 64, row strides that are multiples of 8), the general path (F32, or a
+// gap that breaks the 16-byte row alignment) and RoPE on both q and k.
+TEST_P(CudaKernels, GradientsWrittenAsColumnRanges) {
+  struct Shape4 { int64_t B, T, Hq, Hkv, hd, gap; int shift; };
+  for (Shape4 sh : {Shape4{2, 150, 4, 4, 64, 8, 0}, Shape4{1, 70, 4, 2, 64, 3, 1},
+                    Shape4{2, 33, 2, 2, 8, 8, 0}}) {
+    Input q = input({sh.B, sh.T, sh.Hq, sh.hd}), k = input({sh.B, sh.T, sh.Hkv, sh.hd});
+    Input v = input({sh.B, sh.T, sh.Hkv, sh.hd}), dout = input({sh.B, sh.T, sh.Hq, sh.hd});
+    const AttentionMask mask{sh.shift, 0};
+    Tensor out_ref = Tensor::zeros(q.host.shape()), lse_ref = Tensor::zeros({sh.B, sh.Hq, sh.T});
+    cpu_.attention_forward(out_ref, lse_ref, q.host, k.host, v.host, mask);
+    Tensor dq_ref = Tensor::zeros(q.host.shape()), dk_ref = Tensor::zeros(k.host.shape()),
+           dv_ref = Tensor::zeros(v.host.shape());
+    cpu_.attention_backward_rope(dq_ref, dk_ref, dv_ref, dout.host, out_ref, lse_ref, q.host,
+                                 k.host, v.host, mask, true, true, 10000.0);
+    Tensor out = gpu_->zeros(q.host.shape(), dt()), lse = gpu_->zeros({sh.B, sh.Hq, sh.T}, DType::f32);
+    gpu_->attention_forward(out, lse, q.device, k.device, v.device, mask);
+
+    const int64_t rows = sh.B * sh.T, Q = sh.Hq * sh.hd, KV = sh.Hkv * sh.hd;
+    Tensor packed = poisoned({rows, Q + 2 * KV + sh.gap}, dt());
+    auto heads = [&](int64_t start, const Tensor& like) {
+      return packed.slice(1, start, like.dim(2) * like.dim(3))
+          .unflatten(0, {like.dim(0), like.dim(1)})
+          .unflatten(2, {like.dim(2), like.dim(3)});
+    };
+    // Gap first, so that every range starts off a 16-byte boundary when the gap is odd.
+    Tensor dq = heads(sh.gap, q.host), dk = heads(sh.gap + Q, k.host),
+           dv = heads(sh.gap + Q + KV, v.host);
+    gpu_->attention_backward_rope(dq, dk, dv, dout.device, out, lse, q.device, k.device, v.device,
+                                  mask, true, true, 10000.0);
+    const Tensor host = to_host_f32(*gpu_, packed);
+    const std::string what = fmt::format("packed attention gradients [{},{},{}/{},{}] gap {}",
+                                         sh.B, sh.T, sh.Hq, sh.Hkv, sh.hd, sh.gap);
+    const double tol = dt() == DType::bf16 ? 1.5e-2 : 1e-5;
+    EXPECT_LT(norm_relative_error(columns(host, sh.gap, Q), dq_ref.view({rows, Q})), tol) << what << " dq";
+    EXPECT_LT(norm_relative_error(columns(host, sh.gap + Q, KV), dk_ref.view({rows, KV})), tol)
+        << what << " dk";
+    EXPECT_LT(norm_relative_error(columns(host, sh.gap + Q + KV, KV), dv_ref.view({rows, KV})), tol)
+        << what << " dv";
+    const Tensor gap = columns(host, 0, sh.gap);
+    for (int64_t i = 0; i < gap.numel(); ++i)
+      ASSERT_TRUE(std::isnan(gap.data<float>()[i])) << what << ": gap column written";
+  }
+
+  for (auto [rows, F, gap] : {std::tuple<int64_t, int64_t, int64_t>{300, 256, 8}, {7, 13, 1}}) {
+    Input gate = input({rows, F}, 2.0), up = input({rows, F}), dy = input({rows, F});
+    Tensor dg_ref = Tensor::zeros({rows, F}), du_ref = Tensor::zeros({rows, F});
+    cpu_.swiglu_backward(dg_ref, du_ref, dy.host, gate.host, up.host);
+    Tensor packed = poisoned({rows, 2 * F + gap}, dt());
+    Tensor dg = packed.slice(1, 0, F), du = packed.slice(1, F, F);
+    gpu_->swiglu_backward(dg, du, dy.device, gate.device, up.device);
+    const Tensor host = to_host_f32(*gpu_, packed);
+    const std::string what = fmt::format("packed swiglu gradients [{}, {}] gap {}", rows, F, gap);
+    EXPECT_LT(norm_relative_error(columns(host, 0, F), dg_ref), tolerance()) << what;
+    EXPECT_LT(norm_relative_error(columns(host, F, F), du_ref), tolerance()) << what;
+    const Tensor rest = columns(host, 2 * F, gap);
+    for (int64_t i = 0; i < rest.numel(); ++i)
+      ASSERT_TRUE(std::isnan(rest.data<float>()[i])) << what << ": gap column written";
+  }
+}
+
 TEST_P(CudaKernels, SwiGlu) {
   for (int64_t n : {1, 13, 300 * 2048}) {
     Input gate = input({n}, 2.0), up = input({n});
@@ -399,7 +465,8 @@ TEST_P(CudaKernels, AdamWMatchesTheCpuStep) {
 // tensors of very different sizes (tails of 1..3 elements after the 4-wide vectors included).
 TEST_P(CudaKernels, ManyTensorOperationsMatchOneAtATime) {
   if (dt() == DType::bf16) GTEST_SKIP() << "F32 masters and gradients; BF16 copies are covered";
-  const std::vector<int64_t> sizes{1, 3, 768, 1001, 65537, 300000};
+  // Chunk edges (cuda::kManyChunk = 8192) and an empty tensor among them.
+  const std::vector<int64_t> sizes{1, 3, 0, 768, 1001, 8192, 8193, 65537, 300000};
   std::vector<Tensor> grads, masters, working;
   std::vector<AdamWTensors> gpu_params, cpu_params;
   for (size_t i = 0; i < sizes.size(); ++i) {
@@ -498,6 +565,62 @@ TEST_P(CudaKernels, AdamWManyWritesTheWorkingCopies) {
   EXPECT_THROW(gpu_->adamw_update_many({bad}, s), Error);
   bad.working = gpu_->zeros(bad.param.shape(), dt() == DType::bf16 ? DType::f32 : DType::bf16);
   EXPECT_THROW(gpu_->adamw_update_many({gpu_params[0], bad}, s), Error);
+}
+
+// Clipping decided on the GPU: sum_squares_total_into leaves the gradients' sum of squares on
+// the device and adamw_update_many turns it into the factor itself. Against the CPU's update
+// with the host's factor (a real clip: factor < 1); a non-finite sum changes nothing.
+TEST_P(CudaKernels, AdamWClipsWithTheNormOnTheDevice) {
+  if (dt() == DType::bf16) GTEST_SKIP() << "F32 masters and gradients";
+  const std::vector<int64_t> sizes{5, 8193, 70001};
+  std::vector<AdamWTensors> gpu_params, cpu_params;
+  std::vector<Tensor> grads;
+  double host_sum = 0.0;
+  for (int64_t n : sizes) {
+    Input p = f32_input({n}), g = f32_input({n}), m = f32_input({n});
+    Tensor v_host = test::random_normal({n}, DType::f32, rng_);
+    for (int64_t j = 0; j < n; ++j) v_host.data<float>()[j] = std::fabs(v_host.data<float>()[j]);
+    gpu_params.push_back({p.device, g.device, m.device, to_backend(*gpu_, v_host, DType::f32), 0.1});
+    cpu_params.push_back({test::clone(p.host), g.host, test::clone(m.host), test::clone(v_host), 0.1});
+    grads.push_back(g.device);
+    host_sum += cpu_.sum_squares(g.host);
+  }
+  Tensor sum = gpu_->zeros({1}, DType::f64);
+  gpu_->sum_squares_total_into(sum, grads);
+  Tensor sum_host = Tensor::zeros({1}, DType::f64);
+  gpu_->copy(sum_host, sum);
+  EXPECT_NEAR(sum_host.data<double>()[0], host_sum, 1e-9 * host_sum);
+
+  const double max_norm = 0.25 * std::sqrt(host_sum);
+  AdamWStep s;
+  s.lr = 2e-3;
+  s.step = 4;
+  s.grad_scale = clip_factor(std::sqrt(host_sum), max_norm);
+  ASSERT_LT(s.grad_scale, 0.3);
+  cpu_.adamw_update_many(cpu_params, s);
+  AdamWStep device_clipped = s;
+  device_clipped.grad_scale = 1.0;  // must be replaced by the device's factor
+  device_clipped.clip_sum_squares = sum;
+  device_clipped.max_norm = max_norm;
+  gpu_->adamw_update_many(gpu_params, device_clipped);
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const std::string what = fmt::format("device-clipped adamw n={}", sizes[i]);
+    expect_close(gpu_params[i].param, cpu_params[i].param, what + " param", 1e-6);
+    expect_close(gpu_params[i].m, cpu_params[i].m, what + " m", 1e-6);
+    expect_close(gpu_params[i].v, cpu_params[i].v, what + " v", 1e-6);
+  }
+
+  // A NaN gradient: the sum is NaN and the update writes nothing.
+  Tensor nan_grad = Tensor::zeros({sizes[0]});
+  nan_grad.data<float>()[2] = std::numeric_limits<float>::quiet_NaN();
+  gpu_->copy(gpu_params[0].grad, nan_grad);
+  gpu_->sum_squares_total_into(sum, grads);
+  std::vector<Tensor> before;
+  for (const AdamWTensors& p : gpu_params) before.push_back(to_host_f32(*gpu_, p.param));
+  gpu_->adamw_update_many(gpu_params, device_clipped);
+  for (size_t i = 0; i < sizes.size(); ++i)
+    EXPECT_EQ(test::max_abs_difference(to_host_f32(*gpu_, gpu_params[i].param), before[i]), 0.0)
+        << "a non-finite norm must not update n=" << sizes[i];
 }
 
 TEST(CudaBackend, ClearErrorsForWrongTensors) {

@@ -533,6 +533,47 @@ TEST(GradClip, ClippedStepEqualsStepOnClippedGradient) {
   for (int i = 0; i < 8; ++i) EXPECT_NEAR(s.value.data<float>()[i], s2.value.data<float>()[i], 1e-6);
 }
 
+// Clipping decided where the update runs (the trainer's path): step(lr, sum of squares,
+// max_norm) is exactly step(lr, clip_scale(sqrt(sum), max_norm)); a non-finite sum leaves every
+// parameter and moment as it was, and the step still counts.
+TEST(GradClip, DeviceSideClippingEqualsTheHostFactor) {
+  CpuBackend backend;
+  Rng rng(14);
+  ParameterSet a, b;
+  for (ParameterSet* set : {&a, &b}) {
+    set->add(backend, "w", {4, 8}, DType::f32, true);
+    set->add(backend, "s", {8}, DType::f32, false);
+  }
+  for (const char* name : {"w", "s"}) {
+    fill_normal(a.get(name).value, rng);
+    fill_normal(a.get(name).grad, rng, 0.3);
+    backend.copy(b.get(name).value, a.get(name).value);
+    backend.copy(b.get(name).grad, a.get(name).grad);
+  }
+  const double max_norm = 0.5;
+  const double factor = clip_scale(global_grad_norm(backend, a), max_norm);
+  ASSERT_LT(factor, 0.9);  // the test must actually clip
+  Tensor sum = backend.zeros({1}, DType::f64);
+  global_grad_sum_squares(backend, b, sum);
+  EXPECT_DOUBLE_EQ(std::sqrt(sum.data<double>()[0]), global_grad_norm(backend, a));
+  AdamW opt_a(backend, a), opt_b(backend, b);
+  opt_a.step(0.1, factor);
+  opt_b.step(0.1, sum, max_norm);
+  for (const char* name : {"w", "s"})
+    EXPECT_EQ(test::max_abs_difference(a.get(name).value, b.get(name).value), 0.0) << name;
+
+  // Non-finite gradients: nothing moves.
+  b.get("s").grad.data<float>()[3] = std::numeric_limits<float>::infinity();
+  global_grad_sum_squares(backend, b, sum);
+  const Tensor w_before = test::clone(b.get("w").value), m_before = test::clone(opt_b.exp_avg("w"));
+  opt_b.step(0.1, sum, max_norm);
+  EXPECT_EQ(test::max_abs_difference(b.get("w").value, w_before), 0.0);
+  EXPECT_EQ(test::max_abs_difference(opt_b.exp_avg("w"), m_before), 0.0);
+  EXPECT_EQ(opt_b.step_count(), 2);
+  Tensor wrong = backend.zeros({2}, DType::f64);
+  EXPECT_THROW(opt_b.step(0.1, wrong, max_norm), Error);
+}
+
 // ---- gradient accumulation ------------------------------------------------------------------
 
 // Least squares with a linear layer W [out, in]: L = 1/(2 N) sum over rows ||x W^T - y||^2.

@@ -4,6 +4,11 @@
 // src/cpu, CUDA in src/cuda) implements the kernels. Conventions shared by every backend:
 //   * Activations are row-major and contiguous. "rows" means every leading dimension together
 //     (B*T for a [B, T, D] tensor); the last dimension is the feature dimension.
+//     Exception: the gradient outputs of attention_backward(_rope) (dq, dk, dv) and of
+//     swiglu_backward (dgate, dup) may be row-strided (Tensor::row_stride: each row contiguous,
+//     rows further apart), i.e. column ranges of one wider matrix. The model packs dq|dk|dv as
+//     [rows, Q + 2KV] and dgate|dup as [rows, 2F] that way, so that the products that follow
+//     read them as one operand (one matrix product instead of three or two).
 //   * Linear layers store W as [out_features, in_features] (the PyTorch layout), so y = x W^T.
 //   * Unless a comment says "overwrites", gradient outputs ACCUMULATE (+=): weight gradients sum
 //     over micro-batches and over the p passes of shared weights; input gradients sum over the
@@ -17,6 +22,7 @@
 //     lse, losses) are F32.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -43,7 +49,23 @@ struct AdamWStep {
   double weight_decay = 0.0;  // 0 for parameters that are not decayed (norms, scalars)
   int64_t step = 1;           // 1-based, for bias correction
   double grad_scale = 1.0;    // gradients are multiplied by this first (global-norm clipping)
+  // Clipping decided where the update runs, so the host need not wait for the norm: when
+  // defined, an F64 tensor of one element on the backend holding the gradients' sum of squares
+  // (Backend::sum_squares_total_into). grad_scale is then clip_factor(sqrt(sum), max_norm), and a
+  // non-finite sum skips the whole update (nothing is written).
+  Tensor clip_sum_squares{};
+  double max_norm = 0.0;
 };
+
+// The factor gradients are multiplied by under global-norm clipping, as
+// torch.nn.utils.clip_grad_norm_: min(1, max_norm / (norm + 1e-6)); 1 when max_norm <= 0 (no
+// clipping); NaN when the norm is not finite. (cuda/adamw.cu computes the same in double.)
+inline double clip_factor(double norm, double max_norm) {
+  if (!std::isfinite(norm)) return std::nan("");
+  if (max_norm <= 0.0) return 1.0;
+  const double factor = max_norm / (norm + 1e-6);
+  return factor < 1.0 ? factor : 1.0;
+}
 
 // One parameter's tensors for Backend::adamw_update_many. `working` is optional (undefined =
 // none): when defined (same shape as param, F32 or BF16) the update also writes the new
@@ -81,6 +103,17 @@ class Backend {
     double total = 0.0;
     for (const Tensor& t : tensors) total += sum_squares(t);
     return total;
+  }
+  // The same sum into `total` (an F64 tensor of one element on this backend) without waiting
+  // for it: AdamWStep::clip_sum_squares reads it where the update runs. This default computes
+  // it on the host and copies it there.
+  virtual void sum_squares_total_into(Tensor& total, const std::vector<Tensor>& tensors) {
+    SF_CHECK(total.defined() && total.dtype() == DType::f64 && total.numel() == 1,
+             "sum_squares_total_into: total must be an F64 tensor of one element, got {}",
+             total.defined() ? total.describe() : std::string("undefined"));
+    Tensor host = Tensor::zeros({1}, DType::f64);
+    host.data<double>()[0] = sum_squares_total(tensors);
+    copy(total, host);
   }
   // Waits until all queued work is done (asynchronous backends; timing).
   virtual void synchronize() {}
@@ -230,8 +263,15 @@ class Backend {
   // uses it as it is, the CUDA backend fuses both into one pass over the parameters.
   virtual void adamw_update_many(const std::vector<AdamWTensors>& params, const AdamWStep& step) {
     for (const AdamWTensors& p : params) adamw_check_working(p, "adamw_update_many");
+    AdamWStep scaled = step;
+    if (step.clip_sum_squares.defined()) {
+      const double sum = read_clip_sum_squares(step.clip_sum_squares);
+      if (!std::isfinite(sum)) return;  // non-finite gradients: nothing is updated
+      scaled.grad_scale = clip_factor(std::sqrt(sum), step.max_norm);
+      scaled.clip_sum_squares = Tensor();
+    }
     for (const AdamWTensors& p : params) {
-      AdamWStep s = step;
+      AdamWStep s = scaled;
       s.weight_decay = p.weight_decay;
       Tensor param = p.param, m = p.m, v = p.v;
       adamw_update(param, p.grad, m, v, s);
@@ -248,6 +288,14 @@ class Backend {
     SF_CHECK(out.ndim() == 3 && (a.ndim() == 2 || (a.ndim() == 3 && a.dim(0) == out.dim(0))) &&
                  (b.ndim() == 2 || (b.ndim() == 3 && b.dim(0) == out.dim(0))),
              "matmul_batched: out {} a {} b {}", out.describe(), a.describe(), b.describe());
+  }
+  // The value of AdamWStep::clip_sum_squares, read back to the host.
+  double read_clip_sum_squares(const Tensor& sum) {
+    SF_CHECK(sum.dtype() == DType::f64 && sum.numel() == 1,
+             "adamw: clip_sum_squares must be an F64 tensor of one element, got {}", sum.describe());
+    Tensor host = Tensor::zeros({1}, DType::f64);
+    copy(host, sum);
+    return host.data<double>()[0];
   }
   // A defined working output must be F32 or BF16 with the parameter's shape (checked for every
   // tensor before anything is updated, so a bad table changes nothing).

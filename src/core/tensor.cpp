@@ -123,6 +123,51 @@ Tensor Tensor::select(int64_t index) const {
   return t;
 }
 
+Tensor Tensor::unflatten(int d, const Shape& sizes) const {
+  if (d < 0) d += ndim();
+  SF_CHECK(d >= 0 && d < ndim(), "unflatten(): dimension {} out of range for {}", d, describe());
+  SF_CHECK(!sizes.empty() && shape_numel(sizes) == shape_[d],
+           "unflatten(): dimension {} of {} cannot be split into {}", d, describe(),
+           shape_str(sizes));
+  Shape strides(sizes.size());
+  int64_t stride = strides_[d];
+  for (size_t i = sizes.size(); i-- > 0;) {
+    strides[i] = stride;
+    stride *= sizes[i];
+  }
+  Tensor t = *this;
+  t.shape_.erase(t.shape_.begin() + d);
+  t.shape_.insert(t.shape_.begin() + d, sizes.begin(), sizes.end());
+  t.strides_.erase(t.strides_.begin() + d);
+  t.strides_.insert(t.strides_.begin() + d, strides.begin(), strides.end());
+  return t;
+}
+
+int64_t Tensor::row_stride(int width_dims) const {
+  SF_CHECK(width_dims >= 1 && width_dims <= ndim(), "row_stride(): {} row dimensions of {}",
+           width_dims, describe());
+  // Dimensions of size 1 never step, so their strides do not matter.
+  const int first = ndim() - width_dims;
+  int64_t expected = 1;
+  for (int i = ndim() - 1; i >= first; --i) {
+    if (shape_[i] != 1 && strides_[i] != expected) return -1;
+    expected *= shape_[i];
+  }
+  const int64_t width = expected;
+  int64_t row = -1;  // the innermost leading dimension that steps sets the row stride
+  for (int i = first - 1; i >= 0; --i) {
+    if (shape_[i] == 1) continue;
+    if (row < 0) {
+      if (strides_[i] < width) return -1;
+      row = strides_[i];
+    } else if (strides_[i] != expected) {
+      return -1;
+    }
+    expected = strides_[i] * shape_[i];
+  }
+  return row < 0 ? width : row;
+}
+
 std::string Tensor::describe() const {
   return fmt::format("{}{} {}", dtype_name(dtype_), shape_str(shape_), device_name(device()));
 }

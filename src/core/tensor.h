@@ -76,6 +76,16 @@ class Tensor {
   Tensor slice(int dim, int64_t start, int64_t length) const;
   // Sub-tensor at `index` along dimension 0 (drops that dimension).
   Tensor select(int64_t index) const;
+  // Dimension `dim` split into `sizes` (their product is its size); works on any strides, so a
+  // column range of a wider matrix can be seen as [B, T, H, hd].
+  Tensor unflatten(int dim, const Shape& sizes) const;
+
+  // Row-strided layout: the last `width_dims` dimensions are contiguous (one row of their
+  // product's elements) and the rows (every leading dimension together, in order) lie
+  // row_stride elements apart. That is what a column range of a wider row-major matrix is, or
+  // any contiguous tensor (row_stride = the row's width). Returns the stride, or -1 for any
+  // other layout.
+  int64_t row_stride(int width_dims = 1) const;
 
   std::string describe() const;  // "F32[2, 3] cpu"
 

@@ -50,6 +50,51 @@ auto dispatch(const Tensor& t, Fn&& fn) {
 
 int64_t rows_of(const Tensor& t) { return t.numel() / t.dim(-1); }
 
+// An output that the Backend contract allows to be row-strided (backend.h: the gradients of
+// attention and SwiGLU, packed side by side by the model). The CPU kernels write contiguous
+// memory, so a strided target is computed in a contiguous temporary (filled from the target
+// first when the operation reads it, as the in-place RoPE does) and copied back by finish().
+class RowStridedOutput {
+ public:
+  RowStridedOutput(Tensor& target, int width_dims, bool read_first, const char* op)
+      : target_(target), width_dims_(width_dims) {
+    SF_CHECK(target.defined() && target.device() == Device::cpu,
+             "{}: output {} must be a CPU tensor", op, target.describe());
+    stride_ = target.row_stride(width_dims);
+    SF_CHECK(stride_ >= 0, "{}: output {} is neither contiguous nor row-strided", op,
+             target.describe());
+    if (target.is_contiguous()) {
+      work_ = target;
+      return;
+    }
+    work_ = Tensor::zeros(target.shape(), target.dtype());
+    if (read_first) copy_rows(work_, target_, false);
+  }
+  Tensor& tensor() { return work_; }
+  void finish() {
+    if (work_.raw() != target_.raw()) copy_rows(target_, work_, true);
+  }
+
+ private:
+  // Row r of the strided target starts r * stride_ elements after its first element.
+  void copy_rows(const Tensor& dst, const Tensor& src, bool into_target) const {
+    const size_t elem = dtype_size(work_.dtype());
+    int64_t width = 1;
+    for (int i = target_.ndim() - width_dims_; i < target_.ndim(); ++i) width *= target_.dim(i);
+    const int64_t rows = width == 0 ? 0 : work_.numel() / width;
+    auto* d = static_cast<char*>(dst.raw());
+    const auto* s = static_cast<const char*>(src.raw());
+    const int64_t dst_stride = into_target ? stride_ : width, src_stride = into_target ? width : stride_;
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(d + r * dst_stride * elem, s + r * src_stride * elem, width * elem);
+  }
+
+  Tensor& target_;
+  int width_dims_;
+  int64_t stride_ = 0;
+  Tensor work_;
+};
+
 // Up to this many rows, x W^T runs on cpu::linear_small instead of OpenBLAS.
 constexpr int64_t kSmallRows = 16;
 
@@ -255,15 +300,20 @@ void CpuBackend::rmsnorm_backward(Tensor& dx, Tensor& dweight, const Tensor& dou
   });
 }
 
-static void rope_apply(Tensor& x, double theta, int64_t position_offset, int sign) {
+// x may be row-strided: attention_backward_rope's default rotates the attention's dq and dk
+// outputs in place.
+static void rope_apply(Tensor& target, double theta, int64_t position_offset, int sign) {
+  SF_CHECK(target.ndim() == 4 && target.dim(3) % 2 == 0,
+           "rope: expected [B, T, H, even head_dim], got {}", target.describe());
+  RowStridedOutput out(target, 2, true, "rope");
+  Tensor& x = out.tensor();
   check_float(x, "rope");
-  SF_CHECK(x.ndim() == 4 && x.dim(3) % 2 == 0, "rope: expected [B, T, H, even head_dim], got {}",
-           x.describe());
   dispatch(x, [&](auto z) {
     using T = decltype(z);
     cpu::rope_rotate<T>(x.data<T>(), x.dim(0), x.dim(1), x.dim(2), x.dim(3), theta,
                         position_offset, sign);
   });
+  out.finish();
 }
 
 void CpuBackend::rope_forward(Tensor& x, double theta, int64_t position_offset) {
@@ -302,10 +352,15 @@ void CpuBackend::attention_forward(Tensor& out, Tensor& lse, const Tensor& q, co
   });
 }
 
-void CpuBackend::attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout,
-                                    const Tensor& out, const Tensor& lse, const Tensor& q,
-                                    const Tensor& k, const Tensor& v, AttentionMask mask) {
+void CpuBackend::attention_backward(Tensor& dq_target, Tensor& dk_target, Tensor& dv_target,
+                                    const Tensor& dout, const Tensor& out, const Tensor& lse,
+                                    const Tensor& q, const Tensor& k, const Tensor& v,
+                                    AttentionMask mask) {
   const auto s = attention_shape(q, k, v, lse);
+  RowStridedOutput dq_out(dq_target, 2, false, "attention_backward dq"),
+      dk_out(dk_target, 2, false, "attention_backward dk"),
+      dv_out(dv_target, 2, false, "attention_backward dv");
+  Tensor &dq = dq_out.tensor(), &dk = dk_out.tensor(), &dv = dv_out.tensor();
   check_same(dq, q, "attention_backward");
   check_same(dout, q, "attention_backward");
   check_same(out, q, "attention_backward");
@@ -317,6 +372,9 @@ void CpuBackend::attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Te
                                out.data<T>(), lse.data<T>(), q.data<T>(), k.data<T>(),
                                v.data<T>(), s, mask);
   });
+  dq_out.finish();
+  dk_out.finish();
+  dv_out.finish();
 }
 
 void CpuBackend::swiglu_forward(Tensor& out, const Tensor& gate, const Tensor& up) {
@@ -328,8 +386,11 @@ void CpuBackend::swiglu_forward(Tensor& out, const Tensor& gate, const Tensor& u
   });
 }
 
-void CpuBackend::swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dout, const Tensor& gate,
-                                 const Tensor& up) {
+void CpuBackend::swiglu_backward(Tensor& dgate_target, Tensor& dup_target, const Tensor& dout,
+                                 const Tensor& gate, const Tensor& up) {
+  RowStridedOutput dgate_out(dgate_target, 1, false, "swiglu_backward dgate"),
+      dup_out(dup_target, 1, false, "swiglu_backward dup");
+  Tensor &dgate = dgate_out.tensor(), &dup = dup_out.tensor();
   check_same(dgate, gate, "swiglu_backward");
   check_same(dup, gate, "swiglu_backward");
   check_same(dout, gate, "swiglu_backward");
@@ -339,6 +400,8 @@ void CpuBackend::swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dout,
     cpu::swiglu_backward<T>(dgate.data<T>(), dup.data<T>(), dout.data<T>(), gate.data<T>(),
                             up.data<T>(), gate.numel());
   });
+  dgate_out.finish();
+  dup_out.finish();
 }
 
 int64_t CpuBackend::cross_entropy_forward(Tensor& losses, const Tensor& logits,

@@ -283,12 +283,14 @@ __global__ void __launch_bounds__(32 * WARPS, BLOCKS) flash_backward_kernel(Back
   for (int r = 0; r < 2; ++r) {
     const int j = warp_k0 + g + 8 * r;
     if (j >= p.kv_len) continue;
-    const int64_t offset = (static_cast<int64_t>(b) * p.kv_len + j) * kv_stride + kvh * HD;
+    const int64_t key_row = static_cast<int64_t>(b) * p.kv_len + j;
+    bf16* dk_row = p.dk + key_row * p.dk_stride + kvh * HD;
+    bf16* dv_row = p.dv + key_row * p.dv_stride + kvh * HD;
 #pragma unroll
     for (int n = 0; n < kDTiles; ++n) {
-      *reinterpret_cast<uint32_t*>(p.dk + offset + n * 8 + 2 * c) =
+      *reinterpret_cast<uint32_t*>(dk_row + n * 8 + 2 * c) =
           attention::pack_bf16(dk_acc[n][2 * r] * p.scale, dk_acc[n][2 * r + 1] * p.scale);
-      *reinterpret_cast<uint32_t*>(p.dv + offset + n * 8 + 2 * c) =
+      *reinterpret_cast<uint32_t*>(dv_row + n * 8 + 2 * c) =
           attention::pack_bf16(dv_acc[n][2 * r], dv_acc[n][2 * r + 1]);
     }
   }
@@ -351,15 +353,18 @@ __global__ void delta_kernel(const T* dout, const T* out, float* delta, int64_t 
 
 // dq = scale * accumulator, four elements (two RoPE pairs) at a time; with a rope table the
 // pairs are rotated back (the gradient w.r.t. the query before its rotation). dq is
-// [B, Tq, Hq, hd], the accumulator head-major [B, Hq, Tq, hd] (the wgmma kernel adds whole
-// tiles of a head's rows at once): dq element e is at position t = (e / (hd * Hq)) % Tq, head
-// (e / hd) % Hq, pair (e % hd) / 2.
-__global__ void dq_convert_kernel(const float* accum, bf16* dq, int64_t quads, float scale,
-                                  const float2* rope_q, int q_len, int q_heads, int hd) {
+// [B, Tq, Hq, hd] with rows dq_stride apart, the accumulator head-major [B, Hq, Tq, hd] (the
+// wgmma kernel adds whole tiles of a head's rows at once): dq element e (counted as if rows
+// were back to back) is at position t = (e / (hd * Hq)) % Tq, head (e / hd) % Hq, pair
+// (e % hd) / 2.
+__global__ void dq_convert_kernel(const float* accum, bf16* dq, int64_t dq_stride, int64_t quads,
+                                  float scale, const float2* rope_q, int q_len, int q_heads,
+                                  int hd) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < quads;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t e = 4 * i;
-    const int64_t bt = e / (static_cast<int64_t>(hd) * q_heads);
+    const int64_t width = static_cast<int64_t>(hd) * q_heads;
+    const int64_t bt = e / width;
     const int64_t h = (e / hd) % q_heads, t = bt % q_len;
     float4 a = *reinterpret_cast<const float4*>(
         accum + ((bt / q_len * q_heads + h) * q_len + t) * hd + e % hd);
@@ -376,7 +381,7 @@ __global__ void dq_convert_kernel(const float* accum, bf16* dq, int64_t quads, f
     uint2 packed;
     packed.x = attention::pack_bf16(a.x, a.y);
     packed.y = attention::pack_bf16(a.z, a.w);
-    reinterpret_cast<uint2*>(dq)[i] = packed;
+    *reinterpret_cast<uint2*>(dq + bt * dq_stride + (e - bt * width)) = packed;
   }
 }
 
@@ -392,7 +397,8 @@ bool tensor_core_shape(DType dtype, const AttentionDims& d) {
 
 BackwardParams backward_params(const AttentionDims& dims, MaskGeometry mask, const void* dout,
                                const float* lse, const float* delta, const void* q, const void* k,
-                               const void* v, float* dq_accum, void* dk, void* dv) {
+                               const void* v, float* dq_accum, void* dk, void* dv,
+                               const AttentionGradStrides& strides) {
   BackwardParams p;
   static_cast<attention::KernelShape&>(p) = attention::kernel_shape(dims, mask);
   p.q = static_cast<const bf16*>(q);
@@ -404,6 +410,8 @@ BackwardParams backward_params(const AttentionDims& dims, MaskGeometry mask, con
   p.dq_accum = dq_accum;
   p.dk = static_cast<bf16*>(dk);
   p.dv = static_cast<bf16*>(dv);
+  p.dk_stride = strides.dk;
+  p.dv_stride = strides.dv;
   p.scale = 1.0f / std::sqrt(static_cast<float>(dims.head_dim));
   p.scale_log2 = p.scale * attention::kLog2e;
   return p;
@@ -435,23 +443,32 @@ size_t attention_backward_workspace_bytes(DType dtype, const AttentionDims& dims
 void attention_backward(DType dtype, const AttentionDims& dims, int mask_shift, int mask_window,
                         const void* dout, const void* out, const float* lse, const void* q,
                         const void* k, const void* v, void* dq, void* dk, void* dv, void* workspace,
-                        cudaStream_t stream, const AttentionRopeUndo& rope) {
+                        cudaStream_t stream, const AttentionRopeUndo& rope,
+                        const AttentionGradStrides& requested_strides) {
   const MaskGeometry mask{mask_shift, mask_window};
+  const int64_t q_width = dims.q_heads * dims.head_dim, kv_width = dims.kv_heads * dims.head_dim;
+  AttentionGradStrides strides = requested_strides;
+  if (strides.dq == 0) strides.dq = q_width;
+  if (strides.dk == 0) strides.dk = kv_width;
+  if (strides.dv == 0) strides.dv = kv_width;
   const int64_t rows = dims.batch * dims.q_len * dims.q_heads;
+  const int64_t key_rows = dims.batch * dims.kv_len;
   if (rows == 0) {  // no queries: nothing reaches the keys
-    const size_t kv_bytes =
-        static_cast<size_t>(dims.batch * dims.kv_len * dims.kv_heads * dims.head_dim) *
-        dtype_size(dtype);
-    if (kv_bytes > 0) {
-      SF_CUDA_CHECK(cudaMemsetAsync(dk, 0, kv_bytes, stream));
-      SF_CUDA_CHECK(cudaMemsetAsync(dv, 0, kv_bytes, stream));
+    const size_t row_bytes = static_cast<size_t>(kv_width) * dtype_size(dtype);
+    if (row_bytes > 0 && key_rows > 0) {
+      const size_t elem = dtype_size(dtype);
+      SF_CUDA_CHECK(cudaMemset2DAsync(dk, strides.dk * elem, 0, row_bytes, key_rows, stream));
+      SF_CUDA_CHECK(cudaMemset2DAsync(dv, strides.dv * elem, 0, row_bytes, key_rows, stream));
     }
     return;
   }
   float* delta = static_cast<float*>(workspace);
+  // The tensor-core kernels store dk, dv rows in 4-byte pieces and dq in 8-byte ones: every
+  // row must start 16-byte aligned like the first.
+  const bool rows_aligned = strides.dq % 8 == 0 && strides.dk % 8 == 0 && strides.dv % 8 == 0;
   const bool tensor_cores = tensor_core_shape(dtype, dims) && aligned16(q) && aligned16(k) &&
                             aligned16(v) && aligned16(dout) && aligned16(out) && aligned16(dq) &&
-                            aligned16(workspace);
+                            aligned16(dk) && aligned16(dv) && rows_aligned && aligned16(workspace);
   constexpr int kRowsPerBlock = 8;  // warps of the D kernels
   if (!tensor_cores) {
     const int blocks = attention::ceil_div(rows, kRowsPerBlock);
@@ -462,14 +479,15 @@ void attention_backward(DType dtype, const AttentionDims& dims, int mask_shift, 
           static_cast<int>(dims.q_heads));
       SF_CUDA_LAUNCH_CHECK("delta_kernel");
     });
-    attention::generic_backward(dtype, dims, mask, dout, lse, delta, q, k, v, dq, dk, dv, stream);
+    attention::generic_backward(dtype, dims, mask, dout, lse, delta, q, k, v, dq, dk, dv, strides,
+                                stream);
     // The general path rotates back in separate passes.
     if (rope.q_table)
       cuda::rope(dtype, dq, rope.q_table, dims.batch * dims.q_len, dims.q_len, dims.q_heads,
-                 dims.head_dim, 0, true, stream);
+                 dims.head_dim, 0, true, stream, strides.dq);
     if (rope.k_table)
-      cuda::rope(dtype, dk, rope.k_table, dims.batch * dims.kv_len, dims.kv_len, dims.kv_heads,
-                 dims.head_dim, 0, true, stream);
+      cuda::rope(dtype, dk, rope.k_table, key_rows, dims.kv_len, dims.kv_heads, dims.head_dim, 0,
+                 true, stream, strides.dk);
     return;
   }
   float* dq_accum = reinterpret_cast<float*>(static_cast<char*>(workspace) + delta_bytes(dims));
@@ -491,7 +509,7 @@ void attention_backward(DType dtype, const AttentionDims& dims, int mask_shift, 
   }
   if (dims.kv_len > 0) {
     const BackwardParams p =
-        backward_params(dims, mask, dout, lse, delta, q, k, v, dq_accum, dk, dv);
+        backward_params(dims, mask, dout, lse, delta, q, k, v, dq_accum, dk, dv, strides);
     // head_dim 64 on Hopper: the wgmma kernel (attention_backward_wgmma.cu).
     // Otherwise, head_dim 64: two blocks of 8 warps (128 keys) per multiprocessor: every query
     // tile read into shared memory then serves twice the keys. Measured in training (B16 T1024
@@ -511,15 +529,15 @@ void attention_backward(DType dtype, const AttentionDims& dims, int mask_shift, 
   }
   const int64_t quads = rows * dims.head_dim / 4;
   dq_convert_kernel<<<blocks_for(quads, 256), 256, 0, stream>>>(
-      dq_accum, static_cast<bf16*>(dq), quads, 1.0f / std::sqrt(static_cast<float>(hd)),
+      dq_accum, static_cast<bf16*>(dq), strides.dq, quads, 1.0f / std::sqrt(static_cast<float>(hd)),
       reinterpret_cast<const float2*>(rope.q_table), static_cast<int>(dims.q_len),
       static_cast<int>(dims.q_heads), hd);
   SF_CUDA_LAUNCH_CHECK("dq_convert_kernel");
   // dk is rotated back in a pass of its own: folded into the backward kernel's dk store it cost
   // that kernel 5% (H100, B16 T1024 H12), more than the pass (~18 us).
   if (rope.k_table)
-    cuda::rope(dtype, dk, rope.k_table, dims.batch * dims.kv_len, dims.kv_len, dims.kv_heads,
-               dims.head_dim, 0, true, stream);
+    cuda::rope(dtype, dk, rope.k_table, key_rows, dims.kv_len, dims.kv_heads, dims.head_dim, 0,
+               true, stream, strides.dk);
 }
 
 }  // namespace sf::cuda

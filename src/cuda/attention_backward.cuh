@@ -20,6 +20,7 @@ struct BackwardParams : KernelShape {
   const float *lse, *delta;
   float* dq_accum;  // [B, Hq, Tq, hd] fp32, zeroed before the kernel
   __nv_bfloat16 *dk, *dv;
+  int64_t dk_stride, dv_stride;  // elements from one (batch, key) row of dk (dv) to the next
   float scale, scale_log2;
 };
 

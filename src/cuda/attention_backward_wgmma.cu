@@ -241,12 +241,14 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) wgmma_backward_kernel(
   for (int r = 0; r < 2; ++r) {
     const int j = warp_k0 + g + 8 * r;
     if (j >= p.kv_len) continue;
-    const int64_t offset = (static_cast<int64_t>(b) * p.kv_len + j) * kv_stride + kvh * kHd;
+    const int64_t key_row = static_cast<int64_t>(b) * p.kv_len + j;
+    __nv_bfloat16* dk_row = p.dk + key_row * p.dk_stride + kvh * kHd;
+    __nv_bfloat16* dv_row = p.dv + key_row * p.dv_stride + kvh * kHd;
 #pragma unroll
     for (int n = 0; n < kHd / 8; ++n) {
-      *reinterpret_cast<uint32_t*>(p.dk + offset + n * 8 + 2 * c) =
+      *reinterpret_cast<uint32_t*>(dk_row + n * 8 + 2 * c) =
           pack_bf16(dk_acc[4 * n + 2 * r] * p.scale, dk_acc[4 * n + 2 * r + 1] * p.scale);
-      *reinterpret_cast<uint32_t*>(p.dv + offset + n * 8 + 2 * c) =
+      *reinterpret_cast<uint32_t*>(dv_row + n * 8 + 2 * c) =
           pack_bf16(dv_acc[4 * n + 2 * r], dv_acc[4 * n + 2 * r + 1]);
     }
   }

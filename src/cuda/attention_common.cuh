@@ -197,9 +197,11 @@ __device__ __forceinline__ void load_tile_async(__nv_bfloat16* tile, const __nv_
 void generic_forward(DType dtype, const AttentionDims& dims, MaskGeometry mask, const void* q,
                      const void* k, const void* v, void* out, float* lse, cudaStream_t stream);
 
-// `delta` is D = rowsum(dout * out) [B, Hq, Tq], computed by the caller.
+// `delta` is D = rowsum(dout * out) [B, Hq, Tq], computed by the caller. `strides` are resolved
+// (no zeros).
 void generic_backward(DType dtype, const AttentionDims& dims, MaskGeometry mask, const void* dout,
                       const float* lse, const float* delta, const void* q, const void* k,
-                      const void* v, void* dq, void* dk, void* dv, cudaStream_t stream);
+                      const void* v, void* dq, void* dk, void* dv,
+                      const AttentionGradStrides& strides, cudaStream_t stream);
 
 }  // namespace sf::cuda::attention

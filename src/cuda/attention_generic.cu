@@ -139,7 +139,8 @@ __global__ void __launch_bounds__(kThreads)
 template <class T>
 __global__ void __launch_bounds__(kThreads)
     generic_dkdv_kernel(const T* dout, const float* lse, const float* delta, const T* q, const T* k,
-                        const T* v, T* dk, T* dv, GenericShape s, MaskGeometry mask) {
+                        const T* v, T* dk, T* dv, int64_t dk_stride, int64_t dv_stride,
+                        GenericShape s, MaskGeometry mask) {
   extern __shared__ float smem[];
   const int hd = s.head_dim, padded = hd + 1;
   float* sQ = smem;                     // [kChunk][hd + 1]
@@ -211,8 +212,9 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   if (!active) return;
-  T* dk_dst = row_of(dk, b, s.kv_len, s.kv_heads, j, kvh, hd);
-  T* dv_dst = row_of(dv, b, s.kv_len, s.kv_heads, j, kvh, hd);
+  const int64_t key_row = static_cast<int64_t>(b) * s.kv_len + j;
+  T* dk_dst = dk + key_row * dk_stride + kvh * hd;
+  T* dv_dst = dv + key_row * dv_stride + kvh * hd;
   for (int d = lane; d < hd; d += 32) {
     dk_dst[d] = from_float<T>(dk_acc[d] * s.scale);
     dv_dst[d] = from_float<T>(dv_acc[d]);
@@ -224,7 +226,8 @@ __global__ void __launch_bounds__(kThreads)
 template <class T>
 __global__ void __launch_bounds__(kThreads)
     generic_dq_kernel(const T* dout, const float* lse, const float* delta, const T* q, const T* k,
-                      const T* v, T* dq, GenericShape s, MaskGeometry mask) {
+                      const T* v, T* dq, int64_t dq_stride, GenericShape s,
+                      MaskGeometry mask) {
   extern __shared__ float smem[];
   const int hd = s.head_dim, padded = hd + 1;
   float* sK = smem;                  // [kChunk][hd + 1]
@@ -280,7 +283,7 @@ __global__ void __launch_bounds__(kThreads)
     __syncwarp();
   }
   if (!active) return;
-  T* dst = row_of(dq, b, s.q_len, s.q_heads, t, h, hd);
+  T* dst = dq + (static_cast<int64_t>(b) * s.q_len + t) * dq_stride + h * hd;
   for (int d = lane; d < hd; d += 32) dst[d] = from_float<T>(acc[d] * s.scale);
 }
 
@@ -312,7 +315,8 @@ void generic_forward(DType dtype, const AttentionDims& dims, MaskGeometry mask, 
 
 void generic_backward(DType dtype, const AttentionDims& dims, MaskGeometry mask, const void* dout,
                       const float* lse, const float* delta, const void* q, const void* k,
-                      const void* v, void* dq, void* dk, void* dv, cudaStream_t stream) {
+                      const void* v, void* dq, void* dk, void* dv,
+                      const AttentionGradStrides& strides, cudaStream_t stream) {
   const GenericShape s = generic_shape(dims);
   const int hd = s.head_dim;
   const size_t dkdv_smem =
@@ -326,14 +330,14 @@ void generic_backward(DType dtype, const AttentionDims& dims, MaskGeometry mask,
       generic_dkdv_kernel<T><<<grid, kThreads, dkdv_smem, stream>>>(
           static_cast<const T*>(dout), lse, delta, static_cast<const T*>(q),
           static_cast<const T*>(k), static_cast<const T*>(v), static_cast<T*>(dk),
-          static_cast<T*>(dv), s, mask);
+          static_cast<T*>(dv), strides.dk, strides.dv, s, mask);
       SF_CUDA_LAUNCH_CHECK("generic_dkdv_kernel");
     }
     allow_shared_memory(generic_dq_kernel<T>, dq_smem);
     const dim3 grid(ceil_div(s.q_len, kWarps), s.q_heads, s.batch);
     generic_dq_kernel<T><<<grid, kThreads, dq_smem, stream>>>(
         static_cast<const T*>(dout), lse, delta, static_cast<const T*>(q), static_cast<const T*>(k),
-        static_cast<const T*>(v), static_cast<T*>(dq), s, mask);
+        static_cast<const T*>(v), static_cast<T*>(dq), strides.dq, s, mask);
     SF_CUDA_LAUNCH_CHECK("generic_dq_kernel");
   });
 }

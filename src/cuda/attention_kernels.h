@@ -7,7 +7,8 @@
 //   j >= t - shift - window + 1. Scores are scaled by 1/sqrt(hd). A query that sees no key
 //   gets an exactly zero output row and lse = -inf, and contributes no gradient.
 // (mask_shift, mask_window) are AttentionMask{shift, window}; this header stays free of fmt and
-// the Backend so nvcc compiles only what the kernels need. Tensors are contiguous. `dtype` (F32 or BF16) is the element type of q, k, v, out, dout,
+// the Backend so nvcc compiles only what the kernels need. Tensors are contiguous, except that
+// the backward's dq, dk, dv may have rows further apart (AttentionGradStrides). `dtype` (F32 or BF16) is the element type of q, k, v, out, dout,
 // dq, dk, dv; lse is always F32 [B, Hq, Tq]. Arithmetic is fp32 in either case.
 #pragma once
 
@@ -40,12 +41,22 @@ struct AttentionRopeUndo {
   const float* k_table = nullptr;
 };
 
-// dq, dk, dv are overwritten. `workspace` holds at least
-// attention_backward_workspace_bytes(dtype, dims) bytes of device memory (contents undefined).
+// Row strides of the gradient outputs: elements from one (batch, position) row of dq (dk, dv)
+// to the next; 0 = heads * head_dim (rows back to back). The model passes column ranges of one
+// packed [rows, Q + 2KV] matrix (Backend's row-strided outputs). Strides that are multiples of
+// 8 keep the tensor-core path; others take the general kernels.
+struct AttentionGradStrides {
+  int64_t dq = 0, dk = 0, dv = 0;
+};
+
+// dq, dk, dv are overwritten (only their rows' head_dim * heads elements). `workspace` holds at
+// least attention_backward_workspace_bytes(dtype, dims) bytes of device memory (contents
+// undefined).
 void attention_backward(DType dtype, const AttentionDims& dims, int mask_shift, int mask_window,
                         const void* dout, const void* out, const float* lse, const void* q,
                         const void* k, const void* v, void* dq, void* dk, void* dv,
-                        void* workspace, cudaStream_t stream, const AttentionRopeUndo& rope = {});
+                        void* workspace, cudaStream_t stream, const AttentionRopeUndo& rope = {},
+                        const AttentionGradStrides& strides = {});
 
 // BF16 head_dim 64 attention (forward and backward) on a compute capability 9.0 device (H100,
 // H200) runs Hopper kernels (wgmma); elsewhere, or when turned off here (tests check the

@@ -43,6 +43,7 @@ class CudaBackend final : public Backend {
     matmul_.reset();
     cudaStreamSynchronize(stream_);
     if (workspace_) cudaFree(workspace_);
+    if (sum_results_) cudaFree(sum_results_);
     if (scalars_) cudaFree(scalars_);
     for (auto& [key, table] : tables_) cudaFree(table);
     for (Staging& slot : staging_) {
@@ -139,33 +140,29 @@ class CudaBackend final : public Backend {
   }
   double sum_squares_total(const std::vector<Tensor>& tensors) override {
     const auto op_timer = profile("sum_squares_total");
-    // F32 tensors (the gradients) in one launch; anything else one at a time.
-    std::vector<uint64_t> pointers, sizes;
     double total = 0.0;
+    std::vector<Tensor> f32;
     for (const Tensor& t : tensors) {
       check(t, "sum_squares_total");
-      if (t.dtype() != DType::f32) {
-        total += sum_squares(t);
-        continue;
-      }
-      pointers.push_back(reinterpret_cast<uint64_t>(t.raw()));
-      sizes.push_back(static_cast<uint64_t>(t.numel()));
+      if (t.dtype() == DType::f32) f32.push_back(t);
+      else total += sum_squares(t);  // anything but F32 one at a time
     }
-    const int count = static_cast<int>(pointers.size());
-    if (count == 0) return total;
-    std::vector<uint64_t> words = concat({pointers, sizes});
-    words.resize(words.size() + count);  // room for the per-tensor results
-    uint64_t* table = upload_table(words);
-    auto* results = reinterpret_cast<double*>(table + 2 * count);
-    cuda::sum_squares_many(reinterpret_cast<const float* const*>(table),
-                           reinterpret_cast<const int64_t*>(table + count), count, largest(sizes),
-                           results, stream_);
-    std::vector<double> host(count);
-    SF_CUDA_CHECK(cudaMemcpyAsync(host.data(), results, count * sizeof(double),
-                                  cudaMemcpyDeviceToHost, stream_));
-    SF_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    for (double v : host) total += v;  // fixed order: the same total for the same gradients
-    return total;
+    if (f32.empty()) return total;
+    sum_squares_f32(f32, scalars_);
+    return total + read_back(scalars_);
+  }
+  void sum_squares_total_into(Tensor& total, const std::vector<Tensor>& tensors) override {
+    SF_CHECK(total.defined() && total.device() == Device::cuda && total.dtype() == DType::f64 &&
+                 total.numel() == 1,
+             "sum_squares_total_into: total must be an F64 GPU tensor of one element, got {}",
+             total.defined() ? total.describe() : std::string("undefined"));
+    for (const Tensor& t : tensors) {
+      check(t, "sum_squares_total_into");
+      if (t.dtype() != DType::f32) return Backend::sum_squares_total_into(total, tensors);
+    }
+    const auto op_timer = profile("sum_squares_total");
+    if (tensors.empty()) return fill_f64_zero(total);
+    sum_squares_f32(tensors, static_cast<double*>(total.raw()));
   }
   void synchronize() override { SF_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
@@ -348,7 +345,10 @@ class CudaBackend final : public Backend {
                                bool rope_k, double theta) override {
     const auto op_timer = profile("attention_backward");
     const cuda::AttentionDims d = attention_dims(q, k, v, "attention_backward");
-    for (const Tensor* t : TensorList{&dq, &dk, &dv, &dout, &out}) check(*t, "attention_backward");
+    for (const Tensor* t : TensorList{&dout, &out}) check(*t, "attention_backward");
+    const cuda::AttentionGradStrides strides{check_rows(dq, 2, "attention_backward dq"),
+                                             check_rows(dk, 2, "attention_backward dk"),
+                                             check_rows(dv, 2, "attention_backward dv")};
     check_f32(lse, "attention_backward lse");
     same_shape(dq, q, "attention_backward dq");
     same_shape(dk, k, "attention_backward dk");
@@ -372,7 +372,7 @@ class CudaBackend final : public Backend {
     void* workspace = grown(workspace_, workspace_bytes_, bytes);
     cuda::attention_backward(q.dtype(), d, mask.shift, mask.window, dout.raw(), out.raw(),
                              static_cast<const float*>(lse.raw()), q.raw(), k.raw(), v.raw(),
-                             dq.raw(), dk.raw(), dv.raw(), workspace, stream_, rope);
+                             dq.raw(), dk.raw(), dv.raw(), workspace, stream_, rope, strides);
   }
 
   void swiglu_forward(Tensor& out, const Tensor& gate, const Tensor& up) override {
@@ -386,11 +386,17 @@ class CudaBackend final : public Backend {
   void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dout, const Tensor& gate,
                        const Tensor& up) override {
     const auto op_timer = profile("swiglu_backward");
-    for (const Tensor* t : TensorList{&dgate, &dup, &dout, &gate, &up}) check(*t, "swiglu_backward");
+    for (const Tensor* t : TensorList{&dout, &gate, &up}) check(*t, "swiglu_backward");
+    // dgate and dup may be the two halves of one [rows, 2F] matrix: one row stride for both.
+    const int64_t stride = check_rows(dgate, 1, "swiglu_backward dgate");
+    SF_CHECK(check_rows(dup, 1, "swiglu_backward dup") == stride,
+             "swiglu_backward: dgate and dup rows are {} and {} elements apart", stride,
+             dup.row_stride(1));
     for (const Tensor* t : TensorList{&dgate, &dup, &dout, &up}) same_shape(*t, gate, "swiglu_backward");
     same_dtype({&dgate, &dup, &dout, &gate, &up}, "swiglu_backward");
+    const int64_t cols = gate.ndim() == 0 ? 1 : gate.dim(-1);
     cuda::swiglu_backward(gate.dtype(), dgate.raw(), dup.raw(), dout.raw(), gate.raw(), up.raw(),
-                          gate.numel(), stream_);
+                          cols == 0 ? 0 : gate.numel() / cols, cols, stream_, stride);
   }
 
   int64_t cross_entropy_forward(Tensor& losses, const Tensor& logits,
@@ -502,10 +508,8 @@ class CudaBackend final : public Backend {
       pointers.push_back(reinterpret_cast<uint64_t>(t.raw()));
       sizes.push_back(static_cast<uint64_t>(t.numel()));
     }
-    const int count = static_cast<int>(tensors.size());
-    uint64_t* table = upload_table(concat({pointers, sizes}));
-    cuda::fill_many(tensors[0].dtype(), reinterpret_cast<void* const*>(table),
-                    reinterpret_cast<const int64_t*>(table + count), count, largest(sizes),
+    const ManyTable table = upload_many({pointers}, sizes);
+    cuda::fill_many(tensors[0].dtype(), table.column<void>(0), table.layout,
                     static_cast<float>(value), stream_);
   }
 
@@ -526,12 +530,9 @@ class CudaBackend final : public Backend {
       from.push_back(reinterpret_cast<uint64_t>(src[i].raw()));
       sizes.push_back(static_cast<uint64_t>(src[i].numel()));
     }
-    const int count = static_cast<int>(dst.size());
-    uint64_t* table = upload_table(concat({to, from, sizes}));
-    cuda::convert_many(dst[0].dtype(), reinterpret_cast<void* const*>(table), src[0].dtype(),
-                       reinterpret_cast<const void* const*>(table + count),
-                       reinterpret_cast<const int64_t*>(table + 2 * count), count, largest(sizes),
-                       stream_);
+    const ManyTable table = upload_many({to, from}, sizes);
+    cuda::convert_many(dst[0].dtype(), table.column<void>(0), src[0].dtype(),
+                       table.column<const void>(1), table.layout, stream_);
   }
 
   // AdamW and the refresh of the working copies (where given) in one pass: see AdamWTensors.
@@ -539,6 +540,12 @@ class CudaBackend final : public Backend {
     const auto op_timer = profile("adamw_update_many");
     if (params.empty()) return;
     check_adamw_step(s);
+    if (s.clip_sum_squares.defined())
+      SF_CHECK(s.clip_sum_squares.device() == Device::cuda &&
+                   s.clip_sum_squares.dtype() == DType::f64 && s.clip_sum_squares.numel() == 1,
+               "adamw_update_many: clip_sum_squares must be an F64 GPU tensor of one element, "
+               "got {}",
+               s.clip_sum_squares.describe());
     std::vector<uint64_t> values, grads, ms, vs, working, sizes;
     std::vector<float> decays;
     const Tensor* first_working = nullptr;  // every working copy of one launch has its dtype
@@ -563,22 +570,23 @@ class CudaBackend final : public Backend {
       own.weight_decay = p.weight_decay;
       decays.push_back(adamw_args(own).decay);
     }
-    const int count = static_cast<int>(params.size());
-    std::vector<uint64_t> words = concat({values, grads, ms, vs, working, sizes});
-    const size_t decay_word = words.size();
-    words.resize(decay_word + (decays.size() + 1) / 2);  // two floats per word
-    std::memcpy(words.data() + decay_word, decays.data(), decays.size() * sizeof(float));
-    uint64_t* table = upload_table(words);
+    std::vector<uint64_t> decay_words((decays.size() + 1) / 2);  // two floats per word
+    std::memcpy(decay_words.data(), decays.data(), decays.size() * sizeof(float));
+    const ManyTable table = upload_many({values, grads, ms, vs, working}, sizes, decay_words);
     cuda::AdamWTable t;
-    t.params = reinterpret_cast<float* const*>(table);
-    t.grads = reinterpret_cast<const float* const*>(table + count);
-    t.m = reinterpret_cast<float* const*>(table + 2 * count);
-    t.v = reinterpret_cast<float* const*>(table + 3 * count);
-    t.working = reinterpret_cast<void* const*>(table + 4 * count);
-    t.sizes = reinterpret_cast<const int64_t*>(table + 5 * count);
-    t.decays = reinterpret_cast<const float*>(table + decay_word);
+    t.params = table.column<float>(0);
+    t.grads = table.column<const float>(1);
+    t.m = table.column<float>(2);
+    t.v = table.column<float>(3);
+    t.working = table.column<void>(4);
+    t.decays = reinterpret_cast<const float*>(table.extra);
+    t.layout = table.layout;
     t.working_dtype = first_working ? first_working->dtype() : DType::f32;
-    cuda::adamw_update_many(t, count, largest(sizes), adamw_args(s), stream_);
+    if (s.clip_sum_squares.defined()) {
+      t.clip_sum_squares = static_cast<const double*>(s.clip_sum_squares.raw());
+      t.max_norm = s.max_norm;
+    }
+    cuda::adamw_update_many(t, adamw_args(s), stream_);
   }
 
  private:
@@ -608,8 +616,52 @@ class CudaBackend final : public Backend {
     for (const auto& part : parts) all.insert(all.end(), part.begin(), part.end());
     return all;
   }
-  static int64_t largest(const std::vector<uint64_t>& sizes) {
-    return static_cast<int64_t>(*std::max_element(sizes.begin(), sizes.end()));
+  // The device table of a multi-tensor launch: `columns` (one word per tensor each: pointers),
+  // then the sizes and their chunk starts (cuda::ManyLayout), then `extra` words.
+  struct ManyTable {
+    uint64_t* words = nullptr;
+    int count = 0;
+    cuda::ManyLayout layout;
+    const uint64_t* extra = nullptr;
+    template <class T> T* const* column(int i) const {
+      return reinterpret_cast<T* const*>(words + static_cast<size_t>(i) * count);
+    }
+  };
+  ManyTable upload_many(std::initializer_list<std::vector<uint64_t>> columns,
+                        const std::vector<uint64_t>& sizes, const std::vector<uint64_t>& extra = {}) {
+    const std::vector<uint64_t> chunk_first = cuda::many_chunk_first(sizes);
+    std::vector<uint64_t> words;
+    for (const auto& column : columns) words.insert(words.end(), column.begin(), column.end());
+    const size_t sizes_at = words.size();
+    words.insert(words.end(), sizes.begin(), sizes.end());
+    words.insert(words.end(), chunk_first.begin(), chunk_first.end());
+    const size_t extra_at = words.size();
+    words.insert(words.end(), extra.begin(), extra.end());
+    ManyTable t;
+    t.words = upload_table(words);
+    t.count = static_cast<int>(sizes.size());
+    t.layout.sizes = reinterpret_cast<const int64_t*>(t.words + sizes_at);
+    t.layout.chunk_first = reinterpret_cast<const int64_t*>(t.words + sizes_at + sizes.size());
+    t.layout.count = t.count;
+    t.layout.chunks = static_cast<int64_t>(chunk_first.back());
+    t.extra = t.words + extra_at;
+    return t;
+  }
+  // Sum of squares of F32 tensors into a device double (`total`), through per-tensor results
+  // in a buffer of the backend's own.
+  void sum_squares_f32(const std::vector<Tensor>& tensors, double* total) {
+    std::vector<uint64_t> pointers, sizes;
+    for (const Tensor& t : tensors) {
+      pointers.push_back(reinterpret_cast<uint64_t>(t.raw()));
+      sizes.push_back(static_cast<uint64_t>(t.numel()));
+    }
+    const ManyTable table = upload_many({pointers}, sizes);
+    auto* results = static_cast<double*>(
+        grown(sum_results_, sum_results_bytes_, sizeof(double) * tensors.size()));
+    cuda::sum_squares_many(table.column<const float>(0), table.layout, results, total, stream_);
+  }
+  void fill_f64_zero(Tensor& t) {
+    SF_CUDA_CHECK(cudaMemsetAsync(t.raw(), 0, t.nbytes(), stream_));
   }
   // Host-to-device copies of up to kStagingBytes go through pinned staging buffers, so the host
   // never waits: a copy from pageable memory can make it wait until the stream has drained (the
@@ -640,7 +692,7 @@ class CudaBackend final : public Backend {
   // a training step passes the same ones every time (the same parameters), so after the first
   // step nothing is copied — a copy from pageable host memory can make the host wait for the
   // stream, which put a gap before each optimizer launch. A table is never changed once
-  // uploaded (sum_squares_total's results area is rewritten by its own kernel only); when too
+  // uploaded; when too
   // many accumulate (shapes keep changing) they are all dropped, after the stream drains.
   uint64_t* upload_table(const std::vector<uint64_t>& words) {
     auto it = tables_.find(words);
@@ -675,11 +727,22 @@ class CudaBackend final : public Backend {
              "dtype or F32)", a.describe(), b.describe(), out.describe());
   }
   void check(const Tensor& t, const char* op) const {
+    check_float_on_gpu(t, op);
+    SF_CHECK(t.is_contiguous(), "{}: tensor {} must be contiguous", op, t.describe());
+  }
+  void check_float_on_gpu(const Tensor& t, const char* op) const {
     SF_CHECK(t.defined(), "{}: undefined tensor", op);
     SF_CHECK(t.device() == Device::cuda, "{}: tensor {} is not on the GPU", op, t.describe());
     SF_CHECK(is_float(t.dtype()), "{}: tensor {} must be F32 or BF16 on the CUDA backend", op,
              t.describe());
-    SF_CHECK(t.is_contiguous(), "{}: tensor {} must be contiguous", op, t.describe());
+  }
+  // An output that may be row-strided (backend.h): returns the elements from one row of its
+  // last `width_dims` dimensions to the next.
+  int64_t check_rows(const Tensor& t, int width_dims, const char* op) const {
+    check_float_on_gpu(t, op);
+    const int64_t stride = t.ndim() >= width_dims ? t.row_stride(width_dims) : -1;
+    SF_CHECK(stride >= 0, "{}: tensor {} is neither contiguous nor row-strided", op, t.describe());
+    return stride;
   }
   void check_f32(const Tensor& t, const char* op) const {
     check(t, op);
@@ -775,6 +838,8 @@ class CudaBackend final : public Backend {
   double* scalars_ = nullptr;     // small device results (dot, counts)
   void* workspace_ = nullptr;     // attention backward scratch, grown on demand
   size_t workspace_bytes_ = 0;
+  void* sum_results_ = nullptr;   // sum_squares_many's per-tensor sums
+  size_t sum_results_bytes_ = 0;
   std::map<std::vector<uint64_t>, void*> tables_;  // upload_table's device copies, by content
   Staging staging_[kStagingSlots];                 // upload_staged's pinned buffers
   int next_staging_ = 0;

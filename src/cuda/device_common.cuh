@@ -9,6 +9,7 @@
 
 #include "core/dtype.h"
 #include "cuda/cuda_check.h"
+#include "cuda/kernels.h"
 
 namespace sf::cuda {
 
@@ -76,30 +77,44 @@ __host__ __device__ __forceinline__ bool all_aligned(size_t bytes, const P*... p
   return ((reinterpret_cast<uintptr_t>(pointers) % bytes == 0) && ...);
 }
 
-// Calls fn(first, count) over this grid row's share of n elements in pieces of 4 (count 4,
-// where `vector_ok`) or 1 (the last n % 4 elements go to thread 0 of block 0): the grid-stride
-// loop of the multi-tensor kernels, one grid row (blockIdx.y) per tensor.
+// Calls fn(k, begin, end) for each chunk this block takes in a multi-tensor launch (kernels.h,
+// ManyLayout): elements [begin, end) of tensor k. Blocks take the chunks in a grid-stride loop
+// (the same chunks for every thread of a block, so fn may synchronise the block); a chunk lies
+// in one tensor, found by binary search in chunk_first.
 template <class Fn>
-__device__ __forceinline__ void for_each_piece(int64_t n, bool vector_ok, Fn&& fn) {
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (!vector_ok) {
-    for (; i < n; i += stride) fn(i, 1);
-    return;
+__device__ __forceinline__ void for_each_many_chunk(const ManyLayout& l, Fn&& fn) {
+  for (int64_t c = blockIdx.x; c < l.chunks; c += gridDim.x) {
+    int k = 0, hi = l.count - 1;  // the last tensor whose first chunk is <= c (skips empty ones)
+    while (k < hi) {
+      const int mid = (k + hi + 1) / 2;
+      if (l.chunk_first[mid] <= c) k = mid;
+      else hi = mid - 1;
+    }
+    const int64_t begin = (c - l.chunk_first[k]) * kManyChunk;
+    fn(k, begin, min(l.sizes[k], begin + kManyChunk));
   }
-  for (; 4 * i + 3 < n; i += stride) fn(4 * i, 4);
-  if (blockIdx.x == 0 && threadIdx.x == 0)
-    for (int64_t r = n - n % 4; r < n; ++r) fn(r, 1);
 }
 
-// Grid of a multi-tensor launch: one row (blockIdx.y) per tensor, enough blocks across (at most
-// two waves of 256-thread blocks on 132 multiprocessors) for the largest tensor at 4 elements per
-// thread; rows of small tensors leave most of their blocks idle, which costs little.
-inline dim3 many_grid(int64_t max_size, int count) {
-  const int64_t per_block = 256 * 4;
-  int64_t x = (max_size + per_block - 1) / per_block;
-  x = x < 1 ? 1 : (x > 264 ? 264 : x);
-  return dim3(static_cast<unsigned>(x), static_cast<unsigned>(count));
+// Calls fn(first, count) over elements [begin, end) of a chunk, shared by the block's threads,
+// in pieces of 4 (count 4, where vector_ok; begin is a multiple of 4) or 1 (the last
+// (end - begin) % 4, all on thread 0).
+template <class Fn>
+__device__ __forceinline__ void for_each_chunk_piece(int64_t begin, int64_t end, bool vector_ok,
+                                                     Fn&& fn) {
+  if (!vector_ok) {
+    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) fn(i, 1);
+    return;
+  }
+  const int64_t vector_end = end - (end - begin) % 4;
+  for (int64_t i = begin + 4 * threadIdx.x; i < vector_end; i += 4 * blockDim.x) fn(i, 4);
+  if (threadIdx.x == 0)
+    for (int64_t i = vector_end; i < end; ++i) fn(i, 1);
+}
+
+// Blocks of a multi-tensor launch: enough 256-thread blocks to fill every multiprocessor (8
+// each on 132), each taking several chunks.
+inline unsigned many_blocks(int64_t chunks) {
+  return static_cast<unsigned>(chunks < 132 * 8 ? (chunks < 1 ? 1 : chunks) : 132 * 8);
 }
 
 inline unsigned blocks_for(int64_t n, int threads, int64_t max_blocks = 132 * 16) {

@@ -46,53 +46,64 @@ __global__ void dot_kernel(const A* a, const B* b, int64_t n, double* result) {
   if (threadIdx.x == 0) atomicAdd(result, sum);
 }
 
-// blockIdx.y picks the tensor; blocks in x stride over it.
-__global__ void sum_squares_many_kernel(const float* const* tensors, const int64_t* sizes,
+// One block reduction per chunk, added to its tensor's result.
+__global__ void sum_squares_many_kernel(const float* const* tensors, ManyLayout layout,
                                         double* results) {
   __shared__ double scratch[32];
-  const float* x = tensors[blockIdx.y];
-  double sum = 0.0;
-  for_each_piece(sizes[blockIdx.y], all_aligned(16, x), [&](int64_t i, int count) {
-    if (count == 4) {
-      const Pack<float, 4> p = load_pack<4>(x + i);
+  for_each_many_chunk(layout, [&](int k, int64_t begin, int64_t end) {
+    const float* x = tensors[k];
+    double sum = 0.0;
+    for_each_chunk_piece(begin, end, all_aligned(16, x), [&](int64_t i, int count) {
+      if (count == 4) {
+        const Pack<float, 4> p = load_pack<4>(x + i);
 #pragma unroll
-      for (int j = 0; j < 4; ++j) sum += static_cast<double>(p.v[j]) * p.v[j];
-    } else {
-      sum += static_cast<double>(x[i]) * x[i];
-    }
+        for (int j = 0; j < 4; ++j) sum += static_cast<double>(p.v[j]) * p.v[j];
+      } else {
+        sum += static_cast<double>(x[i]) * x[i];
+      }
+    });
+    sum = block_sum(sum, scratch);
+    if (threadIdx.x == 0) atomicAdd(results + k, sum);
   });
-  sum = block_sum(sum, scratch);
-  if (threadIdx.x == 0) atomicAdd(results + blockIdx.y, sum);
+}
+
+// The per-tensor sums added in tensor order by one thread: the same total every time for the
+// same per-tensor sums (the host added them in this order before).
+__global__ void sum_in_order_kernel(const double* values, int count, double* total) {
+  double sum = 0.0;
+  for (int k = 0; k < count; ++k) sum += values[k];
+  *total = sum;
 }
 
 template <class T>
-__global__ void fill_many_kernel(T* const* tensors, const int64_t* sizes, float value) {
-  T* x = tensors[blockIdx.y];
+__global__ void fill_many_kernel(T* const* tensors, ManyLayout layout, float value) {
   const T v = from_float<T>(value);
-  for_each_piece(sizes[blockIdx.y], all_aligned(4 * sizeof(T), x), [&](int64_t i, int count) {
-    if (count == 4) {
-      store_pack(x + i, Pack<T, 4>{{v, v, v, v}});
-    } else {
-      x[i] = v;
-    }
+  for_each_many_chunk(layout, [&](int k, int64_t begin, int64_t end) {
+    T* x = tensors[k];
+    for_each_chunk_piece(begin, end, all_aligned(4 * sizeof(T), x), [&](int64_t i, int count) {
+      if (count == 4) store_pack(x + i, Pack<T, 4>{{v, v, v, v}});
+      else x[i] = v;
+    });
   });
 }
 
 template <class D, class S>
-__global__ void convert_many_kernel(D* const* dst, const S* const* src, const int64_t* sizes) {
-  D* d = dst[blockIdx.y];
-  const S* x = src[blockIdx.y];
-  const bool vector_ok = all_aligned(4 * sizeof(D), d) && all_aligned(4 * sizeof(S), x);
-  for_each_piece(sizes[blockIdx.y], vector_ok, [&](int64_t i, int count) {
-    if (count == 4) {
-      const Pack<S, 4> p = load_pack<4>(x + i);
-      Pack<D, 4> q;
+__global__ void convert_many_kernel(D* const* dst, const S* const* src, ManyLayout layout) {
+  for_each_many_chunk(layout, [&](int k, int64_t begin, int64_t end) {
+    D* d = dst[k];
+    const S* x = src[k];
+    const bool vector_ok = all_aligned(4 * sizeof(D), d) && all_aligned(4 * sizeof(S), x);
+    for_each_chunk_piece(begin, end, vector_ok, [&](int64_t i, int count) {
+      if (count == 4) {
+        const Pack<S, 4> p = load_pack<4>(x + i);
+        Pack<D, 4> q;
 #pragma unroll
-      for (int j = 0; j < 4; ++j) q.v[j] = from_float<D>(to_float(p.v[j]));
-      store_pack(d + i, q);
-    } else {
-      d[i] = from_float<D>(to_float(x[i]));
-    }
+        for (int j = 0; j < 4; ++j) q.v[j] = from_float<D>(to_float(p.v[j]));
+        store_pack(d + i, q);
+      } else {
+        d[i] = from_float<D>(to_float(x[i]));
+      }
+    });
   });
 }
 
@@ -144,29 +155,40 @@ void dot(DType a_dtype, const void* a, DType b_dtype, const void* b, int64_t n, 
   SF_CUDA_LAUNCH_CHECK("dot");
 }
 
-void sum_squares_many(const float* const* tensors, const int64_t* sizes, int count,
-                      int64_t max_size, double* results, cudaStream_t stream) {
-  SF_CUDA_CHECK(cudaMemsetAsync(results, 0, sizeof(double) * count, stream));
-  if (count == 0 || max_size == 0) return;
-  sum_squares_many_kernel<<<many_grid(max_size, count), kThreads, 0, stream>>>(tensors, sizes, results);
-  SF_CUDA_LAUNCH_CHECK("sum_squares_many");
+std::vector<uint64_t> many_chunk_first(const std::vector<uint64_t>& sizes) {
+  std::vector<uint64_t> first(sizes.size() + 1, 0);
+  for (size_t k = 0; k < sizes.size(); ++k)
+    first[k + 1] = first[k] + (sizes[k] + kManyChunk - 1) / kManyChunk;
+  return first;
 }
 
-void fill_many(DType dtype, void* const* tensors, const int64_t* sizes, int count,
-               int64_t max_size, float value, cudaStream_t stream) {
-  if (count == 0 || max_size == 0) return;
+void sum_squares_many(const float* const* tensors, const ManyLayout& layout, double* results,
+                      double* total, cudaStream_t stream) {
+  SF_CUDA_CHECK(cudaMemsetAsync(results, 0, sizeof(double) * layout.count, stream));
+  if (layout.chunks > 0) {
+    sum_squares_many_kernel<<<many_blocks(layout.chunks), kThreads, 0, stream>>>(tensors, layout,
+                                                                                  results);
+    SF_CUDA_LAUNCH_CHECK("sum_squares_many");
+  }
+  sum_in_order_kernel<<<1, 1, 0, stream>>>(results, layout.count, total);
+  SF_CUDA_LAUNCH_CHECK("sum_in_order");
+}
+
+void fill_many(DType dtype, void* const* tensors, const ManyLayout& layout, float value,
+               cudaStream_t stream) {
+  if (layout.chunks == 0) return;
   SF_DISPATCH_FLOAT(dtype, T,
-                    fill_many_kernel<T><<<many_grid(max_size, count), kThreads, 0, stream>>>(
-                        reinterpret_cast<T* const*>(tensors), sizes, value));
+                    fill_many_kernel<T><<<many_blocks(layout.chunks), kThreads, 0, stream>>>(
+                        reinterpret_cast<T* const*>(tensors), layout, value));
   SF_CUDA_LAUNCH_CHECK("fill_many");
 }
 
 void convert_many(DType dst_dtype, void* const* dst, DType src_dtype, const void* const* src,
-                  const int64_t* sizes, int count, int64_t max_size, cudaStream_t stream) {
-  if (count == 0 || max_size == 0) return;
+                  const ManyLayout& layout, cudaStream_t stream) {
+  if (layout.chunks == 0) return;
   SF_DISPATCH_FLOAT(dst_dtype, D, SF_DISPATCH_FLOAT(src_dtype, S,
-      convert_many_kernel<D, S><<<many_grid(max_size, count), kThreads, 0, stream>>>(
-          reinterpret_cast<D* const*>(dst), reinterpret_cast<const S* const*>(src), sizes)));
+      convert_many_kernel<D, S><<<many_blocks(layout.chunks), kThreads, 0, stream>>>(
+          reinterpret_cast<D* const*>(dst), reinterpret_cast<const S* const*>(src), layout)));
   SF_CUDA_LAUNCH_CHECK("convert_many");
 }
 

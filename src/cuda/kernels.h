@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "core/dtype.h"
 
@@ -23,18 +24,36 @@ void axpy(DType y_dtype, void* y, DType x_dtype, const void* x, int64_t n, float
 // dst = src converted (round to nearest even into BF16).
 void convert(DType dst_dtype, void* dst, DType src_dtype, const void* src, int64_t n,
              cudaStream_t stream);
-// Many tensors of one dtype in one launch; pointers and sizes are device arrays of `count`.
-void fill_many(DType dtype, void* const* tensors, const int64_t* sizes, int count,
-               int64_t max_size, float value, cudaStream_t stream);
+// ---- many tensors in one launch ------------------------------------------------------------
+// How the elements of `count` tensors are shared out (device arrays): tensor k has sizes[k]
+// elements, cut into chunks of kManyChunk; chunk_first[k] (count + 1 prefix sums, from
+// many_chunk_first) is the index of its first chunk, and blocks take the `chunks` chunks in turn.
+// A large tensor (the embedding, a third of a GPT-2 small) is thus spread over the whole GPU:
+// one grid row per tensor left it to a few blocks that finished last, and AdamW ran at ~65% of
+// the memory bandwidth (H100).
+constexpr int64_t kManyChunk = 8192;  // a multiple of 4: chunks keep 4-element vectors aligned
+struct ManyLayout {
+  const int64_t* sizes = nullptr;
+  const int64_t* chunk_first = nullptr;
+  int count = 0;
+  int64_t chunks = 0;
+};
+// Host side: the count + 1 prefix sums of ceil(size / kManyChunk).
+std::vector<uint64_t> many_chunk_first(const std::vector<uint64_t>& sizes);
+
+// Many tensors of one dtype in one launch; pointers are device arrays of layout.count.
+void fill_many(DType dtype, void* const* tensors, const ManyLayout& layout, float value,
+               cudaStream_t stream);
 void convert_many(DType dst_dtype, void* const* dst, DType src_dtype, const void* const* src,
-                  const int64_t* sizes, int count, int64_t max_size, cudaStream_t stream);
+                  const ManyLayout& layout, cudaStream_t stream);
 // *result (device double, overwritten) = sum(a * b); b == nullptr means sum(a * a).
 void dot(DType a_dtype, const void* a, DType b_dtype, const void* b, int64_t n, double* result,
          cudaStream_t stream);
-// results[i] (device doubles, overwritten) = sum of squares of tensor i, for `count` tensors in
-// one launch (the global gradient norm without a synchronisation per parameter).
-void sum_squares_many(const float* const* tensors, const int64_t* sizes, int count,
-                      int64_t max_size, double* results, cudaStream_t stream);
+// results[k] (device doubles, overwritten) = sum of squares of tensor k, and *total (device
+// double, overwritten) = their sum in tensor order: the global gradient norm, left on the device
+// for the optimizer (no host round trip).
+void sum_squares_many(const float* const* tensors, const ManyLayout& layout, double* results,
+                      double* total, cudaStream_t stream);
 
 // ---- layers --------------------------------------------------------------------------------------
 // out[r, :] = table[tokens[r], :]; table and out of `dtype`.
@@ -59,17 +78,21 @@ void rope_table(float* table, int64_t positions, int64_t head_dim, double theta,
                 cudaStream_t stream);
 // x [rows = B*T, heads, head_dim] in place; position of row r = offset + r % seq (seq = T), whose
 // angles `table` (from rope_table) must cover. inverse = true rotates by minus the angle (the
-// backward).
+// backward). Row r starts at x + r * row_stride (0: heads * head_dim, rows back to back).
 void rope(DType dtype, void* x, const float* table, int64_t rows, int64_t seq, int64_t heads,
-          int64_t head_dim, int64_t position_offset, bool inverse, cudaStream_t stream);
+          int64_t head_dim, int64_t position_offset, bool inverse, cudaStream_t stream,
+          int64_t row_stride = 0);
 // x [n, heads, head_dim] in place, row r at positions[r].
 void rope_at(DType dtype, void* x, const int32_t* positions, int64_t n, int64_t heads,
              int64_t head_dim, double theta, cudaStream_t stream);
 
 void swiglu_forward(DType dtype, void* out, const void* gate, const void* up, int64_t n,
                     cudaStream_t stream);
+// gate, up, dout [rows, cols] contiguous; dgate and dup (overwritten) [rows, cols] with their
+// rows out_stride elements apart (0: cols), e.g. the two halves of one [rows, 2 * cols] matrix.
 void swiglu_backward(DType dtype, void* dgate, void* dup, const void* dout, const void* gate,
-                     const void* up, int64_t n, cudaStream_t stream);
+                     const void* up, int64_t rows, int64_t cols, cudaStream_t stream,
+                     int64_t out_stride = 0);
 
 // losses (F32, overwritten) per row; *counted (device int64, overwritten) = rows with target >= 0.
 void cross_entropy_forward(DType dtype, float* losses, int64_t* counted, const void* logits,
@@ -104,22 +127,27 @@ struct AdamWArgs {
 };
 void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n,
                   const AdamWArgs& args, cudaStream_t stream);
-// Every parameter in one launch: device arrays of `count` pointers, sizes and decays
+// Every parameter in one launch: device arrays of layout.count pointers and decays
 // (1 - lr * weight_decay of each parameter; args.decay is not used). working[k], where not
 // null, receives the new value of parameter k rounded to working_dtype (F32 or BF16, one dtype
 // per launch; round to nearest even as convert does): the mixed-precision working copies are
 // refreshed in the same pass.
+// Clipping decided on the device: with clip_sum_squares (a device double, the gradients' sum of
+// squares from sum_squares_many), args.grad_scale is replaced by min(1, max_norm / (sqrt(sum) +
+// 1e-6)) (1 when max_norm <= 0), computed in double as the host's clip_scale does; a non-finite
+// sum skips the update (nothing is written).
 struct AdamWTable {
   float* const* params;
   const float* const* grads;
   float* const* m;
   float* const* v;
   void* const* working;
-  const int64_t* sizes;
   const float* decays;
+  ManyLayout layout;
   DType working_dtype = DType::f32;  // on the host: picks the kernel
+  const double* clip_sum_squares = nullptr;
+  double max_norm = 0.0;
 };
-void adamw_update_many(const AdamWTable& table, int count, int64_t max_size, const AdamWArgs& args,
-                       cudaStream_t stream);
+void adamw_update_many(const AdamWTable& table, const AdamWArgs& args, cudaStream_t stream);
 
 }  // namespace sf::cuda

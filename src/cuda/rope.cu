@@ -36,18 +36,19 @@ __global__ void rope_table_kernel(float2* table, int64_t positions, int64_t head
 }
 
 // One thread per P consecutive pairs of one (row, head); row r sits at position
-// position_offset + r % seq. P > 1 moves the pairs and their table entries as vectors.
+// position_offset + r % seq and starts row_stride elements after row r - 1. P > 1 moves the
+// pairs and their table entries as vectors.
 template <class T, int P>
 __global__ void rope_table_apply_kernel(T* x, const float2* table, int64_t rows, int64_t seq,
-                                        int64_t heads, int64_t half, int64_t position_offset,
-                                        float sign) {
+                                        int64_t heads, int64_t half, int64_t row_stride,
+                                        int64_t position_offset, float sign) {
   const int64_t groups = half / P;
   const int64_t total = rows * heads * groups;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t group = i % groups, row_head = i / groups, row = row_head / heads;
     const float2* cs = table + (position_offset + row % seq) * half + P * group;
-    T* v = x + row_head * 2 * half + 2 * P * group;
+    T* v = x + row * row_stride + (row_head - row * heads) * 2 * half + 2 * P * group;
     if constexpr (P == 1) {
       const float c = cs->x, s = sign * cs->y;
       const float x0 = to_float(v[0]), x1 = to_float(v[1]);
@@ -89,10 +90,11 @@ __global__ void rope_at_kernel(T* x, const int32_t* positions, int64_t rows, int
 
 template <class T, int P>
 void launch_rope(T* x, const float* table, int64_t rows, int64_t seq, int64_t heads,
-                 int64_t half, int64_t offset, float sign, cudaStream_t stream) {
+                 int64_t half, int64_t row_stride, int64_t offset, float sign,
+                 cudaStream_t stream) {
   const int64_t total = rows * heads * (half / P);
   rope_table_apply_kernel<T, P><<<blocks_for(total, 256), 256, 0, stream>>>(
-      x, reinterpret_cast<const float2*>(table), rows, seq, heads, half, offset, sign);
+      x, reinterpret_cast<const float2*>(table), rows, seq, heads, half, row_stride, offset, sign);
 }
 
 }  // namespace
@@ -107,16 +109,22 @@ void rope_table(float* table, int64_t positions, int64_t head_dim, double theta,
 }
 
 void rope(DType dtype, void* x, const float* table, int64_t rows, int64_t seq, int64_t heads,
-          int64_t head_dim, int64_t position_offset, bool inverse, cudaStream_t stream) {
+          int64_t head_dim, int64_t position_offset, bool inverse, cudaStream_t stream,
+          int64_t row_stride) {
   const int64_t half = head_dim / 2;
   if (rows * heads * half == 0) return;
+  if (row_stride == 0) row_stride = heads * head_dim;
   const float sign = inverse ? -1.f : 1.f;
   SF_DISPATCH_FLOAT(dtype, T, {
     T* data = static_cast<T*>(x);
-    if (half % 4 == 0 && all_aligned(sizeof(Pack<T, 8>), x))
-      launch_rope<T, 4>(data, table, rows, seq, heads, half, position_offset, sign, stream);
+    // Vectors need every row aligned like the first.
+    if (half % 4 == 0 && all_aligned(sizeof(Pack<T, 8>), x) &&
+        row_stride * sizeof(T) % sizeof(Pack<T, 8>) == 0)
+      launch_rope<T, 4>(data, table, rows, seq, heads, half, row_stride, position_offset, sign,
+                        stream);
     else
-      launch_rope<T, 1>(data, table, rows, seq, heads, half, position_offset, sign, stream);
+      launch_rope<T, 1>(data, table, rows, seq, heads, half, row_stride, position_offset, sign,
+                        stream);
   });
   SF_CUDA_LAUNCH_CHECK("rope");
 }

@@ -1,7 +1,8 @@
 // swiglu.cu — the SwiGLU gate silu(gate) * up, forward and backward, elementwise in fp32.
 //   out = g * s(g) * u, s = sigmoid;  dg = dout * u * s(g) * (1 + g * (1 - s(g))),  du = dout * g * s(g)
 // Each thread moves V consecutive elements per access (V = 8 when the length and the pointers
-// allow 16/32-byte vectors, else 1): these passes are pure memory traffic.
+// allow 16/32-byte vectors, else 1): these passes are pure memory traffic. The backward's
+// outputs may be row-strided (the model packs d_gate|d_up as one [rows, 2F] matrix).
 #include "cuda/device_common.cuh"
 #include "cuda/kernels.h"
 
@@ -28,11 +29,14 @@ __global__ void swiglu_forward_kernel(T* out, const T* gate, const T* up, int64_
   }
 }
 
+// Element i = (row, col) of the inputs goes to row * out_stride + col of the outputs (cols % V
+// == 0, so a vector never spans two rows).
 template <class T, int V>
 __global__ void swiglu_backward_kernel(T* dgate, T* dup, const T* dout, const T* gate, const T* up,
-                                       int64_t n) {
+                                       int64_t n, int64_t cols, int64_t out_stride) {
   for (int64_t i = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) * V; i < n;
        i += int64_t(gridDim.x) * blockDim.x * V) {
+    const int64_t row = i / cols, o = i + row * (out_stride - cols);
     const Pack<T, V> g = load_pack<V>(gate + i), u = load_pack<V>(up + i), dy = load_pack<V>(dout + i);
     Pack<T, V> dg, du;
 #pragma unroll
@@ -42,8 +46,8 @@ __global__ void swiglu_backward_kernel(T* dgate, T* dup, const T* dout, const T*
       dg.v[j] = from_float<T>(dyj * uj * s * (1.f + gj * (1.f - s)));
       du.v[j] = from_float<T>(dyj * gj * s);
     }
-    store_pack(dgate + i, dg);
-    store_pack(dup + i, du);
+    store_pack(dgate + o, dg);
+    store_pack(dup + o, du);
   }
 }
 
@@ -65,18 +69,24 @@ void swiglu_forward(DType dtype, void* out, const void* gate, const void* up, in
 }
 
 void swiglu_backward(DType dtype, void* dgate, void* dup, const void* dout, const void* gate,
-                     const void* up, int64_t n, cudaStream_t stream) {
+                     const void* up, int64_t rows, int64_t cols, cudaStream_t stream,
+                     int64_t out_stride) {
+  const int64_t n = rows * cols;
   if (n == 0) return;
+  if (out_stride == 0) out_stride = cols;
   SF_DISPATCH_FLOAT(dtype, T, {
     auto* dg = static_cast<T*>(dgate);
     auto* du = static_cast<T*>(dup);
     auto* dy = static_cast<const T*>(dout);
     auto* g = static_cast<const T*>(gate);
     auto* u = static_cast<const T*>(up);
-    if (n % kVec == 0 && all_aligned(sizeof(Pack<T, kVec>), dgate, dup, dout, gate, up))
-      swiglu_backward_kernel<T, kVec><<<blocks_for(n / kVec, 256), 256, 0, stream>>>(dg, du, dy, g, u, n);
+    if (cols % kVec == 0 && out_stride % kVec == 0 &&
+        all_aligned(sizeof(Pack<T, kVec>), dgate, dup, dout, gate, up))
+      swiglu_backward_kernel<T, kVec><<<blocks_for(n / kVec, 256), 256, 0, stream>>>(
+          dg, du, dy, g, u, n, cols, out_stride);
     else
-      swiglu_backward_kernel<T, 1><<<blocks_for(n, 256), 256, 0, stream>>>(dg, du, dy, g, u, n);
+      swiglu_backward_kernel<T, 1><<<blocks_for(n, 256), 256, 0, stream>>>(dg, du, dy, g, u, n,
+                                                                           cols, out_stride);
   });
   SF_CUDA_LAUNCH_CHECK("swiglu_backward");
 }

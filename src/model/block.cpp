@@ -80,17 +80,10 @@ BlockScratch block_scratch_allocate(ActivationAllocator& alloc, const ModelConfi
   const int64_t Q = c.n_heads * c.head_dim();
   BlockScratch s;
   s.d_attn_out = alloc.zeros({rows, Q}, dt);
-  const StackedQkv d = stacked_qkv(alloc, dt, rows, Q, rows, c.kv_dim());
-  s.dq = d.q;
-  s.dk = d.k;
-  s.dv = d.v;
-  s.dqkv = d.qkv;
-  s.dkv = d.kv;
+  s.d_projections = alloc.zeros({rows * (Q + 2 * c.kv_dim())}, dt);
   s.d_norm = alloc.zeros({rows, c.d_model}, dt);
   s.d_hidden = alloc.zeros({rows, c.ffn_hidden}, dt);
-  s.d_gate_up = alloc.zeros({2, rows, c.ffn_hidden}, dt);
-  s.d_gate = s.d_gate_up.select(0);
-  s.d_up = s.d_gate_up.select(1);
+  s.d_gate_up = alloc.zeros({rows, 2 * c.ffn_hidden}, dt);
   return s;
 }
 
@@ -122,26 +115,45 @@ void attention_block_backward(Backend& be, const ModelConfig& c, const Attention
   be.matmul(d_out, dx, false, w.wo.value, false, 1.0, 0.0);
   Tensor dwo = w.wo.grad;
   be.matmul(dwo, dx, true, as_matrix(a.out), false, 1.0, 1.0);
+
+  // The attention writes dq, dk, dv as column ranges of packed gradient matrices (BlockScratch):
+  //   stacked: [rows, Q + 2KV] = dq|dk|dv, read against (wq, wk, wv) as one [Q + 2KV, D] weight;
+  //   else:    dq [rows, Q], then [rows_k, 2KV] = dk|dv against (wk, wv) as [2KV, D].
+  const int64_t rows = a.norm_out.dim(0), rows_k = kv_in.dim(0);
+  const int64_t Q = a.q.dim(2) * a.q.dim(3), KV = a.k.dim(2) * a.k.dim(3);
+  const bool stacked = qkv_stacked(w, a, kv_source);
+  const Tensor d_qkv = stacked ? s.d_projections.slice(0, 0, rows * (Q + 2 * KV)).view({rows, Q + 2 * KV})
+                               : Tensor();
+  const Tensor d_q = stacked ? d_qkv.slice(1, 0, Q) : s.d_projections.slice(0, 0, rows * Q).view({rows, Q});
+  const Tensor d_kv_packed =
+      stacked ? d_qkv.slice(1, Q, 2 * KV)
+              : s.d_projections.slice(0, rows * Q, rows_k * 2 * KV).view({rows_k, 2 * KV});
+  auto as_heads = [](const Tensor& m, const Tensor& like) {  // [B*T, H*hd] -> like's [B, T, H, hd]
+    return m.unflatten(0, {like.dim(0), like.dim(1)}).unflatten(2, {like.dim(2), like.dim(3)});
+  };
+  Tensor dq = as_heads(d_q, a.q), dk = as_heads(d_kv_packed.slice(1, 0, KV), a.k),
+         dv = as_heads(d_kv_packed.slice(1, KV, KV), a.v);
   // Attention, with the rotations undone: gradients w.r.t. q and k before RoPE.
-  Tensor dq = s.dq.view(a.q.shape()), dk = s.dk.view(a.k.shape()), dv = s.dv.view(a.v.shape());
   be.attention_backward_rope(dq, dk, dv, d_out.view(a.out.shape()), a.out, a.lse, a.q, a.k, a.v,
                              spec.mask, spec.rope_q, spec.rope_k, c.rope_theta);
-  // Projections q = norm @ wq^T, k = kv_in @ wk^T, v = kv_in @ wv^T.
-  // Their weight gradients batched like the forward products (project_qkv).
-  Tensor dq_m = s.dq, dk_m = s.dk, dv_m = s.dv;
-  if (qkv_stacked(w, a, kv_source)) {
-    Tensor dw = w.qkv->grad;
-    be.matmul_batched(dw, s.dqkv, true, a.norm_out, false, 1.0, 1.0);
-  } else {
-    Tensor dwq = w.wq.grad, dwkv = w.kv.grad;
-    be.matmul(dwq, dq_m, true, a.norm_out, false, 1.0, 1.0);
-    be.matmul_batched(dwkv, s.dkv, true, kv_in, false, 1.0, 1.0);
-  }
+
+  // Projections q = norm @ wq^T, k = kv_in @ wk^T, v = kv_in @ wv^T: their weight gradients and
+  // the gradient of their inputs, one product per packed matrix.
   Tensor& d_norm = s.d_norm;
-  be.matmul(d_norm, dq_m, false, w.wq.value, false, 1.0, 0.0);
-  Tensor& d_kv = d_kv_source ? *d_kv_source : d_norm;  // self-attention: k, v read the norm too
-  be.matmul(d_kv, dk_m, false, w.wk.value, false, 1.0, 1.0);
-  be.matmul(d_kv, dv_m, false, w.wv.value, false, 1.0, 1.0);
+  if (stacked) {
+    const Tensor w_qkv = w.qkv->value.view({Q + 2 * KV, -1});
+    Tensor dw_qkv = w.qkv->grad.view({Q + 2 * KV, -1});
+    be.matmul(dw_qkv, d_qkv, true, a.norm_out, false, 1.0, 1.0);
+    be.matmul(d_norm, d_qkv, false, w_qkv, false, 1.0, 0.0);
+  } else {
+    const Tensor w_kv = w.kv.value.view({2 * KV, -1});
+    Tensor dwq = w.wq.grad, dw_kv = w.kv.grad.view({2 * KV, -1});
+    be.matmul(dwq, d_q, true, a.norm_out, false, 1.0, 1.0);
+    be.matmul(dw_kv, d_kv_packed, true, kv_in, false, 1.0, 1.0);
+    be.matmul(d_norm, d_q, false, w.wq.value, false, 1.0, 0.0);
+    Tensor& d_kv = d_kv_source ? *d_kv_source : d_norm;  // self-attention: k, v read the norm too
+    be.matmul(d_kv, d_kv_packed, false, w_kv, false, 1.0, 1.0);
+  }
   Tensor dnorm_w = w.norm.grad;
   be.rmsnorm_backward(dx, dnorm_w, d_norm, x_in, w.norm.value, a.rstd);
 }
@@ -156,13 +168,17 @@ void mlp_block_forward(Backend& be, const ModelConfig& c, const LayerWeights& w,
 
 void mlp_block_backward(Backend& be, const ModelConfig& c, const LayerWeights& w, const Tensor& x_in,
                         const MlpActivations& m, Tensor& dx, BlockScratch& s) {
-  Tensor dw2 = w.w2.grad, dw13 = w.w13.grad, dnorm_w = w.mlp_norm.grad;
+  Tensor dw2 = w.w2.grad;
   be.matmul(s.d_hidden, dx, false, w.w2.value, false, 1.0, 0.0);
   be.matmul(dw2, dx, true, m.hidden, false, 1.0, 1.0);
-  be.swiglu_backward(s.d_gate, s.d_up, s.d_hidden, m.gate, m.up);
-  be.matmul_batched(dw13, s.d_gate_up, true, m.norm_out, false, 1.0, 1.0);
-  be.matmul(s.d_norm, s.d_gate, false, w.w1.value, false, 1.0, 0.0);
-  be.matmul(s.d_norm, s.d_up, false, w.w3.value, false, 1.0, 1.0);
+  // d_gate|d_up side by side [rows, 2F]: one product each against (w1, w3) as [2F, D].
+  const int64_t F = c.ffn_hidden;
+  Tensor d_gate = s.d_gate_up.slice(1, 0, F), d_up = s.d_gate_up.slice(1, F, F);
+  be.swiglu_backward(d_gate, d_up, s.d_hidden, m.gate, m.up);
+  Tensor dw13 = w.w13.grad.view({2 * F, -1});
+  be.matmul(dw13, s.d_gate_up, true, m.norm_out, false, 1.0, 1.0);
+  be.matmul(s.d_norm, s.d_gate_up, false, w.w13.value.view({2 * F, -1}), false, 1.0, 0.0);
+  Tensor dnorm_w = w.mlp_norm.grad;
   be.rmsnorm_backward(dx, dnorm_w, s.d_norm, x_in, w.mlp_norm.value, m.rstd);
 }
 

@@ -36,11 +36,16 @@ struct MlpActivations {
   Tensor gate_up;
 };
 
-// Gradient scratch shared by all sub-blocks of a model (sized for the largest use). dq, dk, dv
-// and d_gate, d_up are laid out like q, k, v and gate, up above (dqkv, dkv, d_gate_up stacked).
+// Gradient scratch shared by all sub-blocks of a model (sized for the largest use).
+// The input gradients of the projections are packed side by side, so that the products that
+// map them back to the block's input read one operand (backend.h allows attention and SwiGLU
+// to write such row-strided outputs):
+//   d_projections: B*T*(Q + 2KV) elements, seen by attention_block_backward as dq|dk|dv
+//     [rows, Q + 2KV] (q, k, v stacked) or as dq [rows, Q] then dk|dv [rows_k, 2KV];
+//   d_gate_up: d_gate|d_up as [rows, 2F].
 struct BlockScratch {
-  Tensor d_attn_out, dq, dk, dv, d_norm, d_hidden, d_gate, d_up;
-  Tensor dqkv, dkv, d_gate_up;
+  Tensor d_attn_out, d_norm, d_hidden;
+  Tensor d_projections, d_gate_up;
 };
 
 // Which weights an attention sub-block uses, and how it attends.

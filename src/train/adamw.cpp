@@ -37,18 +37,36 @@ void AdamW::check_unchanged_set() const {
 }
 
 void AdamW::step(double lr, double grad_scale) {
-  SF_CHECK(std::isfinite(lr) && lr >= 0.0, "AdamW::step: learning rate {} is invalid", lr);
   SF_CHECK(std::isfinite(grad_scale),
            "AdamW::step: grad_scale {} is not finite (non-finite gradient norm?)", grad_scale);
-  check_unchanged_set();
-
   AdamWStep hyper;
   hyper.lr = lr;
+  hyper.grad_scale = grad_scale;
+  update(hyper);
+}
+
+void AdamW::step(double lr, const Tensor& grad_sum_squares, double max_norm) {
+  SF_CHECK(grad_sum_squares.defined() && grad_sum_squares.dtype() == DType::f64 &&
+               grad_sum_squares.numel() == 1 && grad_sum_squares.device() == backend_.device(),
+           "AdamW::step: the gradients' sum of squares must be an F64 tensor of one element on "
+           "the optimizer's device, got {}",
+           grad_sum_squares.defined() ? grad_sum_squares.describe() : std::string("undefined"));
+  SF_CHECK(!std::isnan(max_norm), "AdamW::step: max_norm is NaN");
+  AdamWStep hyper;
+  hyper.lr = lr;
+  hyper.clip_sum_squares = grad_sum_squares;
+  hyper.max_norm = max_norm;
+  update(hyper);
+}
+
+void AdamW::update(AdamWStep hyper) {
+  SF_CHECK(std::isfinite(hyper.lr) && hyper.lr >= 0.0, "AdamW::step: learning rate {} is invalid",
+           hyper.lr);
+  check_unchanged_set();
   hyper.beta1 = config_.beta1;
   hyper.beta2 = config_.beta2;
   hyper.eps = config_.eps;
   hyper.step = step_count_ + 1;
-  hyper.grad_scale = grad_scale;
 
   // With working copies (mixed precision) the update also writes each new value's rounding into
   // Parameter::working, so the next forward need not convert every master again.
@@ -65,7 +83,9 @@ void AdamW::step(double lr, double grad_scale) {
   }
   params_.invalidate_working_copies();  // should the update fail part way
   backend_.adamw_update_many(update_tensors_, hyper);
-  params_.mark_working_current();  // every parameter has a working copy, or none does
+  // Every parameter has a working copy, or none does. A skipped update (non-finite gradients
+  // on the device) leaves masters and copies as the last forward used them: still current.
+  params_.mark_working_current();
   ++step_count_;
 }
 

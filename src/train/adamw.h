@@ -11,9 +11,10 @@
 //   2. With k micro-batches per optimizer step, the trainer scales each micro-batch's loss
 //      gradient by 1/k (the `loss_scale` of Model::backward), so the accumulated gradient is the
 //      gradient of the mean loss over the whole batch — identical to one pass over all rows.
-//   3. It then computes the global gradient norm and clipping factor (train/grad_clip.h), calls
-//      step(lr, clip_factor), and finally ParameterSet::zero_grad before the next micro-batch.
-//      Clipping is folded into the update as grad_scale, so gradients are never rewritten.
+//   3. It then computes the global gradient norm's square on the device (train/grad_clip.h),
+//      calls step(lr, sum, max_norm), and finally ParameterSet::zero_grad before the next
+//      micro-batch. Clipping is folded into the update as its gradient scale, so gradients are
+//      never rewritten (step(lr, clip_factor) does the same with a factor from the host).
 // tests/optimizer_test.cpp proves 1–3 on a least-squares problem (4 × 2 rows == 1 × 8 rows).
 //
 // Weight decay is applied only to parameters whose `weight_decay` flag is true (matrices and
@@ -57,6 +58,14 @@ class AdamW {
   // (ParameterSet::mark_working_current), so the next forward skips its conversion pass.
   void step(double lr, double grad_scale = 1.0);
 
+  // The same update with global-norm clipping decided where it runs: `grad_sum_squares` is the
+  // gradients' sum of squares, an F64 tensor of one element on the backend
+  // (global_grad_sum_squares), and the gradients are scaled by clip_scale(sqrt(it), max_norm).
+  // Nothing waits for the norm. Non-finite gradients skip the update (parameters, moments and
+  // working copies keep their values; the step still counts): the caller reads the norm after
+  // and stops (the trainer's divergence error).
+  void step(double lr, const Tensor& grad_sum_squares, double max_norm);
+
   const AdamWConfig& config() const { return config_; }
 
   // Number of updates taken so far; restored from a checkpoint with set_step_count.
@@ -85,6 +94,8 @@ class AdamW {
   int64_t step_count_ = 0;
   std::vector<Tensor> exp_avg_;
   std::vector<Tensor> exp_avg_sq_;
+  void update(AdamWStep hyper);  // both steps: fills in the configuration and the counter
+
   std::vector<AdamWTensors> update_tensors_;  // step()'s argument list, kept between steps
 };
 

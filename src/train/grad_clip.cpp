@@ -19,8 +19,14 @@ double clip_scale(double norm, double max_norm) {
   // Even with clipping disabled a non-finite norm must not yield a usable factor.
   if (!std::isfinite(norm)) return std::numeric_limits<double>::quiet_NaN();
   SF_CHECK(norm >= 0.0, "clip_scale: gradient norm {} is negative", norm);
-  if (max_norm <= 0.0) return 1.0;
-  return std::min(1.0, max_norm / (norm + 1e-6));
+  return clip_factor(norm, max_norm);
+}
+
+void global_grad_sum_squares(Backend& backend, const ParameterSet& params, Tensor& total) {
+  std::vector<Tensor> grads;
+  grads.reserve(params.size());
+  for (const Parameter& p : params.all()) grads.push_back(p.grad);
+  backend.sum_squares_total_into(total, grads);
 }
 
 }  // namespace sf

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "core/rng.h"
 #include "data/batch_loader.h"
@@ -52,15 +53,22 @@ TrainBenchResult bench_training(const ModelConfig& config, const TrainBenchOptio
 
   TrainBenchResult r;
   r.parameters = model.params().count_elements();
+  Tensor grad_sum_squares = backend.zeros({1}, DType::f64);
+  Tensor grad_sum_squares_host = Tensor::zeros({1}, DType::f64);
   for (int64_t i = 0; i < o.warmup + o.steps; ++i) {
     next_batch();  // host-side work of a real step too (the trainer reads shards the same way)
     backend.synchronize();
     const auto start = std::chrono::steady_clock::now();
+    // As the trainer does it: clipping decided on the device, loss and norm read back once the
+    // update is queued.
     model.params().zero_grad(backend);
     model.forward_backward_async(tokens, targets);
-    r.last_loss = model.loss();  // as the trainer: read once backward is queued
-    const double norm = global_grad_norm(backend, model.params());
-    optimizer.step(3e-4, clip_scale(norm, 1.0));
+    global_grad_sum_squares(backend, model.params(), grad_sum_squares);
+    optimizer.step(3e-4, grad_sum_squares, 1.0);
+    r.last_loss = model.loss();
+    backend.copy(grad_sum_squares_host, grad_sum_squares);
+    SF_CHECK(std::isfinite(r.last_loss) && std::isfinite(grad_sum_squares_host.data<double>()[0]),
+             "bench-train: step {} gave loss {} and a non-finite gradient norm", i, r.last_loss);
     backend.synchronize();
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

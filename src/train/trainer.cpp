@@ -197,24 +197,34 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
   Tensor tokens, targets;
   const auto loop_start = std::chrono::steady_clock::now();
   const int64_t first_step = state.step + 1;
+  // The gradients' sum of squares stays on the device: the update reads it there (clipping
+  // without a host round trip), and the host reads it back only once the update is queued.
+  Tensor grad_sum_squares = backend.zeros({1}, DType::f64);
+  Tensor grad_sum_squares_host = Tensor::zeros({1}, DType::f64);
   for (int64_t step = first_step; step <= o.steps; ++step) {
     model.params().zero_grad(backend);
     double loss = 0.0;
     const double per_update = static_cast<double>(micro_batches.per_update());
+    bool loss_pending = false;  // the last micro-batch's loss, read after the update is queued
     for (int64_t micro = 0; micro < micro_batches.per_update(); ++micro) {
       train_data.next(tokens, targets);  // every rank reads every micro-batch, trains on its own
       if (!micro_batches.is_mine(micro)) continue;
+      if (loss_pending) loss += model.loss() / per_update;  // the previous one's backward is queued
       model.forward_backward_async(tokens, targets, micro_batches.loss_scale());
-      loss += model.loss() / per_update;  // read after backward is queued: no device idle time
+      loss_pending = true;
     }
-    loss = world.all_reduce_sum(loss);
     all_reduce_gradients(world, model.params());
-    const double norm = global_grad_norm(backend, model.params());
+    global_grad_sum_squares(backend, model.params(), grad_sum_squares);
+    const double lr = lr_at(schedule, step);
+    // Non-finite gradients skip the update on the device: the weights stay as they were.
+    optimizer.step(lr, grad_sum_squares, o.grad_clip);
+    if (loss_pending) loss += model.loss() / per_update;
+    loss = world.all_reduce_sum(loss);
+    backend.copy(grad_sum_squares_host, grad_sum_squares);
+    const double norm = std::sqrt(grad_sum_squares_host.data<double>()[0]);
     SF_CHECK(std::isfinite(loss) && std::isfinite(norm),
              "training diverged at step {}: loss {}, gradient norm {} (try a lower --lr); {}", step,
              loss, norm, last_checkpoint_note());
-    const double lr = lr_at(schedule, step);
-    optimizer.step(lr, clip_scale(norm, o.grad_clip));
     state.step = step;
     state.data = train_data.position();
     state.tokens_seen += tokens_per_step;

@@ -99,6 +99,19 @@ Tensor clone(const Tensor& t) {
   return out;
 }
 
+Tensor columns(const Tensor& matrix, int64_t start, int64_t width) {
+  SF_CHECK(matrix.defined() && matrix.device() == Device::cpu && matrix.is_contiguous() &&
+               matrix.ndim() == 2 && start >= 0 && width >= 0 && start + width <= matrix.dim(1),
+           "columns: [{}, {}) of {}", start, start + width, matrix.describe());
+  const int64_t rows = matrix.dim(0), cols = matrix.dim(1);
+  const size_t elem = dtype_size(matrix.dtype());
+  Tensor out = Tensor::zeros({rows, width}, matrix.dtype());
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(static_cast<char*>(out.raw()) + r * width * elem,
+                static_cast<const char*>(matrix.raw()) + (r * cols + start) * elem, width * elem);
+  return out;
+}
+
 double max_relative_error(const Tensor& a, const Tensor& b, double floor_fraction) {
   check_floating(a, "max_relative_error");
   check_floating(b, "max_relative_error");

@@ -49,6 +49,8 @@ Tensor random_ids(const Shape& shape, int64_t vocab, Rng& rng);
 Tensor convert(const Tensor& t, DType dtype);
 // A contiguous copy of `t` with the same dtype (any dtype).
 Tensor clone(const Tensor& t);
+// A contiguous copy of columns [start, start + width) of a contiguous 2-D CPU tensor.
+Tensor columns(const Tensor& matrix, int64_t start, int64_t width);
 
 // Element i of an F32 or F64 tensor, as double (flat contiguous index).
 double value_at(const Tensor& t, int64_t i);
