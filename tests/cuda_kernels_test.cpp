@@ -71,6 +71,13 @@ class CudaKernels : public ::testing::TestWithParam<DType> {
     EXPECT_LT(err, tol > 0 ? tol : tolerance()) << what << " (" << dtype_name(dt()) << ")";
   }
 
+  // An AdamW update on the GPU against the CPU's: new parameter and both moments.
+  void expect_same_update(const AdamWTensors& gpu, const AdamWTensors& cpu, const std::string& what) {
+    expect_close(gpu.param, cpu.param, what + " param", 1e-6);
+    expect_close(gpu.m, cpu.m, what + " m", 1e-6);
+    expect_close(gpu.v, cpu.v, what + " v", 1e-6);
+  }
+
   std::unique_ptr<Backend> gpu_;
   CpuBackend cpu_;
   Rng rng_{20261122};
@@ -497,10 +504,8 @@ TEST_P(CudaKernels, ManyTensorOperationsMatchOneAtATime) {
   cpu_.adamw_update_many(cpu_params, s);
   gpu_->adamw_update_many(gpu_params, s);
   for (size_t i = 0; i < sizes.size(); ++i) {
-    const std::string what = "adamw_update_many n=" + std::to_string(sizes[i]);
-    expect_close(gpu_params[i].param, cpu_params[i].param, what + " param", 1e-6);
-    expect_close(gpu_params[i].m, cpu_params[i].m, what + " m", 1e-6);
-    expect_close(gpu_params[i].v, cpu_params[i].v, what + " v", 1e-6);
+    expect_same_update(gpu_params[i], cpu_params[i],
+                       "adamw_update_many n=" + std::to_string(sizes[i]));
   }
 
   // The GPU's own masters, rounded on the host (the CPU's masters may differ in the last bit).
@@ -553,9 +558,7 @@ TEST_P(CudaKernels, AdamWManyWritesTheWorkingCopies) {
   gpu_->adamw_update_many(gpu_params, s);
   for (size_t i = 0; i < sizes.size(); ++i) {
     const std::string what = fmt::format("adamw_update_many + working n={}", sizes[i]);
-    expect_close(gpu_params[i].param, cpu_params[i].param, what + " param", 1e-6);
-    expect_close(gpu_params[i].m, cpu_params[i].m, what + " m", 1e-6);
-    expect_close(gpu_params[i].v, cpu_params[i].v, what + " v", 1e-6);
+    expect_same_update(gpu_params[i], cpu_params[i], what);
     if (i == 3) continue;
     const Tensor param = to_host_f32(*gpu_, gpu_params[i].param);
     EXPECT_EQ(test::max_abs_difference(to_host_f32(*gpu_, gpu_params[i].working),
@@ -591,9 +594,7 @@ TEST_P(CudaKernels, AdamWClipsWithTheNormOnTheDevice) {
   }
   Tensor sum = gpu_->zeros({1}, DType::f64);
   gpu_->sum_squares_total_into(sum, grads);
-  Tensor sum_host = Tensor::zeros({1}, DType::f64);
-  gpu_->copy(sum_host, sum);
-  EXPECT_NEAR(sum_host.data<double>()[0], host_sum, 1e-9 * host_sum);
+  EXPECT_NEAR(gpu_->read_f64_scalar(sum), host_sum, 1e-9 * host_sum);
 
   const double max_norm = 0.25 * std::sqrt(host_sum);
   AdamWStep s;
@@ -607,12 +608,9 @@ TEST_P(CudaKernels, AdamWClipsWithTheNormOnTheDevice) {
   device_clipped.clip_sum_squares = sum;
   device_clipped.max_norm = max_norm;
   gpu_->adamw_update_many(gpu_params, device_clipped);
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    const std::string what = fmt::format("device-clipped adamw n={}", sizes[i]);
-    expect_close(gpu_params[i].param, cpu_params[i].param, what + " param", 1e-6);
-    expect_close(gpu_params[i].m, cpu_params[i].m, what + " m", 1e-6);
-    expect_close(gpu_params[i].v, cpu_params[i].v, what + " v", 1e-6);
-  }
+  for (size_t i = 0; i < sizes.size(); ++i)
+    expect_same_update(gpu_params[i], cpu_params[i],
+                       fmt::format("device-clipped adamw n={}", sizes[i]));
 
   // A NaN gradient: the sum is NaN and the update writes nothing.
   Tensor nan_grad = Tensor::zeros({sizes[0]});

@@ -67,6 +67,14 @@ inline double clip_factor(double norm, double max_norm) {
   return factor < 1.0 ? factor : 1.0;
 }
 
+// Fails with a message naming `op` unless `t` is an F64 tensor of one element (a device-side
+// scalar such as the gradients' sum of squares).
+inline void check_f64_scalar(const Tensor& t, const char* op) {
+  SF_CHECK(t.defined() && t.dtype() == DType::f64 && t.numel() == 1,
+           "{}: expected an F64 tensor of one element, got {}", op,
+           t.defined() ? t.describe() : std::string("undefined"));
+}
+
 // One parameter's tensors for Backend::adamw_update_many. `working` is optional (undefined =
 // none): when defined (same shape as param, F32 or BF16) the update also writes the new
 // parameter value converted to working's dtype, rounded exactly as Backend::convert rounds.
@@ -108,12 +116,18 @@ class Backend {
   // for it: AdamWStep::clip_sum_squares reads it where the update runs. This default computes
   // it on the host and copies it there.
   virtual void sum_squares_total_into(Tensor& total, const std::vector<Tensor>& tensors) {
-    SF_CHECK(total.defined() && total.dtype() == DType::f64 && total.numel() == 1,
-             "sum_squares_total_into: total must be an F64 tensor of one element, got {}",
-             total.defined() ? total.describe() : std::string("undefined"));
+    check_f64_scalar(total, "sum_squares_total_into");
     Tensor host = Tensor::zeros({1}, DType::f64);
     host.data<double>()[0] = sum_squares_total(tensors);
     copy(total, host);
+  }
+  // The value of an F64 scalar tensor on this backend (sum_squares_total_into's), read back to
+  // the host: waits for the work that writes it.
+  double read_f64_scalar(const Tensor& t) {
+    check_f64_scalar(t, "read_f64_scalar");
+    Tensor host = Tensor::zeros({1}, DType::f64);
+    copy(host, t);
+    return host.data<double>()[0];
   }
   // Waits until all queued work is done (asynchronous backends; timing).
   virtual void synchronize() {}
@@ -265,7 +279,7 @@ class Backend {
     for (const AdamWTensors& p : params) adamw_check_working(p, "adamw_update_many");
     AdamWStep scaled = step;
     if (step.clip_sum_squares.defined()) {
-      const double sum = read_clip_sum_squares(step.clip_sum_squares);
+      const double sum = read_f64_scalar(step.clip_sum_squares);
       if (!std::isfinite(sum)) return;  // non-finite gradients: nothing is updated
       scaled.grad_scale = clip_factor(std::sqrt(sum), step.max_norm);
       scaled.clip_sum_squares = Tensor();
@@ -288,14 +302,6 @@ class Backend {
     SF_CHECK(out.ndim() == 3 && (a.ndim() == 2 || (a.ndim() == 3 && a.dim(0) == out.dim(0))) &&
                  (b.ndim() == 2 || (b.ndim() == 3 && b.dim(0) == out.dim(0))),
              "matmul_batched: out {} a {} b {}", out.describe(), a.describe(), b.describe());
-  }
-  // The value of AdamWStep::clip_sum_squares, read back to the host.
-  double read_clip_sum_squares(const Tensor& sum) {
-    SF_CHECK(sum.dtype() == DType::f64 && sum.numel() == 1,
-             "adamw: clip_sum_squares must be an F64 tensor of one element, got {}", sum.describe());
-    Tensor host = Tensor::zeros({1}, DType::f64);
-    copy(host, sum);
-    return host.data<double>()[0];
   }
   // A defined working output must be F32 or BF16 with the parameter's shape (checked for every
   // tensor before anything is updated, so a bad table changes nothing).

@@ -152,10 +152,9 @@ class CudaBackend final : public Backend {
     return total + read_back(scalars_);
   }
   void sum_squares_total_into(Tensor& total, const std::vector<Tensor>& tensors) override {
-    SF_CHECK(total.defined() && total.device() == Device::cuda && total.dtype() == DType::f64 &&
-                 total.numel() == 1,
-             "sum_squares_total_into: total must be an F64 GPU tensor of one element, got {}",
-             total.defined() ? total.describe() : std::string("undefined"));
+    check_f64_scalar(total, "sum_squares_total_into");
+    SF_CHECK(total.device() == Device::cuda, "sum_squares_total_into: {} is not on the GPU",
+             total.describe());
     for (const Tensor& t : tensors) {
       check(t, "sum_squares_total_into");
       if (t.dtype() != DType::f32) return Backend::sum_squares_total_into(total, tensors);
@@ -540,12 +539,12 @@ class CudaBackend final : public Backend {
     const auto op_timer = profile("adamw_update_many");
     if (params.empty()) return;
     check_adamw_step(s);
-    if (s.clip_sum_squares.defined())
-      SF_CHECK(s.clip_sum_squares.device() == Device::cuda &&
-                   s.clip_sum_squares.dtype() == DType::f64 && s.clip_sum_squares.numel() == 1,
-               "adamw_update_many: clip_sum_squares must be an F64 GPU tensor of one element, "
-               "got {}",
+    if (s.clip_sum_squares.defined()) {
+      check_f64_scalar(s.clip_sum_squares, "adamw_update_many clip_sum_squares");
+      SF_CHECK(s.clip_sum_squares.device() == Device::cuda,
+               "adamw_update_many: clip_sum_squares {} is not on the GPU",
                s.clip_sum_squares.describe());
+    }
     std::vector<uint64_t> values, grads, ms, vs, working, sizes;
     std::vector<float> decays;
     const Tensor* first_working = nullptr;  // every working copy of one launch has its dtype

@@ -24,9 +24,9 @@ StackedQkv stacked_qkv(ActivationAllocator& alloc, DType dt, int64_t Nq, int64_t
   return s;
 }
 
-// Whether q, k and v of a sub-block run as one batched product (forward and weight gradient):
-// self-attention (one input) whose weights and activations both stack; otherwise q runs alone
-// and (k, v) together.
+// Whether q, k and v of a sub-block are stacked (one batched forward product, one packed
+// [rows, Q + 2KV] gradient in backward): self-attention (one input) whose weights and
+// activations both stack; otherwise q runs alone and (k, v) together.
 bool qkv_stacked(const AttentionWeights& w, const AttentionActivations& a,
                  const Tensor* kv_source) {
   return !kv_source && a.qkv.defined() && w.qkv && w.qkv->value.defined();

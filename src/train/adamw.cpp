@@ -46,11 +46,10 @@ void AdamW::step(double lr, double grad_scale) {
 }
 
 void AdamW::step(double lr, const Tensor& grad_sum_squares, double max_norm) {
-  SF_CHECK(grad_sum_squares.defined() && grad_sum_squares.dtype() == DType::f64 &&
-               grad_sum_squares.numel() == 1 && grad_sum_squares.device() == backend_.device(),
-           "AdamW::step: the gradients' sum of squares must be an F64 tensor of one element on "
-           "the optimizer's device, got {}",
-           grad_sum_squares.defined() ? grad_sum_squares.describe() : std::string("undefined"));
+  check_f64_scalar(grad_sum_squares, "AdamW::step: the gradients' sum of squares");
+  SF_CHECK(grad_sum_squares.device() == backend_.device(),
+           "AdamW::step: the gradients' sum of squares {} is not on the optimizer's device",
+           grad_sum_squares.describe());
   SF_CHECK(!std::isnan(max_norm), "AdamW::step: max_norm is NaN");
   AdamWStep hyper;
   hyper.lr = lr;

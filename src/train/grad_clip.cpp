@@ -7,11 +7,19 @@
 
 namespace sf {
 
-double global_grad_norm(Backend& backend, const ParameterSet& params) {
+namespace {
+
+std::vector<Tensor> gradients_of(const ParameterSet& params) {
   std::vector<Tensor> grads;
   grads.reserve(params.size());
   for (const Parameter& p : params.all()) grads.push_back(p.grad);
-  return std::sqrt(backend.sum_squares_total(grads));
+  return grads;
+}
+
+}  // namespace
+
+double global_grad_norm(Backend& backend, const ParameterSet& params) {
+  return std::sqrt(backend.sum_squares_total(gradients_of(params)));
 }
 
 double clip_scale(double norm, double max_norm) {
@@ -23,10 +31,11 @@ double clip_scale(double norm, double max_norm) {
 }
 
 void global_grad_sum_squares(Backend& backend, const ParameterSet& params, Tensor& total) {
-  std::vector<Tensor> grads;
-  grads.reserve(params.size());
-  for (const Parameter& p : params.all()) grads.push_back(p.grad);
-  backend.sum_squares_total_into(total, grads);
+  backend.sum_squares_total_into(total, gradients_of(params));
+}
+
+double grad_norm_of(Backend& backend, const Tensor& sum_squares) {
+  return std::sqrt(backend.read_f64_scalar(sum_squares));
 }
 
 }  // namespace sf

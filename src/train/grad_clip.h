@@ -30,5 +30,7 @@ double clip_scale(double norm, double max_norm);
 // waiting for it: AdamW::step(lr, total, max_norm) turns it into the clipping factor where the
 // update runs, so the host never stalls the GPU to read the norm before the update.
 void global_grad_sum_squares(Backend& backend, const ParameterSet& params, Tensor& total);
+// The norm from that sum, read back to the host (waits for the work queued before).
+double grad_norm_of(Backend& backend, const Tensor& sum_squares);
 
 }  // namespace sf

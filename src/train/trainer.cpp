@@ -200,7 +200,6 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
   // The gradients' sum of squares stays on the device: the update reads it there (clipping
   // without a host round trip), and the host reads it back only once the update is queued.
   Tensor grad_sum_squares = backend.zeros({1}, DType::f64);
-  Tensor grad_sum_squares_host = Tensor::zeros({1}, DType::f64);
   for (int64_t step = first_step; step <= o.steps; ++step) {
     model.params().zero_grad(backend);
     double loss = 0.0;
@@ -220,8 +219,7 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
     optimizer.step(lr, grad_sum_squares, o.grad_clip);
     if (loss_pending) loss += model.loss() / per_update;
     loss = world.all_reduce_sum(loss);
-    backend.copy(grad_sum_squares_host, grad_sum_squares);
-    const double norm = std::sqrt(grad_sum_squares_host.data<double>()[0]);
+    const double norm = grad_norm_of(backend, grad_sum_squares);
     SF_CHECK(std::isfinite(loss) && std::isfinite(norm),
              "training diverged at step {}: loss {}, gradient norm {} (try a lower --lr); {}", step,
              loss, norm, last_checkpoint_note());
