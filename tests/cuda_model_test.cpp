@@ -165,7 +165,9 @@ TEST_F(CudaModel, RecomputationMatchesTheCpu) {
 // Training micro-batches replayed from a recording (CUDA graphs) give the losses and gradients
 // of the same micro-batches run directly: new tokens every step (the recording reads the
 // buffers, not captured values), a change of shape in between (the recordings are dropped and
-// made again), F32 (tiny model) and BF16 (head_dim 64, the tensor-core attention).
+// made again), F32 (tiny model) and BF16 (head_dim 64, the tensor-core attention). The recorded
+// steps overwrite the gradients with their first micro-batch (products with beta = 0, a
+// zeroing of the rest only), the direct ones zero them all and add.
 TEST_F(CudaModel, RecordedStepsMatchDirectOnes) {
   auto gpu = make_cuda_backend(0);
   ASSERT_TRUE(gpu->can_record());
@@ -179,11 +181,16 @@ TEST_F(CudaModel, RecordedStepsMatchDirectOnes) {
     Rng rng(21);
     const int64_t T0 = compute == DType::bf16 ? 150 : 7;
     for (int64_t T : {T0, T0, T0, T0 - 3, T0 - 3, T0 - 3, T0}) {
-      const Batch batch = random_batch(c, 2, T, rng);
+      // Two micro-batches: the direct model zeroes and adds twice; the recorded one overwrites
+      // whatever its gradients hold (GradientStart::overwrite), then adds.
       direct.params().zero_grad(*gpu);
-      recorded.params().zero_grad(*gpu);
-      direct.forward_backward_async(batch.tokens, batch.targets, 0.5);
-      recorded.forward_backward_async(batch.tokens, batch.targets, 0.5);
+      for (Parameter& p : recorded.params().all()) gpu->fill(p.grad, 1000.0 + static_cast<double>(T));
+      for (int micro = 0; micro < 2; ++micro) {
+        const Batch batch = random_batch(c, 2, T, rng);
+        direct.forward_backward_async(batch.tokens, batch.targets, 0.5);
+        recorded.forward_backward_async(batch.tokens, batch.targets, 0.5,
+                                        micro == 0 ? GradientStart::overwrite : GradientStart::accumulate);
+      }
       const double tol = compute == DType::bf16 ? 1e-3 : 1e-6;
       EXPECT_NEAR(recorded.loss(), direct.loss(), tol * std::fabs(direct.loss())) << "T=" << T;
       for (const Parameter& p : direct.params().all()) {

@@ -8,7 +8,9 @@
 // dtypes, beta != 0) and reused. The algorithm is autotuned: the heuristic's top candidates are
 // each timed on the real operands (into a scratch output, so nothing is overwritten) and the
 // fastest kept — the heuristic's first choice was measured 3-6x off the best for some of the
-// model's shapes (768x768 projections over 16k rows). Strided batches (Batch) are one call.
+// model's shapes (768x768 projections over 16k rows). Candidates are timed as CUDA graph replays,
+// as the training step runs them (matmul.cpp, CandidateTimer). SF_MATMUL_TUNE_LOG=1 prints every
+// candidate's time. Strided batches (Batch) are one call.
 #pragma once
 
 #include <cublasLt.h>
@@ -56,6 +58,7 @@ class Matmul {
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
   std::map<Key, std::unique_ptr<Plan>> plans_;
+  bool tune_log_ = false;  // SF_MATMUL_TUNE_LOG=1: each candidate's time on stderr
 };
 
 }  // namespace sf::cuda

@@ -108,13 +108,13 @@ void attention_block_forward(Backend& be, const ModelConfig& c, const AttentionW
 void attention_block_backward(Backend& be, const ModelConfig& c, const AttentionWeights& w,
                               const AttentionSpec& spec, const Tensor& x_in,
                               const Tensor* kv_source, const AttentionActivations& a, Tensor& dx,
-                              Tensor* d_kv_source, BlockScratch& s) {
+                              Tensor* d_kv_source, BlockScratch& s, GradientWrites& writes) {
   const Tensor& kv_in = kv_source ? *kv_source : a.norm_out;
   // Output projection: x_out = x_in + out @ wo^T.
   Tensor d_out = s.d_attn_out;
   be.matmul(d_out, dx, false, w.wo.value, false, 1.0, 0.0);
   Tensor dwo = w.wo.grad;
-  be.matmul(dwo, dx, true, as_matrix(a.out), false, 1.0, 1.0);
+  be.matmul(dwo, dx, true, as_matrix(a.out), false, 1.0, writes.product_beta(dwo));
 
   // The attention writes dq, dk, dv as column ranges of packed gradient matrices (BlockScratch):
   //   stacked: [rows, Q + 2KV] = dq|dk|dv, read against (wq, wk, wv) as one [Q + 2KV, D] weight;
@@ -143,18 +143,19 @@ void attention_block_backward(Backend& be, const ModelConfig& c, const Attention
   if (stacked) {
     const Tensor w_qkv = w.qkv->value.view({Q + 2 * KV, -1});
     Tensor dw_qkv = w.qkv->grad.view({Q + 2 * KV, -1});
-    be.matmul(dw_qkv, d_qkv, true, a.norm_out, false, 1.0, 1.0);
+    be.matmul(dw_qkv, d_qkv, true, a.norm_out, false, 1.0, writes.product_beta(dw_qkv));
     be.matmul(d_norm, d_qkv, false, w_qkv, false, 1.0, 0.0);
   } else {
     const Tensor w_kv = w.kv.value.view({2 * KV, -1});
     Tensor dwq = w.wq.grad, dw_kv = w.kv.grad.view({2 * KV, -1});
-    be.matmul(dwq, d_q, true, a.norm_out, false, 1.0, 1.0);
-    be.matmul(dw_kv, d_kv_packed, true, kv_in, false, 1.0, 1.0);
+    be.matmul(dwq, d_q, true, a.norm_out, false, 1.0, writes.product_beta(dwq));
+    be.matmul(dw_kv, d_kv_packed, true, kv_in, false, 1.0, writes.product_beta(dw_kv));
     be.matmul(d_norm, d_q, false, w.wq.value, false, 1.0, 0.0);
     Tensor& d_kv = d_kv_source ? *d_kv_source : d_norm;  // self-attention: k, v read the norm too
     be.matmul(d_kv, d_kv_packed, false, w_kv, false, 1.0, 1.0);
   }
   Tensor dnorm_w = w.norm.grad;
+  writes.addition(dnorm_w);
   be.rmsnorm_backward(dx, dnorm_w, d_norm, x_in, w.norm.value, a.rstd);
 }
 
@@ -167,18 +168,20 @@ void mlp_block_forward(Backend& be, const ModelConfig& c, const LayerWeights& w,
 }
 
 void mlp_block_backward(Backend& be, const ModelConfig& c, const LayerWeights& w, const Tensor& x_in,
-                        const MlpActivations& m, Tensor& dx, BlockScratch& s) {
+                        const MlpActivations& m, Tensor& dx, BlockScratch& s,
+                        GradientWrites& writes) {
   Tensor dw2 = w.w2.grad;
   be.matmul(s.d_hidden, dx, false, w.w2.value, false, 1.0, 0.0);
-  be.matmul(dw2, dx, true, m.hidden, false, 1.0, 1.0);
+  be.matmul(dw2, dx, true, m.hidden, false, 1.0, writes.product_beta(dw2));
   // d_gate|d_up side by side [rows, 2F]: one product each against (w1, w3) as [2F, D].
   const int64_t F = c.ffn_hidden;
   Tensor d_gate = s.d_gate_up.slice(1, 0, F), d_up = s.d_gate_up.slice(1, F, F);
   be.swiglu_backward(d_gate, d_up, s.d_hidden, m.gate, m.up);
   Tensor dw13 = w.w13.grad.view({2 * F, -1});
-  be.matmul(dw13, s.d_gate_up, true, m.norm_out, false, 1.0, 1.0);
+  be.matmul(dw13, s.d_gate_up, true, m.norm_out, false, 1.0, writes.product_beta(dw13));
   be.matmul(s.d_norm, s.d_gate_up, false, w.w13.value.view({2 * F, -1}), false, 1.0, 0.0);
   Tensor dnorm_w = w.mlp_norm.grad;
+  writes.addition(dnorm_w);
   be.rmsnorm_backward(dx, dnorm_w, s.d_norm, x_in, w.mlp_norm.value, m.rstd);
 }
 

@@ -5,13 +5,16 @@
 //              x += SwiGLU(RMSNorm(x))
 // Each function here is one residual sub-block. Forward writes x_out = x_in + f(x_in) and keeps
 // what backward needs in the activation struct. Backward receives d(x_out) in `dx` and leaves
-// d(x_in) there (the residual passes the gradient through; the branch adds its part).
+// d(x_in) there (the residual passes the gradient through; the branch adds its part). Weight
+// gradients are written or added to as `writes` says (GradientWrites: the first product into a
+// gradient may write it).
 #pragma once
 
 #include <vector>
 
 #include "core/backend.h"
 #include "model/config.h"
+#include "model/gradient_writes.h"
 #include "model/weights.h"
 
 namespace sf {
@@ -108,13 +111,13 @@ void attention_block_backward(Backend& backend, const ModelConfig& config,
                               const AttentionWeights& w, const AttentionSpec& spec,
                               const Tensor& x_in, const Tensor* kv_source,
                               const AttentionActivations& act, Tensor& dx, Tensor* d_kv_source,
-                              BlockScratch& scratch);
+                              BlockScratch& scratch, GradientWrites& writes);
 
 void mlp_block_forward(Backend& backend, const ModelConfig& config, const LayerWeights& w,
                        const Tensor& x_in, Tensor& x_out, MlpActivations& act);
 void mlp_block_backward(Backend& backend, const ModelConfig& config, const LayerWeights& w,
                         const Tensor& x_in, const MlpActivations& act, Tensor& dx,
-                        BlockScratch& scratch);
+                        BlockScratch& scratch, GradientWrites& writes);
 
 // The model's output (spec §3) for any number of rows: combined = the last stack's output, or
 // sum_k alpha[k] * stack_outputs[k] (combine = linear; `alpha` holds combine.alpha), then

@@ -263,12 +263,13 @@ void Model::run_forward(const ForwardHooks* hooks) {
   be.cross_entropy_forward_backward(act_.losses, act_.d_logits, logits2d, act_.targets.view({N}));
 }
 
-void Model::forward_backward_async(const Tensor& tokens, const Tensor& targets, double loss_scale) {
+void Model::forward_backward_async(const Tensor& tokens, const Tensor& targets, double loss_scale,
+                                   GradientStart start) {
   SF_CHECK(targets.defined(), "forward_backward_async: a training micro-batch needs targets");
   prepare_forward(tokens, targets);
   auto run_directly = [&] {
     run_forward(nullptr);
-    backward(loss_scale);
+    backward(loss_scale, start);
   };
   const bool recordable = step_recording_ && backend_.can_record() &&
                           config_.combine != CombineMode::linear;
@@ -278,7 +279,7 @@ void Model::forward_backward_async(const Tensor& tokens, const Tensor& targets, 
     return;
   }
   for (const StepRecording& r : recordings_)
-    if (r.loss_scale == loss_scale && r.counted_targets == counted_targets_) {
+    if (r.loss_scale == loss_scale && r.counted_targets == counted_targets_ && r.start == start) {
       if (backend_.replay(r.id)) return;
       drop_recordings();  // the backend replaced a buffer they use: record again
       break;
@@ -296,7 +297,7 @@ void Model::forward_backward_async(const Tensor& tokens, const Tensor& targets, 
     return;
   }
   const int id = backend_.end_recording();
-  recordings_.push_back({loss_scale, counted_targets_, id});
+  recordings_.push_back({loss_scale, counted_targets_, start, id});
   SF_CHECK(backend_.replay(id), "forward_backward_async: a fresh recording cannot be replayed");
 }
 
@@ -312,35 +313,42 @@ void Model::stack_backward(int64_t s) {
     if (recompute_) layer_forward(s, l, act_.recompute_out);
     LayerActivations& L = layer_activations(s, l);
     const Tensor& mlp_in = s >= 1 ? L.x_after_cross : L.x_after_attn;
-    mlp_block_backward(be, config_, LW, mlp_in, L.mlp, dx, act_.scratch);
+    mlp_block_backward(be, config_, LW, mlp_in, L.mlp, dx, act_.scratch, grad_writes_);
     if (s >= 1)
       attention_block_backward(be, config_, cross_attention_weights(LW), cross_spec(), L.x_after_attn,
-                               &S.mem, L.cross, dx, &act_.d_mem[s], act_.scratch);
+                               &S.mem, L.cross, dx, &act_.d_mem[s], act_.scratch, grad_writes_);
     attention_block_backward(be, config_, self_attention_weights(LW), self_spec(), S.residual[l], nullptr,
-                             L.self, dx, nullptr, act_.scratch);
+                             L.self, dx, nullptr, act_.scratch, grad_writes_);
   }
   be.axpy(act_.d_embedded, 1.0, dx);  // this stack's share of d E[tokens]
   if (s >= 1) {
     // Memory gradient flows into the previous stack's output through this stack's mem norm.
     Tensor dmem_w = W.mem_norm.grad;
+    grad_writes_.addition(dmem_w);
     be.rmsnorm_backward(act_.d_stack_output[s - 1], dmem_w, act_.d_mem[s],
                         act_.stacks[s - 1].residual.back(), W.mem_norm.value, S.mem_rstd);
   }
 }
 
-void Model::backward(double loss_scale) {
+void Model::backward(double loss_scale, GradientStart start) {
   SF_CHECK(act_.batch > 0 && have_targets_, "backward() needs a forward() with targets first");
   Backend& be = backend_;
+  std::vector<Tensor> gradients;
+  for (const Parameter& p : params_.all()) gradients.push_back(p.grad);
+  const std::vector<Tensor> to_zero = grad_writes_.begin(gradients, start);
+  if (!to_zero.empty()) be.fill_many(to_zero, 0.0);
   const int64_t N = act_.batch * act_.seq;
   const double scale = counted_targets_ > 0 ? loss_scale / static_cast<double>(counted_targets_) : 0.0;
 
   // LM head and final norm; act_.d_logits holds softmax - onehot from forward(), and
   // d loss / d logits = scale * that.
   Tensor d_head = weights_.lm_head.grad;
-  be.matmul(d_head, act_.d_logits, true, act_.final_norm_out, false, scale, 1.0);
+  be.matmul(d_head, act_.d_logits, true, act_.final_norm_out, false, scale,
+            grad_writes_.product_beta(d_head));
   be.matmul(act_.d_final_norm_out, act_.d_logits, false, weights_.lm_head.value, false, scale, 0.0);
   be.fill(act_.d_combined, 0.0);
   Tensor d_final_w = weights_.final_norm.grad;
+  grad_writes_.addition(d_final_w);
   be.rmsnorm_backward(act_.d_combined, d_final_w, act_.d_final_norm_out, act_.combined,
                       weights_.final_norm.value, act_.final_rstd);
 
@@ -349,6 +357,7 @@ void Model::backward(double loss_scale) {
   if (config_.combine == CombineMode::linear) {
     const auto alpha = combine_alpha();
     Tensor d_alpha_host = Tensor::zeros({config_.n_stacks}, dtype_);
+    grad_writes_.addition(weights_.combine_alpha.grad);
     backend_.copy(d_alpha_host, weights_.combine_alpha.grad);
     for (int64_t s = 0; s < config_.n_stacks; ++s) {
       be.axpy(act_.d_stack_output[s], alpha[s], act_.d_combined);
@@ -368,7 +377,9 @@ void Model::backward(double loss_scale) {
   for (int64_t s = 1; s < config_.n_stacks; ++s) be.fill(act_.d_mem[s], 0.0);
   for (int64_t s = config_.n_stacks - 1; s >= 0; --s) stack_backward(s);
   Tensor d_embed = weights_.tok_embeddings.grad;
+  grad_writes_.addition(d_embed);
   be.embedding_backward(d_embed, act_.d_embedded, act_.tokens.view({N}));
+  grad_writes_.finish();
 }
 
 const Tensor& Model::logits() const {

@@ -81,22 +81,28 @@ class Model {
   void forward_async(const Tensor& tokens, const Tensor& targets = Tensor(),
                      const ForwardHooks* hooks = nullptr);
   double loss();
-  // Backward of the last forward (which must have had targets): ACCUMULATES into the parameter
-  // gradients the gradient of loss_scale * mean loss. Call params().zero_grad() between steps.
-  void backward(double loss_scale = 1.0);
+  // Backward of the last forward (which must have had targets): the gradient of loss_scale *
+  // mean loss, added to the parameter gradients (accumulate: call params().zero_grad() between
+  // steps) or written over whatever they hold (overwrite: a step's first micro-batch, no
+  // zero_grad needed). Overwriting lets most weight-gradient products write their gradient
+  // instead of adding to zeros, and the zeroing skip those gradients (GradientWrites).
+  void backward(double loss_scale = 1.0, GradientStart start = GradientStart::accumulate);
   // forward_async(tokens, targets) then backward(loss_scale): a training micro-batch. Where the
   // backend can record (CUDA graphs), the device work of the two is recorded at the second call
-  // with a (batch, seq, loss scale, counted targets) and replayed from then on, which removes
+  // with a (batch, seq, loss scale, counted targets, start) and replayed from then on, which removes
   // most of the launch overhead of ~700 kernels; the results are those of the two calls. The
   // first call of a shape runs them directly (lazy allocations and cuBLASLt tuning happen
   // then). Linear-combine models, which read alpha on the host, always run directly.
-  void forward_backward_async(const Tensor& tokens, const Tensor& targets, double loss_scale = 1.0);
+  void forward_backward_async(const Tensor& tokens, const Tensor& targets, double loss_scale = 1.0,
+                              GradientStart start = GradientStart::accumulate);
   // Recording on (the default) or off (every call runs directly; for comparisons).
   void set_step_recording(bool on);
 
   const Tensor& logits() const;                   // [B, T, V] of the last forward
   const Tensor& stack_output(int64_t stack) const;  // a^(stack) [B*T, D] of the last forward
   int64_t counted_targets() const { return counted_targets_; }
+  // Which gradients the backward writes with a product (learned in the first backward).
+  const GradientWrites& gradient_writes() const { return grad_writes_; }
   // Attention activations of the last forward (keys after RoPE): the incremental decoder's
   // prefill copies them into its caches. cross_attention needs stack >= 1.
   const AttentionActivations& self_attention(int64_t stack, int64_t layer) const;
@@ -172,10 +178,12 @@ class Model {
   struct StepRecording {
     double loss_scale;
     int64_t counted_targets;
+    GradientStart start;
     int id;
   };
   std::vector<StepRecording> recordings_;
   bool step_recording_ = true;
+  GradientWrites grad_writes_;  // which gradient products write, which add (learned once)
   bool have_targets_ = false;
   int64_t counted_targets_ = 0;
 };

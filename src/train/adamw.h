@@ -7,13 +7,15 @@
 //
 // Gradient accumulation contract (how the trainer uses this class):
 //   1. The backend's backward ops ADD into Parameter::grad (core/backend.h), so gradients of
-//      successive micro-batches sum without any extra code.
+//      successive micro-batches sum without any extra code. (The trainer runs a step's first
+//      micro-batch with GradientStart::overwrite instead: it writes the gradients, so they need
+//      no zeroing before it; the others add.)
 //   2. With k micro-batches per optimizer step, the trainer scales each micro-batch's loss
 //      gradient by 1/k (the `loss_scale` of Model::backward), so the accumulated gradient is the
 //      gradient of the mean loss over the whole batch — identical to one pass over all rows.
 //   3. It then computes the global gradient norm's square on the device (train/grad_clip.h),
-//      calls step(lr, sum, max_norm), and finally ParameterSet::zero_grad before the next
-//      micro-batch. Clipping is folded into the update as its gradient scale, so gradients are
+//      calls step(lr, sum, max_norm); the next step's first micro-batch overwrites the
+//      gradients (or ParameterSet::zero_grad clears them, for code that only adds). Clipping is folded into the update as its gradient scale, so gradients are
 //      never rewritten (step(lr, clip_factor) does the same with a factor from the host).
 // tests/optimizer_test.cpp proves 1–3 on a least-squares problem (4 × 2 rows == 1 × 8 rows).
 //

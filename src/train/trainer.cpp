@@ -201,7 +201,6 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
   // without a host round trip), and the host reads it back only once the update is queued.
   Tensor grad_sum_squares = backend.zeros({1}, DType::f64);
   for (int64_t step = first_step; step <= o.steps; ++step) {
-    model.params().zero_grad(backend);
     double loss = 0.0;
     const double per_update = static_cast<double>(micro_batches.per_update());
     bool loss_pending = false;  // the last micro-batch's loss, read after the update is queued
@@ -209,9 +208,12 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
       train_data.next(tokens, targets);  // every rank reads every micro-batch, trains on its own
       if (!micro_batches.is_mine(micro)) continue;
       if (loss_pending) loss += model.loss() / per_update;  // the previous one's backward is queued
-      model.forward_backward_async(tokens, targets, micro_batches.loss_scale());
+      // The step's first micro-batch writes the gradients (no zeroing pass), the others add.
+      model.forward_backward_async(tokens, targets, micro_batches.loss_scale(),
+                                   loss_pending ? GradientStart::accumulate : GradientStart::overwrite);
       loss_pending = true;
     }
+    if (!loss_pending) model.params().zero_grad(backend);  // no micro-batch of this rank's
     all_reduce_gradients(world, model.params());
     global_grad_sum_squares(backend, model.params(), grad_sum_squares);
     const double lr = lr_at(schedule, step);
