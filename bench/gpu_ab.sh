@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Same-machine comparison of two stagformer binaries packed into .devbin/ (machines of one kind
+# Same-machine comparison of stagformer binaries packed into .devbin/ (machines of one kind
 # differ by up to ~3% in step time, so step times compare only within one run): alternates the
-# two ROUNDS times on both benchmark models (batch 16 x 1024) and prints one line per run.
-#   bash bench/gpu_ab.sh BINARY_A BINARY_B [ROUNDS]      e.g. stagformer-prev stagformer 2
+# binaries ROUNDS times (default 2) on both benchmark models (batch 16 x 1024) and prints one
+# line per run.
+#   bash bench/gpu_ab.sh BINARY_A BINARY_B [BINARY_C ...] [ROUNDS]   e.g. stagformer-prev stagformer 2
 set -uo pipefail
-a=${1:?binary A in .devbin}
-b=${2:?binary B in .devbin}
-rounds=${3:-2}
+args=("$@")
+rounds=2
+if [[ ${#args[@]} -gt 2 && ${args[-1]} =~ ^[0-9]+$ ]]; then
+  rounds=${args[-1]}
+  unset 'args[-1]'
+fi
+[[ ${#args[@]} -ge 2 ]] || { echo "usage: bash bench/gpu_ab.sh BINARY_A BINARY_B [...] [ROUNDS]" >&2; exit 2; }
 source bench/gpu_env.sh
 for round in $(seq "$rounds"); do
-  for bin in "$a" "$b"; do
+  for bin in "${args[@]}"; do
     for cfg in gpt2-small-baseline-12 gpt2-small-stagformer-2x6; do
       json=$(./.devbin/"$bin" bench-train --config configs/$cfg.json --device cuda --batch 16 \
         --seq 1024 --steps 20 --warmup 3 -o json 2>/dev/null)

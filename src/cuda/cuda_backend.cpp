@@ -707,7 +707,14 @@ class CudaBackend final : public Backend {
     void* table = nullptr;
     SF_CUDA_CHECK(cudaMalloc(&table, bytes));
     tables_.emplace(words, table);
-    SF_CUDA_CHECK(cudaMemcpyAsync(table, words.data(), bytes, cudaMemcpyHostToDevice, stream_));
+    if (capturing_) {
+      // A recording must not capture the copy: its node would read `words` (gone by then) at
+      // every replay. The table is new and never changes, so copying it now, outside the
+      // stream (stream_ is non-blocking: the legacy stream does not wait for it), is enough.
+      SF_CUDA_CHECK(cudaMemcpy(table, words.data(), bytes, cudaMemcpyHostToDevice));
+    } else {
+      SF_CUDA_CHECK(cudaMemcpyAsync(table, words.data(), bytes, cudaMemcpyHostToDevice, stream_));
+    }
     return static_cast<uint64_t*>(table);
   }
 

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "cuda/cuda_check.h"
@@ -185,18 +186,29 @@ Matmul::Plan& Matmul::plan_for(const Key& key, const void* a_ptr, const void* b_
     }
   }
 
-  cublasLtMatmulPreference_t pref = nullptr;
-  check_lt(cublasLtMatmulPreferenceCreate(&pref), "PreferenceCreate");
-  check_lt(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                &workspace_bytes_, sizeof workspace_bytes_),
-           "PreferenceSetAttribute");
-  constexpr int kCandidates = 16;
-  cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
-  int found = 0;
-  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
-      handle_, plan->desc, plan->a, plan->b, plan->c, plan->c, pref, kCandidates, results, &found);
-  cublasLtMatmulPreferenceDestroy(pref);
-  check_lt(status, "AlgoGetHeuristic");
+  // Candidates: the heuristic's best with our workspace, and its best with none. Every BF16-output
+  // algorithm it offers with a workspace asks for 4 bytes of it, which cuBLASLt zeroes with a
+  // memset of its own before each product (a second graph node, ~2 us with its gap; the step has
+  // over a hundred such products); those offered without a workspace cannot need that.
+  std::vector<cublasLtMatmulHeuristicResult_t> results;
+  for (size_t max_workspace : {workspace_bytes_, size_t{0}}) {
+    cublasLtMatmulPreference_t pref = nullptr;
+    check_lt(cublasLtMatmulPreferenceCreate(&pref), "PreferenceCreate");
+    check_lt(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                  &max_workspace, sizeof max_workspace),
+             "PreferenceSetAttribute");
+    constexpr int kCandidates = 12;
+    cublasLtMatmulHeuristicResult_t found_here[kCandidates] = {};
+    int found = 0;
+    const cublasStatus_t status =
+        cublasLtMatmulAlgoGetHeuristic(handle_, plan->desc, plan->a, plan->b, plan->c, plan->c,
+                                       pref, kCandidates, found_here, &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (status == CUBLAS_STATUS_NOT_SUPPORTED) continue;  // none without a workspace
+    check_lt(status, "AlgoGetHeuristic");
+    results.insert(results.end(), found_here, found_here + found);
+  }
+  const int found = static_cast<int>(results.size());
   SF_CHECK(found > 0, "cuBLASLt has no algorithm for a {}x{}x{} {} product (out {})", m, n, k,
            dtype_name(in_dtype), dtype_name(out_dtype));
   plan->algo = results[0].algo;
