@@ -200,6 +200,13 @@ TEST_F(CudaModel, RecordedStepsMatchDirectOnes) {
             << dtype_name(compute) << " " << p.name << " T=" << T;
       }
     }
+    // The recordings really ran. Per shape, each kind of micro-batch runs directly once with the
+    // gradient writes known (the very first backward, which learns them, comes before): at the
+    // first T0, 3 replays (the second accumulate, the third overwrite and accumulate); at
+    // T0 - 3, 4 (two each after one direct); at the last T0, none. A recording that fails falls
+    // back to running directly, right but slow, and would show here.
+    EXPECT_EQ(recorded.replayed_steps(), 7) << dtype_name(compute);
+    EXPECT_EQ(direct.replayed_steps(), 0);
   }
 }
 

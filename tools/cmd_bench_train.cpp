@@ -72,6 +72,7 @@ void run(BenchTrainArgs& a) {
                      {"mfu", r.mfu},
                      {"recompute", o.recompute},
                      {"graphs", o.record_steps},
+                     {"overwrite_gradients", o.overwrite_gradients},
                      {"activation_gib", r.activation_bytes / 1073741824.0},
                      {"last_loss", r.last_loss},
                      {"date", today()},
@@ -116,6 +117,9 @@ void add_bench_train_command(CLI::App& app) {
   cmd->add_flag("--recompute", o.recompute, "Activation recomputation (less memory, ~1 more forward)");
   cmd->add_flag("!--no-graphs", o.record_steps,
                 "Run every step directly instead of replaying a recorded one (CUDA graphs)");
+  cmd->add_flag("!--zero-grad", o.overwrite_gradients,
+                "Zero every gradient before a step and add into them, instead of letting the "
+                "step's backward write them (for comparisons)");
   cmd->add_option("--peak-tflops", args->peak_tflops,
                   "Device peak for MFU (default: known bf16 peak of the GPU)");
   cmd->add_option("-o,--output", args->output, "md or json")->capture_default_str();

@@ -10,7 +10,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
-#include <vector>
 
 #include "core/error.h"
 #include "cuda/cuda_check.h"
@@ -35,93 +34,6 @@ cudaDataType_t cuda_type(DType d) {
 }
 
 constexpr size_t kWorkspaceBytes = 32u << 20;  // cuBLASLt's recommendation for Hopper
-
-// One candidate algorithm's time per product, measured the way the training step runs it:
-// inside a CUDA graph (the step is replayed as one, cuda_backend.cpp). Some cuBLASLt algorithms
-// issue a memset of their own before the kernel; in a graph that is one more node, and the gap
-// between two nodes (~1.5 us on an H100) costs as much as the memset itself. Timed as separate
-// launches, such an algorithm looked as fast as one without (the step had ~100-140 such
-// memsets). Falls back to timing separate launches where the stream cannot be captured (it is
-// already being captured, or capture fails).
-struct CandidateTime {
-  bool ok = false;           // the candidate ran
-  bool graph = false;        // timed as graph replays (else as separate launches)
-  int extra_nodes = 0;       // graph nodes per product beyond its kernel (memsets, ...)
-  float microseconds = 0.f;  // per product
-};
-
-class CandidateTimer {
- public:
-  explicit CandidateTimer(cudaStream_t stream) : stream_(stream) {
-    SF_CUDA_CHECK(cudaEventCreate(&start_));
-    SF_CUDA_CHECK(cudaEventCreate(&stop_));
-  }
-  ~CandidateTimer() {
-    cudaEventDestroy(start_);
-    cudaEventDestroy(stop_);
-  }
-  CandidateTimer(const CandidateTimer&) = delete;
-  CandidateTimer& operator=(const CandidateTimer&) = delete;
-
-  template <class Launch> CandidateTime time(Launch&& launch) {
-    CandidateTime t;
-    if (launch() != CUBLAS_STATUS_SUCCESS) {  // warm-up; an algorithm may refuse the operands
-      cudaGetLastError();
-      return t;
-    }
-    t.ok = true;
-    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
-    SF_CUDA_CHECK(cudaStreamIsCapturing(stream_, &capturing));
-    cudaGraphExec_t exec = capturing == cudaStreamCaptureStatusNone ? record(launch, t) : nullptr;
-    if (exec) {
-      t.graph = true;
-      SF_CUDA_CHECK(cudaGraphLaunch(exec, stream_));  // the graph's own first run
-      SF_CUDA_CHECK(cudaEventRecord(start_, stream_));
-      for (int r = 0; r < kReplays; ++r) SF_CUDA_CHECK(cudaGraphLaunch(exec, stream_));
-      SF_CUDA_CHECK(cudaEventRecord(stop_, stream_));
-      SF_CUDA_CHECK(cudaEventSynchronize(stop_));
-      cudaGraphExecDestroy(exec);
-    } else {
-      SF_CUDA_CHECK(cudaEventRecord(start_, stream_));
-      for (int r = 0; r < kReplays * kProductsPerGraph; ++r) launch();
-      SF_CUDA_CHECK(cudaEventRecord(stop_, stream_));
-      SF_CUDA_CHECK(cudaEventSynchronize(stop_));
-    }
-    float ms = 0.f;
-    SF_CUDA_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
-    t.microseconds = 1000.f * ms / (kReplays * kProductsPerGraph);
-    return t;
-  }
-
- private:
-  static constexpr int kProductsPerGraph = 4, kReplays = 2;
-
-  // kProductsPerGraph launches captured as one graph (null if the capture fails); counts the
-  // nodes beyond one kernel per product into t.extra_nodes.
-  template <class Launch> cudaGraphExec_t record(Launch& launch, CandidateTime& t) {
-    if (cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed) != cudaSuccess) {
-      cudaGetLastError();
-      return nullptr;
-    }
-    bool launched = true;
-    for (int r = 0; r < kProductsPerGraph; ++r) launched = launched && launch() == CUBLAS_STATUS_SUCCESS;
-    cudaGraph_t graph = nullptr;
-    const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
-    cudaGraphExec_t exec = nullptr;
-    if (launched && ended == cudaSuccess && graph) {
-      size_t nodes = 0;
-      if (cudaGraphGetNodes(graph, nullptr, &nodes) == cudaSuccess)
-        t.extra_nodes = static_cast<int>(nodes / kProductsPerGraph) - 1;
-      if (cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) exec = nullptr;
-    }
-    if (graph) cudaGraphDestroy(graph);
-    cudaGetLastError();
-    return exec;
-  }
-
-  cudaStream_t stream_;
-  cudaEvent_t start_ = nullptr, stop_ = nullptr;
-};
 
 }  // namespace
 
@@ -156,6 +68,15 @@ Matmul::Plan& Matmul::plan_for(const Key& key, const void* a_ptr, const void* b_
   auto it = plans_.find(key);
   if (it != plans_.end()) return *it->second;
   const auto [m, n, k, ta, tb, in_dtype, out_dtype, accumulate, count, stride_a, stride_b] = key;
+  // Tuning times candidates with events and waits for them, which a stream being recorded into
+  // a CUDA graph does not allow: every product's plan must exist before a recording (the Model
+  // runs each kind of step directly once first).
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  SF_CUDA_CHECK(cudaStreamIsCapturing(stream_, &capturing));
+  SF_CHECK(capturing == cudaStreamCaptureStatusNone,
+           "matmul: a {}x{}x{} product met for the first time inside a recording (its algorithm "
+           "is tuned by timing, which a recording cannot do)",
+           std::get<0>(key), std::get<1>(key), std::get<2>(key));
   auto plan = std::make_unique<Plan>();
   check_lt(cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "MatmulDescCreate");
   // Column-major view: A_lt = b (our), B_lt = a (our).
@@ -186,58 +107,55 @@ Matmul::Plan& Matmul::plan_for(const Key& key, const void* a_ptr, const void* b_
     }
   }
 
-  // Candidates: the heuristic's best with our workspace, and its best with none. Every BF16-output
-  // algorithm it offers with a workspace asks for 4 bytes of it, which cuBLASLt zeroes with a
-  // memset of its own before each product (a second graph node, ~2 us with its gap; the step has
-  // over a hundred such products); those offered without a workspace cannot need that.
-  std::vector<cublasLtMatmulHeuristicResult_t> results;
-  for (size_t max_workspace : {workspace_bytes_, size_t{0}}) {
-    cublasLtMatmulPreference_t pref = nullptr;
-    check_lt(cublasLtMatmulPreferenceCreate(&pref), "PreferenceCreate");
-    check_lt(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                  &max_workspace, sizeof max_workspace),
-             "PreferenceSetAttribute");
-    constexpr int kCandidates = 12;
-    cublasLtMatmulHeuristicResult_t found_here[kCandidates] = {};
-    int found = 0;
-    const cublasStatus_t status =
-        cublasLtMatmulAlgoGetHeuristic(handle_, plan->desc, plan->a, plan->b, plan->c, plan->c,
-                                       pref, kCandidates, found_here, &found);
-    cublasLtMatmulPreferenceDestroy(pref);
-    if (status == CUBLAS_STATUS_NOT_SUPPORTED) continue;  // none without a workspace
-    check_lt(status, "AlgoGetHeuristic");
-    results.insert(results.end(), found_here, found_here + found);
-  }
-  const int found = static_cast<int>(results.size());
+  cublasLtMatmulPreference_t pref = nullptr;
+  check_lt(cublasLtMatmulPreferenceCreate(&pref), "PreferenceCreate");
+  check_lt(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                &workspace_bytes_, sizeof workspace_bytes_),
+           "PreferenceSetAttribute");
+  constexpr int kCandidates = 8;
+  cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
+  int found = 0;
+  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+      handle_, plan->desc, plan->a, plan->b, plan->c, plan->c, pref, kCandidates, results, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  check_lt(status, "AlgoGetHeuristic");
   SF_CHECK(found > 0, "cuBLASLt has no algorithm for a {}x{}x{} {} product (out {})", m, n, k,
            dtype_name(in_dtype), dtype_name(out_dtype));
   plan->algo = results[0].algo;
   (void)accumulate;
   if (found > 1) {
-    // Time each candidate on the real operands, into a scratch output (C is read only).
+    // Time each candidate (3 runs after 1 warm-up) into a scratch output; C is read only.
     void* scratch = nullptr;
     const size_t out_bytes = static_cast<size_t>(count * m * n) * dtype_size(out_dtype);
     SF_CUDA_CHECK(cudaMalloc(&scratch, out_bytes));
-    CandidateTimer timer(stream_);
+    cudaEvent_t start, stop;
+    SF_CUDA_CHECK(cudaEventCreate(&start));
+    SF_CUDA_CHECK(cudaEventCreate(&stop));
     float best = 1e30f;
     for (int i = 0; i < found; ++i) {
-      const CandidateTime t = timer.time([&] {
+      auto launch = [&] {
         return cublasLtMatmul(handle_, plan->desc, &alpha, b_ptr, plan->a, a_ptr, plan->b, &beta,
                               c_ptr, plan->c, scratch, plan->c, &results[i].algo, workspace_,
                               workspace_bytes_, stream_);
-      });
+      };
+      if (launch() != CUBLAS_STATUS_SUCCESS) continue;
+      SF_CUDA_CHECK(cudaEventRecord(start, stream_));
+      for (int r = 0; r < 3; ++r) launch();
+      SF_CUDA_CHECK(cudaEventRecord(stop, stream_));
+      SF_CUDA_CHECK(cudaEventSynchronize(stop));
+      float ms = 0;
+      SF_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
       if (tune_log_)
-        fmt::print(stderr,
-                   "matmul tune {}x{}x{} {}{} {}->{} x{}: candidate {} workspace {} B, {} extra "
-                   "graph nodes, {}{:.2f} us\n",
-                   m, n, k, ta ? "T" : "N", tb ? "T" : "N", dtype_name(in_dtype),
-                   dtype_name(out_dtype), count, i, results[i].workspaceSize, t.extra_nodes,
-                   t.graph ? "" : "(eager) ", t.ok ? t.microseconds : -1.f);
-      if (t.ok && t.microseconds < best) {
-        best = t.microseconds;
+        fmt::print(stderr, "matmul tune {}x{}x{} {}{} {}->{} x{} beta {}: candidate {} {:.2f} us\n", m,
+                   n, k, ta ? "T" : "N", tb ? "T" : "N", dtype_name(in_dtype),
+                   dtype_name(out_dtype), count, beta, i, 1000.f * ms / 3);
+      if (ms < best) {
+        best = ms;
         plan->algo = results[i].algo;
       }
     }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
     SF_CUDA_CHECK(cudaFree(scratch));
   }
   Plan& ref = *plan;

@@ -8,8 +8,7 @@
 // dtypes, beta != 0) and reused. The algorithm is autotuned: the heuristic's top candidates are
 // each timed on the real operands (into a scratch output, so nothing is overwritten) and the
 // fastest kept — the heuristic's first choice was measured 3-6x off the best for some of the
-// model's shapes (768x768 projections over 16k rows). Candidates are timed as CUDA graph replays,
-// as the training step runs them (matmul.cpp, CandidateTimer). SF_MATMUL_TUNE_LOG=1 prints every
+// model's shapes (768x768 projections over 16k rows). SF_MATMUL_TUNE_LOG=1 prints every
 // candidate's time. Strided batches (Batch) are one call.
 #pragma once
 

@@ -273,14 +273,23 @@ void Model::forward_backward_async(const Tensor& tokens, const Tensor& targets, 
   };
   const bool recordable = step_recording_ && backend_.can_record() &&
                           config_.combine != CombineMode::linear;
-  if (!recordable || !act_.warm) {
+  // A kind of micro-batch is recorded only once it ran directly on these buffers with the
+  // backward's gradient writes already known (GradientWrites): an overwriting pass after the
+  // first backward runs other products (beta = 0) than the first one did, and a product's plan
+  // is tuned by timing it, which cannot happen inside a recording.
+  bool& warm = start == GradientStart::overwrite ? act_.warm_overwrite : act_.warm_accumulate;
+  if (!recordable || !warm) {
+    const bool settled = grad_writes_.observed();
     run_directly();
-    act_.warm = true;
+    warm = settled;
     return;
   }
   for (const StepRecording& r : recordings_)
     if (r.loss_scale == loss_scale && r.counted_targets == counted_targets_ && r.start == start) {
-      if (backend_.replay(r.id)) return;
+      if (backend_.replay(r.id)) {
+        ++replayed_steps_;
+        return;
+      }
       drop_recordings();  // the backend replaced a buffer they use: record again
       break;
     }
@@ -299,6 +308,7 @@ void Model::forward_backward_async(const Tensor& tokens, const Tensor& targets, 
   const int id = backend_.end_recording();
   recordings_.push_back({loss_scale, counted_targets_, start, id});
   SF_CHECK(backend_.replay(id), "forward_backward_async: a fresh recording cannot be replayed");
+  ++replayed_steps_;
 }
 
 void Model::stack_backward(int64_t s) {

@@ -97,6 +97,8 @@ class Model {
                               GradientStart start = GradientStart::accumulate);
   // Recording on (the default) or off (every call runs directly; for comparisons).
   void set_step_recording(bool on);
+  // forward_backward_async calls that replayed a recording (for tests and diagnostics).
+  int64_t replayed_steps() const { return replayed_steps_; }
 
   const Tensor& logits() const;                   // [B, T, V] of the last forward
   const Tensor& stack_output(int64_t stack) const;  // a^(stack) [B*T, D] of the last forward
@@ -146,7 +148,9 @@ class Model {
     BlockScratch scratch;
     Tensor recompute_out;    // recomputation: the recomputed layer output goes here
     int64_t bytes = 0;       // what plan() allocated
-    bool warm = false;       // a training micro-batch already ran directly on these buffers
+    // A training micro-batch of that GradientStart already ran directly on these buffers, with
+    // the gradient writes known (forward_backward_async records only then).
+    bool warm_accumulate = false, warm_overwrite = false;
   };
 
   void plan(int64_t batch, int64_t seq);  // allocates activations once per shape
@@ -183,6 +187,7 @@ class Model {
   };
   std::vector<StepRecording> recordings_;
   bool step_recording_ = true;
+  int64_t replayed_steps_ = 0;
   GradientWrites grad_writes_;  // which gradient products write, which add (learned once)
   bool have_targets_ = false;
   int64_t counted_targets_ = 0;

@@ -60,7 +60,10 @@ TrainBenchResult bench_training(const ModelConfig& config, const TrainBenchOptio
     const auto start = std::chrono::steady_clock::now();
     // As the trainer does it: the gradients written by the backward (no zeroing pass), clipping
     // decided on the device, loss and norm read back once the update is queued.
-    model.forward_backward_async(tokens, targets, 1.0, GradientStart::overwrite);
+    if (!o.overwrite_gradients) model.params().zero_grad(backend);
+    model.forward_backward_async(tokens, targets, 1.0,
+                                 o.overwrite_gradients ? GradientStart::overwrite
+                                                       : GradientStart::accumulate);
     global_grad_sum_squares(backend, model.params(), grad_sum_squares);
     optimizer.step(3e-4, grad_sum_squares, 1.0);
     r.last_loss = model.loss();

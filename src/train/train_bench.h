@@ -26,6 +26,9 @@ struct TrainBenchOptions {
   DType compute_dtype = DType::bf16;
   bool recompute = false;      // activation recomputation (Model::set_activation_recomputation)
   bool record_steps = true;    // replay recorded steps (CUDA graphs; Model::forward_backward_async)
+  // false: zero every gradient before a step and let the backward add into them (the way before
+  // GradientStart::overwrite; for comparisons)
+  bool overwrite_gradients = true;
   std::string data_dir;        // empty: random ids
   double peak_flops = 0.0;     // FLOP/s of the device for MFU; 0: no MFU
 };
