@@ -16,15 +16,13 @@ GradientWrites::Range GradientWrites::range_of(const Tensor& grad, const char* w
 
 std::vector<Tensor> GradientWrites::begin(const std::vector<Tensor>& gradients,
                                           GradientStart start) {
-  fresh_ = false;
-  if (!observed_) {
-    observing_ = true;  // (again, if an earlier first pass did not finish)
+  if (pass_ == Pass::observing) {  // (again, if an earlier first pass did not finish)
     touched_.clear();
     qualified_.clear();
     return start == GradientStart::overwrite ? gradients : std::vector<Tensor>{};
   }
-  if (start == GradientStart::accumulate) return {};
-  fresh_ = true;
+  pass_ = start == GradientStart::overwrite ? Pass::overwriting : Pass::settled;
+  if (pass_ == Pass::settled) return {};
   written_.assign(qualified_.size(), 0);
   std::vector<Tensor> to_zero;
   for (const Tensor& g : gradients) {
@@ -38,13 +36,13 @@ std::vector<Tensor> GradientWrites::begin(const std::vector<Tensor>& gradients,
 
 double GradientWrites::product_beta(const Tensor& grad) {
   const Range r = range_of(grad, "GradientWrites::product_beta");
-  if (observing_) {
+  if (pass_ == Pass::observing) {
     if (std::none_of(touched_.begin(), touched_.end(), [&](const Range& t) { return t.overlaps(r); }))
       qualified_.push_back(r);  // first touch of these bytes, by a product of exactly them
     touched_.push_back(r);
     return 1.0;  // the pass zeroed everything first, or it accumulates
   }
-  if (!fresh_) return 1.0;
+  if (pass_ != Pass::overwriting) return 1.0;
   const auto it = std::find(qualified_.begin(), qualified_.end(), r);
   if (it != qualified_.end()) {
     char& done = written_[static_cast<size_t>(it - qualified_.begin())];
@@ -58,8 +56,8 @@ double GradientWrites::product_beta(const Tensor& grad) {
 
 void GradientWrites::addition(const Tensor& grad) {
   const Range r = range_of(grad, "GradientWrites::addition");
-  if (observing_) touched_.push_back(r);
-  else if (fresh_) check_no_unwritten_overlap(r, grad);
+  if (pass_ == Pass::observing) touched_.push_back(r);
+  else if (pass_ == Pass::overwriting) check_no_unwritten_overlap(r, grad);
 }
 
 void GradientWrites::check_no_unwritten_overlap(const Range& r, const Tensor& grad) const {
@@ -72,15 +70,13 @@ void GradientWrites::check_no_unwritten_overlap(const Range& r, const Tensor& gr
 }
 
 void GradientWrites::finish() {
-  if (observing_) {
-    observing_ = false;
-    observed_ = true;
+  const Pass ended = pass_;
+  pass_ = Pass::settled;
+  if (ended == Pass::observing) {
     touched_.clear();
     touched_.shrink_to_fit();
-    return;
   }
-  if (!fresh_) return;
-  fresh_ = false;
+  if (ended != Pass::overwriting) return;
   SF_CHECK(std::all_of(written_.begin(), written_.end(), [](char w) { return w != 0; }),
            "backward: {} of {} gradients that the first pass wrote with a product were not "
            "written by this one (the backward's write order changed)",

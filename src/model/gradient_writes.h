@@ -50,7 +50,7 @@ class GradientWrites {
   // one, every such range must have been written.
   void finish();
 
-  bool observed() const { return observed_; }
+  bool observed() const { return pass_ != Pass::observing; }
   size_t product_written_ranges() const { return qualified_.size(); }
 
  private:
@@ -65,12 +65,15 @@ class GradientWrites {
   // yet (unless it is that range exactly, which product_beta handles).
   void check_no_unwritten_overlap(const Range& r, const Tensor& grad) const;
 
-  bool observed_ = false;   // the first backward has finished
-  bool observing_ = false;  // the first backward is running
-  bool fresh_ = false;      // an overwriting pass after the observation is running
+  enum class Pass {
+    observing,    // no backward has finished yet (one may be running): learning the ranges
+    settled,      // the ranges are known; no pass, or an accumulating one, is running
+    overwriting,  // the ranges are known and an overwriting pass is running
+  };
+  Pass pass_ = Pass::observing;
   std::vector<Range> touched_;    // observing: every range written so far
   std::vector<Range> qualified_;  // product-written ranges (observing: the candidates so far)
-  std::vector<char> written_;     // fresh: qualified_[i] written in this pass
+  std::vector<char> written_;     // overwriting: qualified_[i] written in this pass
 };
 
 }  // namespace sf

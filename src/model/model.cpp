@@ -343,9 +343,7 @@ void Model::stack_backward(int64_t s) {
 void Model::backward(double loss_scale, GradientStart start) {
   SF_CHECK(act_.batch > 0 && have_targets_, "backward() needs a forward() with targets first");
   Backend& be = backend_;
-  std::vector<Tensor> gradients;
-  for (const Parameter& p : params_.all()) gradients.push_back(p.grad);
-  const std::vector<Tensor> to_zero = grad_writes_.begin(gradients, start);
+  const std::vector<Tensor> to_zero = grad_writes_.begin(params_.gradients(), start);
   if (!to_zero.empty()) be.fill_many(to_zero, 0.0);
   const int64_t N = act_.batch * act_.seq;
   const double scale = counted_targets_ > 0 ? loss_scale / static_cast<double>(counted_targets_) : 0.0;

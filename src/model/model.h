@@ -88,11 +88,13 @@ class Model {
   // instead of adding to zeros, and the zeroing skip those gradients (GradientWrites).
   void backward(double loss_scale = 1.0, GradientStart start = GradientStart::accumulate);
   // forward_async(tokens, targets) then backward(loss_scale): a training micro-batch. Where the
-  // backend can record (CUDA graphs), the device work of the two is recorded at the second call
-  // with a (batch, seq, loss scale, counted targets, start) and replayed from then on, which removes
-  // most of the launch overhead of ~700 kernels; the results are those of the two calls. The
-  // first call of a shape runs them directly (lazy allocations and cuBLASLt tuning happen
-  // then). Linear-combine models, which read alpha on the host, always run directly.
+  // backend can record (CUDA graphs), the device work of the two is recorded per (batch, seq,
+  // loss scale, counted targets, start) and replayed from then on, which removes most of the
+  // launch overhead of ~700 kernels; the results are those of the two calls. Each start runs
+  // directly on a new shape until one such call ran with the gradient writes already learned
+  // (lazy allocations and cuBLASLt tuning happen then): the start of the model's very first
+  // call (which learns them) is recorded at its third run, the other start at its second.
+  // Linear-combine models, which read alpha on the host, always run directly.
   void forward_backward_async(const Tensor& tokens, const Tensor& targets, double loss_scale = 1.0,
                               GradientStart start = GradientStart::accumulate);
   // Recording on (the default) or off (every call runs directly; for comparisons).

@@ -78,10 +78,13 @@ Tensor ParameterSet::working_view(const Tensor& master) const {
                    "working copies)", master.describe()));
 }
 
-void ParameterSet::zero_grad(Backend& backend) {
+std::vector<Tensor> ParameterSet::gradients() const {
   std::vector<Tensor> grads;
-  for (auto& p : params_) grads.push_back(p.grad);
-  backend.fill_many(grads, 0.0);
+  grads.reserve(params_.size());
+  for (const Parameter& p : params_) grads.push_back(p.grad);
+  return grads;
 }
+
+void ParameterSet::zero_grad(Backend& backend) { backend.fill_many(gradients(), 0.0); }
 
 }  // namespace sf

@@ -77,6 +77,9 @@ class ParameterSet {
   // The value tensors that own the allocations: one per add(), one per add_stacked() group.
   // Every parameter's value is this tensor or a view into it (same buffer).
   const std::vector<Tensor>& storages() const { return storages_; }
+  // Every parameter's gradient, in order (views sharing the gradients' buffers: writes through
+  // them land in the gradients).
+  std::vector<Tensor> gradients() const;
   void zero_grad(Backend& backend);
 
   // ---- mixed precision (see the contract at the top) ----------------------------------------

@@ -15,8 +15,9 @@
 //      gradient of the mean loss over the whole batch — identical to one pass over all rows.
 //   3. It then computes the global gradient norm's square on the device (train/grad_clip.h),
 //      calls step(lr, sum, max_norm); the next step's first micro-batch overwrites the
-//      gradients (or ParameterSet::zero_grad clears them, for code that only adds). Clipping is folded into the update as its gradient scale, so gradients are
-//      never rewritten (step(lr, clip_factor) does the same with a factor from the host).
+//      gradients (or ParameterSet::zero_grad clears them, for code that only adds). Clipping is
+//      folded into the update as its gradient scale, so gradients are never rewritten
+//      (step(lr, clip_factor) does the same with a factor from the host).
 // tests/optimizer_test.cpp proves 1–3 on a least-squares problem (4 × 2 rows == 1 × 8 rows).
 //
 // Weight decay is applied only to parameters whose `weight_decay` flag is true (matrices and

@@ -19,9 +19,7 @@ MicroBatchSchedule::MicroBatchSchedule(int rank, int world_size, int64_t grad_ac
 
 void all_reduce_gradients(Collective& collective, ParameterSet& params) {
   if (collective.world_size() == 1) return;
-  std::vector<Tensor> grads;
-  grads.reserve(params.size());
-  for (Parameter& p : params.all()) grads.push_back(p.grad);  // shares the buffers: in place
+  std::vector<Tensor> grads = params.gradients();  // shares the buffers: in place
   collective.all_reduce_sum(grads);
 }
 

@@ -7,19 +7,8 @@
 
 namespace sf {
 
-namespace {
-
-std::vector<Tensor> gradients_of(const ParameterSet& params) {
-  std::vector<Tensor> grads;
-  grads.reserve(params.size());
-  for (const Parameter& p : params.all()) grads.push_back(p.grad);
-  return grads;
-}
-
-}  // namespace
-
 double global_grad_norm(Backend& backend, const ParameterSet& params) {
-  return std::sqrt(backend.sum_squares_total(gradients_of(params)));
+  return std::sqrt(backend.sum_squares_total(params.gradients()));
 }
 
 double clip_scale(double norm, double max_norm) {
@@ -31,7 +20,7 @@ double clip_scale(double norm, double max_norm) {
 }
 
 void global_grad_sum_squares(Backend& backend, const ParameterSet& params, Tensor& total) {
-  backend.sum_squares_total_into(total, gradients_of(params));
+  backend.sum_squares_total_into(total, params.gradients());
 }
 
 double grad_norm_of(Backend& backend, const Tensor& sum_squares) {
