@@ -13,6 +13,7 @@
 // Label gpu (ctest -L gpu); every test skips when no CUDA device is visible.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -20,6 +21,7 @@
 
 #include "cpu/cpu_backend.h"
 #include "cuda/cuda_backend.h"
+#include "cuda/recording_memsets.h"
 #include "support/device_tensors.h"
 #include "support/gradcheck.h"
 
@@ -130,6 +132,26 @@ TEST_P(CudaKernels, SumSquaresTotalMatchesPerTensorSums) {
     expected += cpu_.sum_squares(g.host);
   }
   EXPECT_NEAR(gpu_->sum_squares_total(device), expected, 1e-9 * expected);
+}
+
+// The loss sum of a training step stays on the device (Model::add_loss_into): alpha * dot
+// written into, or added to, one F64 element (here of a larger tensor, whose other element
+// must stay as it is).
+TEST_P(CudaKernels, DotIntoAndDotAddOnTheDevice) {
+  for (int64_t n : {1, 7, 100003}) {
+    Input x = input({n}), y = input({n});
+    Tensor pair = gpu_->zeros({2}, DType::f64);
+    Tensor second = pair.slice(0, 1, 1);
+    const double xy = cpu_.dot(x.host, y.host), xx = cpu_.dot(x.host, x.host);
+    gpu_->dot_into(second, 0.25, x.device, y.device);
+    EXPECT_NEAR(gpu_->read_f64_scalar(second), 0.25 * xy, 1e-9 * (std::fabs(xy) + n)) << n;
+    gpu_->dot_add(second, -2.0, x.device, x.device);
+    EXPECT_NEAR(gpu_->read_f64_scalar(second), 0.25 * xy - 2.0 * xx, 1e-9 * (std::fabs(xy) + xx))
+        << n;
+    gpu_->dot_into(second, 1.0, x.device, x.device);  // written, not added
+    EXPECT_NEAR(gpu_->read_f64_scalar(second), xx, 1e-9 * xx) << n;
+    EXPECT_EQ(gpu_->read_f64_scalar(pair.slice(0, 0, 1)), 0.0) << "the other element changed";
+  }
 }
 
 TEST_P(CudaKernels, MatmulAllTransposesAndShapes) {
@@ -644,6 +666,129 @@ TEST(CudaBackend, ClearErrorsForWrongTensors) {
   }
   gpu->fill(dev, 1.0);  // the backend still works after the failed allocation
   EXPECT_EQ(gpu->sum_squares(dev), 4.0);
+}
+
+// The pinned readback returns the values as they were when start() was queued, and waits only
+// for the copy: ~100 ms of products queued after it are still running when wait() returns
+// (a read through the stream would wait for them: the step pipeline would gain nothing).
+TEST(CudaBackend, ReadbackWaitsOnlyForItsCopy) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  auto gpu = make_cuda_backend(0);
+  Tensor host_values = Tensor::zeros({3}, DType::f64);
+  for (int i = 0; i < 3; ++i) host_values.data<double>()[i] = 1.5 * (i + 1);
+  Tensor values = gpu->zeros({3}, DType::f64);
+  gpu->copy(values, host_values);
+  Rng rng(21);
+  Tensor a = to_backend(*gpu, test::random_normal({8192, 8192}, DType::f32, rng), DType::bf16);
+  Tensor c = gpu->zeros({8192, 8192}, DType::bf16);
+  gpu->matmul(c, a, false, a, true, 1.0, 0.0);  // tunes the product's plan (it synchronizes)
+  gpu->synchronize();
+
+  auto reader = gpu->make_readback();
+  const auto t0 = std::chrono::steady_clock::now();
+  reader->start(values);
+  EXPECT_THROW(reader->start(values), Error) << "one read at a time";
+  Tensor first = values.slice(0, 0, 1);
+  gpu->dot_into(first, 1.0, a.view({8192 * 8192}), a.view({8192 * 8192}));  // overwrites values[0]
+  for (int i = 0; i < 60; ++i) gpu->matmul(c, a, false, a, true, 1.0, 0.0);  // ~1.1 TFLOP each
+  const std::vector<double> got = reader->wait();
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  gpu->synchronize();
+  const double all = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(got, (std::vector<double>{1.5, 3.0, 4.5})) << "the values before the later dot";
+  EXPECT_LT(waited, 0.5 * all) << "wait() took " << waited << " s of the " << all
+                               << " s the queued work took: it waited for later work";
+  EXPECT_FALSE(reader->pending());
+  reader->start(values);
+  EXPECT_GT(reader->wait()[0], 1e6) << "a new read sees the dot";
+  EXPECT_THROW(reader->wait(), Error) << "nothing started";
+
+  gpu->begin_recording();  // a recorded copy would write the host buffer at every replay
+  EXPECT_THROW(reader->start(values), Error);
+  gpu->abort_recording();
+  EXPECT_THROW(reader->start(gpu->zeros({2}, DType::f32)), Error) << "F64 only";
+}
+
+// A recording's small memsets become kernel nodes (cuda/recording_memsets.h) that write the
+// same bytes — 1-, 2- and 4-byte elements, several rows with a pitch — in the same order, and a
+// large one stays a memset. Every byte of both buffers is compared with the host's expectation.
+TEST(CudaRecording, SmallMemsetsBecomeKernelsThatWriteTheSame) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  auto gpu = make_cuda_backend(0);  // sets the device
+  constexpr size_t kSmall = 4096, kLarge = 128 << 10;
+  std::vector<uint8_t> small(kSmall, 0xAB), large(kLarge, 0xCD);
+  uint8_t *d_small = nullptr, *d_large = nullptr;
+  ASSERT_EQ(cudaMalloc(&d_small, kSmall), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&d_large, kLarge), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(d_small, small.data(), kSmall, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(d_large, large.data(), kLarge, cudaMemcpyHostToDevice), cudaSuccess);
+  struct Set {
+    size_t offset, pitch;
+    unsigned value, element_size;
+    size_t width, height;
+    bool in_large;
+  };
+  const std::vector<Set> sets = {
+      {3, 0, 0x12, 1, 5, 1, false},                 // bytes
+      {64, 40, 0xBEEF, 2, 3, 4, false},             // 16-bit elements, 4 rows 40 bytes apart
+      {512, 0, 0xDEADBEEF, 4, 7, 1, false},         // 32-bit elements
+      {513, 0, 0x77, 1, 2, 1, false},               // after the one above, over two of its bytes
+      {1000, 0, 0x5A, 1, cuda::kMaxReplacedMemsetBytes + 1, 1, true},  // too large: stays a memset node
+  };
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaGraphCreate(&graph, 0), cudaSuccess);
+  cudaGraphNode_t previous = nullptr;
+  for (const Set& set : sets) {
+    cudaMemsetParams m{};
+    m.dst = (set.in_large ? d_large : d_small) + set.offset;
+    m.pitch = set.pitch;
+    m.value = set.value;
+    m.elementSize = set.element_size;
+    m.width = set.width;
+    m.height = set.height;
+    cudaGraphNode_t node = nullptr;
+    ASSERT_EQ(cudaGraphAddMemsetNode(&node, graph, previous ? &previous : nullptr, previous ? 1 : 0, &m),
+              cudaSuccess);
+    previous = node;
+    // The host's expectation, in the same order.
+    std::vector<uint8_t>& bytes = set.in_large ? large : small;
+    for (size_t r = 0; r < set.height; ++r)
+      for (size_t c = 0; c < set.width; ++c)
+        for (unsigned b = 0; b < set.element_size; ++b)
+          bytes[set.offset + r * set.pitch + c * set.element_size + b] =
+              static_cast<uint8_t>(set.value >> (8 * b));
+  }
+  EXPECT_EQ(cuda::replace_small_memsets(graph), 4);
+  size_t count = 0;
+  ASSERT_EQ(cudaGraphGetNodes(graph, nullptr, &count), cudaSuccess);
+  std::vector<cudaGraphNode_t> nodes(count);
+  ASSERT_EQ(cudaGraphGetNodes(graph, nodes.data(), &count), cudaSuccess);
+  int memsets = 0, kernels = 0, roots = 0;
+  for (cudaGraphNode_t node : nodes) {
+    cudaGraphNodeType type;
+    ASSERT_EQ(cudaGraphNodeGetType(node, &type), cudaSuccess);
+    memsets += type == cudaGraphNodeTypeMemset;
+    kernels += type == cudaGraphNodeTypeKernel;
+    size_t deps = 0;
+    ASSERT_EQ(cudaGraphNodeGetDependencies(node, nullptr, nullptr, &deps), cudaSuccess);
+    roots += deps == 0;
+  }
+  EXPECT_EQ(memsets, 1);
+  EXPECT_EQ(kernels, 4);
+  EXPECT_EQ(roots, 1) << "the chain of dependencies was not kept";
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, nullptr), cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::vector<uint8_t> got_small(kSmall), got_large(kLarge);
+  ASSERT_EQ(cudaMemcpy(got_small.data(), d_small, kSmall, cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(got_large.data(), d_large, kLarge, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(got_small, small);
+  EXPECT_EQ(got_large, large);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaFree(d_small);
+  cudaFree(d_large);
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, CudaKernels, ::testing::Values(DType::f32, DType::bf16),

@@ -26,7 +26,10 @@
 #include <cstdint>
 #include <vector>
 
+#include <memory>
+
 #include "core/error.h"
+#include "core/host_readback.h"
 #include "core/tensor.h"
 
 namespace sf {
@@ -116,10 +119,29 @@ class Backend {
   // for it: AdamWStep::clip_sum_squares reads it where the update runs. This default computes
   // it on the host and copies it there.
   virtual void sum_squares_total_into(Tensor& total, const std::vector<Tensor>& tensors) {
-    check_f64_scalar(total, "sum_squares_total_into");
+    write_f64_scalar(total, sum_squares_total(tensors), "sum_squares_total_into");
+  }
+  // total (an F64 scalar tensor on this backend) = value, copied from the host.
+  void write_f64_scalar(Tensor& total, double value, const char* op) {
+    check_f64_scalar(total, op);
     Tensor host = Tensor::zeros({1}, DType::f64);
-    host.data<double>()[0] = sum_squares_total(tensors);
+    host.data<double>()[0] = value;
     copy(total, host);
+  }
+  // total = alpha * sum(a * b) (dot_into) or total += alpha * sum(a * b) (dot_add), where
+  // total is an F64 tensor of one element on this backend, without waiting for it (a training
+  // step's loss summed over its micro-batches on the device). The sum is fp64 as dot()'s. These
+  // defaults compute it on the host.
+  virtual void dot_into(Tensor& total, double alpha, const Tensor& a, const Tensor& b) {
+    write_f64_scalar(total, alpha * dot(a, b), "dot_into");
+  }
+  virtual void dot_add(Tensor& total, double alpha, const Tensor& a, const Tensor& b) {
+    write_f64_scalar(total, read_f64_scalar(total) + alpha * dot(a, b), "dot_add");
+  }
+  // A reader of device values that does not wait for work queued after the read
+  // (core/host_readback.h). This default copies at once.
+  virtual std::unique_ptr<HostReadback> make_readback() {
+    return std::make_unique<CopyingReadback>(*this);
   }
   // The value of an F64 scalar tensor on this backend (sum_squares_total_into's), read back to
   // the host: waits for the work that writes it.

@@ -16,6 +16,8 @@
 #include "cuda/kernels.h"
 #include "cuda/matmul.h"
 #include "cuda/op_profiler.h"
+#include "cuda/pinned_readback.h"
+#include "cuda/recording_memsets.h"
 
 namespace sf {
 
@@ -34,6 +36,8 @@ class CudaBackend final : public Backend {
     matmul_ = std::make_unique<cuda::Matmul>(stream_);
     if (const char* flag = std::getenv("SF_CUDA_PROFILE"); flag && std::string(flag) == "1")
       profiler_ = std::make_unique<cuda::OpProfiler>(stream_);
+    if (const char* flag = std::getenv("SF_RECORDING_KEEP_MEMSETS"); flag && std::string(flag) == "1")
+      keep_memsets_ = true;
   }
   ~CudaBackend() override {
     profiler_.reset();  // prints its table
@@ -132,6 +136,15 @@ class CudaBackend final : public Backend {
     cuda::dot(a.dtype(), a.raw(), b.dtype(), b.raw(), a.numel(), scalars_, stream_);
     return read_back(scalars_);
   }
+  void dot_into(Tensor& total, double alpha, const Tensor& a, const Tensor& b) override {
+    dot_to_device(total, alpha, a, b, /*accumulate=*/false);
+  }
+  void dot_add(Tensor& total, double alpha, const Tensor& a, const Tensor& b) override {
+    dot_to_device(total, alpha, a, b, /*accumulate=*/true);
+  }
+  std::unique_ptr<HostReadback> make_readback() override {
+    return std::make_unique<cuda::PinnedReadback>(stream_);
+  }
   double sum_squares(const Tensor& x) override {
     const auto op_timer = profile("sum_squares");
     check(x, "sum_squares");
@@ -179,6 +192,14 @@ class CudaBackend final : public Backend {
     capturing_ = false;
     cudaGraph_t graph = nullptr;
     SF_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    if (!keep_memsets_) {
+      try {
+        cuda::replace_small_memsets(graph);  // cuBLASLt's 4-byte memsets (recording_memsets.h)
+      } catch (...) {
+        cudaGraphDestroy(graph);
+        throw;
+      }
+    }
     cudaGraphExec_t exec = nullptr;
     const cudaError_t status = cudaGraphInstantiate(&exec, graph, 0);
     cudaGraphDestroy(graph);
@@ -825,6 +846,18 @@ class CudaBackend final : public Backend {
     return buffer;
   }
 
+  void dot_to_device(Tensor& total, double alpha, const Tensor& a, const Tensor& b,
+                     bool accumulate) {
+    const auto op_timer = profile(accumulate ? "dot_add" : "dot_into");
+    check_f64_scalar(total, accumulate ? "dot_add" : "dot_into");
+    SF_CHECK(total.device() == Device::cuda, "dot_into: {} is not on the GPU", total.describe());
+    check(a, "dot_into");
+    check(b, "dot_into");
+    same_shape(a, b, "dot_into");
+    cuda::dot(a.dtype(), a.raw(), b.dtype(), b.raw(), a.numel(), static_cast<double*>(total.raw()),
+              stream_, alpha, accumulate);
+  }
+
   // One value computed on the device, read back (waits for the stream).
   template <class T> T read_back(const T* device_value) {
     T host{};
@@ -840,6 +873,7 @@ class CudaBackend final : public Backend {
   int device_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<cuda::OpProfiler> profiler_;  // SF_CUDA_PROFILE=1 only
+  bool keep_memsets_ = false;  // SF_RECORDING_KEEP_MEMSETS=1: recordings keep their memset nodes
   std::unique_ptr<cuda::Matmul> matmul_;
   double* scalars_ = nullptr;     // small device results (dot, counts)
   void* workspace_ = nullptr;     // attention backward scratch, grown on demand

@@ -34,7 +34,7 @@ template <class D, class S> __global__ void convert_kernel(D* dst, const S* src,
 
 // Each block sums its grid-stride share in fp64 and adds it to *result with one atomic.
 template <class A, class B>
-__global__ void dot_kernel(const A* a, const B* b, int64_t n, double* result) {
+__global__ void dot_kernel(const A* a, const B* b, int64_t n, double alpha, double* result) {
   __shared__ double scratch[32];
   double sum = 0.0;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
@@ -43,7 +43,7 @@ __global__ void dot_kernel(const A* a, const B* b, int64_t n, double* result) {
     sum += x * (b ? static_cast<double>(to_float(b[i])) : x);
   }
   sum = block_sum(sum, scratch);
-  if (threadIdx.x == 0) atomicAdd(result, sum);
+  if (threadIdx.x == 0) atomicAdd(result, alpha * sum);
 }
 
 // One block reduction per chunk, added to its tensor's result.
@@ -146,12 +146,12 @@ void convert(DType dst_dtype, void* dst, DType src_dtype, const void* src, int64
 }
 
 void dot(DType a_dtype, const void* a, DType b_dtype, const void* b, int64_t n, double* result,
-         cudaStream_t stream) {
-  SF_CUDA_CHECK(cudaMemsetAsync(result, 0, sizeof(double), stream));
+         cudaStream_t stream, double alpha, bool accumulate) {
+  if (!accumulate) SF_CUDA_CHECK(cudaMemsetAsync(result, 0, sizeof(double), stream));
   if (n == 0) return;
   SF_DISPATCH_FLOAT(a_dtype, A, SF_DISPATCH_FLOAT(b_dtype, B,
       dot_kernel<A, B><<<blocks_for(n, kThreads, 264), kThreads, 0, stream>>>(
-          static_cast<const A*>(a), static_cast<const B*>(b), n, result)));
+          static_cast<const A*>(a), static_cast<const B*>(b), n, alpha, result)));
   SF_CUDA_LAUNCH_CHECK("dot");
 }
 

@@ -46,9 +46,10 @@ void fill_many(DType dtype, void* const* tensors, const ManyLayout& layout, floa
                cudaStream_t stream);
 void convert_many(DType dst_dtype, void* const* dst, DType src_dtype, const void* const* src,
                   const ManyLayout& layout, cudaStream_t stream);
-// *result (device double, overwritten) = sum(a * b); b == nullptr means sum(a * a).
+// *result (device double) = alpha * sum(a * b), or += that with accumulate; b == nullptr means
+// sum(a * a).
 void dot(DType a_dtype, const void* a, DType b_dtype, const void* b, int64_t n, double* result,
-         cudaStream_t stream);
+         cudaStream_t stream, double alpha = 1.0, bool accumulate = false);
 // results[k] (device doubles, overwritten) = sum of squares of tensor k, and *total (device
 // double, overwritten) = their sum in tensor order: the global gradient norm, left on the device
 // for the optimizer (no host round trip).

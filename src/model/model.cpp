@@ -214,6 +214,20 @@ double Model::loss() {
   return backend_.dot(act_.losses, act_.ones) / static_cast<double>(counted_targets_);
 }
 
+// Each counted target's weight in scale * mean loss (the losses of ignored targets are 0).
+double Model::loss_weight(double scale, const char* op) const {
+  SF_CHECK(have_targets_, "{}: the last forward had no targets", op);
+  return counted_targets_ > 0 ? scale / static_cast<double>(counted_targets_) : 0.0;
+}
+
+void Model::write_loss_into(Tensor& total, double scale) {
+  backend_.dot_into(total, loss_weight(scale, "write_loss_into"), act_.losses, act_.ones);
+}
+
+void Model::add_loss_into(Tensor& total, double scale) {
+  backend_.dot_add(total, loss_weight(scale, "add_loss_into"), act_.losses, act_.ones);
+}
+
 void Model::forward_async(const Tensor& tokens, const Tensor& targets, const ForwardHooks* hooks) {
   prepare_forward(tokens, targets);
   run_forward(hooks);

@@ -81,6 +81,12 @@ class Model {
   void forward_async(const Tensor& tokens, const Tensor& targets = Tensor(),
                      const ForwardHooks* hooks = nullptr);
   double loss();
+  // scale * the mean loss of the last forward, written into `total` (an F64 tensor of one
+  // element on the backend) or added to it, without waiting for the device: a training step
+  // sums its micro-batches' losses there and reads the sum back once (core/host_readback.h).
+  // With no counted targets the mean loss is 0, as loss() says.
+  void write_loss_into(Tensor& total, double scale);
+  void add_loss_into(Tensor& total, double scale);
   // Backward of the last forward (which must have had targets): the gradient of loss_scale *
   // mean loss, added to the parameter gradients (accumulate: call params().zero_grad() between
   // steps) or written over whatever they hold (overwrite: a step's first micro-batch, no
@@ -156,6 +162,7 @@ class Model {
   };
 
   void plan(int64_t batch, int64_t seq);  // allocates activations once per shape
+  double loss_weight(double scale, const char* op) const;  // write_loss_into / add_loss_into
   // Ids must lie in [lowest, vocab_size).
   void check_tokens(const Tensor& tokens, const char* what, int32_t lowest) const;
   // forward_async in two parts: the host's checks, planning, weight refresh and uploads, then the

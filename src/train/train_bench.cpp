@@ -7,10 +7,11 @@
 
 #include "core/rng.h"
 #include "data/batch_loader.h"
+#include "dist/collective.h"
 #include "model/model.h"
 #include "train/adamw.h"
 #include "train/flops.h"
-#include "train/grad_clip.h"
+#include "train/step_pipeline.h"
 
 namespace sf {
 
@@ -53,28 +54,30 @@ TrainBenchResult bench_training(const ModelConfig& config, const TrainBenchOptio
 
   TrainBenchResult r;
   r.parameters = model.params().count_elements();
-  Tensor grad_sum_squares = backend.zeros({1}, DType::f64);
+  // Steps run as the trainer runs them (StepPipeline): step i's loss and norm are read once step
+  // i + 1's forward and backward are queued. A step's time is the wall time from the previous
+  // step's report to its own: in the steady state, what one step costs the training loop.
+  SingleProcessCollective one_process;
+  StepPipeline pipeline(model, optimizer, one_process);
+  pipeline.set_overwrite_gradients(o.overwrite_gradients);
+  auto previous_report = std::chrono::steady_clock::now();
+  auto report = [&](const StepReport& step) {
+    SF_CHECK(std::isfinite(step.loss) && std::isfinite(step.grad_norm),
+             "bench-train: step {} gave loss {} and gradient norm {}", step.step, step.loss,
+             step.grad_norm);
+    r.last_loss = step.loss;
+    const auto now = std::chrono::steady_clock::now();
+    if (step.step >= o.warmup)
+      r.step_seconds.push_back(std::chrono::duration<double>(now - previous_report).count());
+    previous_report = now;
+  };
   for (int64_t i = 0; i < o.warmup + o.steps; ++i) {
     next_batch();  // host-side work of a real step too (the trainer reads shards the same way)
-    backend.synchronize();
-    const auto start = std::chrono::steady_clock::now();
-    // As the trainer does it: the gradients written by the backward (no zeroing pass), clipping
-    // decided on the device, loss and norm read back once the update is queued.
-    if (!o.overwrite_gradients) model.params().zero_grad(backend);
-    model.forward_backward_async(tokens, targets, 1.0,
-                                 o.overwrite_gradients ? GradientStart::overwrite
-                                                       : GradientStart::accumulate);
-    global_grad_sum_squares(backend, model.params(), grad_sum_squares);
-    optimizer.step(3e-4, grad_sum_squares, 1.0);
-    r.last_loss = model.loss();
-    const double norm = grad_norm_of(backend, grad_sum_squares);
-    SF_CHECK(std::isfinite(r.last_loss) && std::isfinite(norm),
-             "bench-train: step {} gave loss {} and gradient norm {}", i, r.last_loss, norm);
-    backend.synchronize();
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (i >= o.warmup) r.step_seconds.push_back(seconds);
+    pipeline.add_micro_batch(tokens, targets, 1.0);
+    if (pipeline.pending()) report(pipeline.finish());
+    pipeline.queue_update(i, 3e-4, 1.0);
   }
+  report(pipeline.finish());
   r.activation_bytes = model.activation_bytes();
   std::vector<double> sorted = r.step_seconds;
   std::sort(sorted.begin(), sorted.end());

@@ -1,12 +1,16 @@
 // train_bench.h — timing of full training steps: tokens/s and model FLOPs utilisation (MFU).
 //
-// A step is what the trainer does per update with --grad-accum 1: zero the gradients, forward
-// and backward over one [batch, seq] batch, the global gradient norm, and the AdamW update of
-// every parameter. Steps run back to back after `warmup` untimed ones; each timed step ends
-// with Backend::synchronize(), so a step's time includes all of its GPU work. Batches are
-// random token ids (the work of a step does not depend on the ids) unless a data folder is
-// given, in which case they are the first batches of its train split. MFU counts the model's
-// FLOPs: with activation recomputation the extra forward is work that MFU does not credit.
+// A step is what the trainer does per update with --grad-accum 1, run by the same StepPipeline
+// (train/step_pipeline.h): forward and backward over one [batch, seq] batch (the first
+// micro-batch writes the gradients), the global gradient norm, the clipped AdamW update of every
+// parameter, and the read of the step's loss and norm, which happens once the next step's
+// forward and backward are queued. Steps run back to back after `warmup` untimed ones; a
+// step's time is the wall time between the host's reads of the previous step's results and of
+// its own, so it includes everything the training loop waits for, and in the steady state it
+// is the time the loop spends per step. Batches are random token ids (the work of a step does
+// not depend on the ids) unless a data folder is given, in which case they are the first
+// batches of its train split. MFU counts the model's FLOPs: with activation recomputation the
+// extra forward is work that MFU does not credit.
 #pragma once
 
 #include <cstdint>

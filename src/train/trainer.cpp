@@ -18,11 +18,11 @@
 #include "train/adamw.h"
 #include "train/data_parallel.h"
 #include "train/evaluate.h"
-#include "train/grad_clip.h"
 #include "train/interrupt.h"
 #include "train/loss_plot.h"
 #include "train/lr_schedule.h"
 #include "train/metrics_log.h"
+#include "train/step_pipeline.h"
 
 namespace sf {
 
@@ -197,52 +197,46 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
   Tensor tokens, targets;
   const auto loop_start = std::chrono::steady_clock::now();
   const int64_t first_step = state.step + 1;
-  // The gradients' sum of squares stays on the device: the update reads it there (clipping
-  // without a host round trip), and the host reads it back only once the update is queued.
-  Tensor grad_sum_squares = backend.zeros({1}, DType::f64);
+  const int64_t tokens_before = state.tokens_seen;  // earlier segments of a resumed run
+  // Step n's loss and norm are read once step n + 1's micro-batches are queued (StepPipeline):
+  // the GPU goes on with them while the host logs step n.
+  StepPipeline pipeline(model, optimizer, world);
+  auto report = [&](const StepReport& r) {
+    SF_CHECK(std::isfinite(r.loss) && std::isfinite(r.grad_norm),
+             "training diverged at step {}: loss {}, gradient norm {} (try a lower --lr); {}",
+             r.step, r.loss, r.grad_norm, last_checkpoint_note());
+    result.last_train_loss = r.loss;
+    const int64_t tokens_now = (r.step - first_step + 1) * tokens_per_step;  // in this segment
+    const double tok_per_s = static_cast<double>(tokens_now) / seconds_since(loop_start);
+    log({{"step", r.step}, {"loss", r.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm},
+         {"tokens", tokens_before + tokens_now}, {"tok_per_s", tok_per_s}});
+    bar.set_field("loss", fmt::format("{:.4f}", r.loss));
+    bar.set_field("tok/s", fmt::format("{:.0f}", tok_per_s));
+    bar.update(r.step);
+  };
   for (int64_t step = first_step; step <= o.steps; ++step) {
-    double loss = 0.0;
-    const double per_update = static_cast<double>(micro_batches.per_update());
-    bool loss_pending = false;  // the last micro-batch's loss, read after the update is queued
     for (int64_t micro = 0; micro < micro_batches.per_update(); ++micro) {
       train_data.next(tokens, targets);  // every rank reads every micro-batch, trains on its own
-      if (!micro_batches.is_mine(micro)) continue;
-      if (loss_pending) loss += model.loss() / per_update;  // the previous one's backward is queued
-      // The step's first micro-batch writes the gradients (no zeroing pass), the others add.
-      model.forward_backward_async(tokens, targets, micro_batches.loss_scale(),
-                                   loss_pending ? GradientStart::accumulate : GradientStart::overwrite);
-      loss_pending = true;
+      if (micro_batches.is_mine(micro))
+        pipeline.add_micro_batch(tokens, targets, micro_batches.loss_scale());
     }
-    if (!loss_pending) model.params().zero_grad(backend);  // no micro-batch of this rank's
-    all_reduce_gradients(world, model.params());
-    global_grad_sum_squares(backend, model.params(), grad_sum_squares);
-    const double lr = lr_at(schedule, step);
-    // Non-finite gradients skip the update on the device: the weights stay as they were.
-    optimizer.step(lr, grad_sum_squares, o.grad_clip);
-    if (loss_pending) loss += model.loss() / per_update;
-    loss = world.all_reduce_sum(loss);
-    const double norm = grad_norm_of(backend, grad_sum_squares);
-    SF_CHECK(std::isfinite(loss) && std::isfinite(norm),
-             "training diverged at step {}: loss {}, gradient norm {} (try a lower --lr); {}", step,
-             loss, norm, last_checkpoint_note());
+    if (pipeline.pending()) report(pipeline.finish());  // the previous step, while this one runs
+    pipeline.queue_update(step, lr_at(schedule, step), o.grad_clip);
     state.step = step;
     state.data = train_data.position();
     state.tokens_seen += tokens_per_step;
-    result.last_train_loss = loss;
-    const double elapsed = seconds_since(loop_start);
-    const double tok_per_s = static_cast<double>((step - first_step + 1) * tokens_per_step) / elapsed;
-    log({{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
-         {"tokens", state.tokens_seen}, {"tok_per_s", tok_per_s}});
-    bar.set_field("loss", fmt::format("{:.4f}", loss));
-    bar.set_field("tok/s", fmt::format("{:.0f}", tok_per_s));
-    bar.update(step);
 
     const bool last = step == o.steps;
     const bool stopping = any_rank(world, InterruptGuard::requested()) ||
                           (o.stop_after > 0 && step >= o.stop_after);
-    if (last || (o.eval_every > 0 && step % o.eval_every == 0)) validate_now();
-    if (last || stopping || (o.checkpoint_every > 0 && step % o.checkpoint_every == 0))
-      save_checkpoint();
+    const bool evaluating = last || (o.eval_every > 0 && step % o.eval_every == 0);
+    const bool saving =
+        last || stopping || (o.checkpoint_every > 0 && step % o.checkpoint_every == 0);
+    // Whatever reads the weights or writes files waits for this step's report first: the log
+    // then has the step before its validation, and no checkpoint holds a diverged step.
+    if (evaluating || saving) report(pipeline.finish());
+    if (evaluating) validate_now();
+    if (saving) save_checkpoint();
     if (stopping && !last) {
       result.interrupted = true;
       break;
