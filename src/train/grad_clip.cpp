@@ -23,8 +23,4 @@ void global_grad_sum_squares(Backend& backend, const ParameterSet& params, Tenso
   backend.sum_squares_total_into(total, params.gradients());
 }
 
-double grad_norm_of(Backend& backend, const Tensor& sum_squares) {
-  return std::sqrt(backend.read_f64_scalar(sum_squares));
-}
-
 }  // namespace sf

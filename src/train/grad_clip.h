@@ -4,7 +4,7 @@
 // The factor is not applied to the gradients here; AdamW::step multiplies each gradient by it
 // inside the update (AdamWStep::grad_scale), which saves a full pass over the gradients. The
 // trainer leaves even the factor to the device (global_grad_sum_squares, then
-// AdamW::step(lr, sum, max_norm)) and reads the norm back only once the update is queued.
+// AdamW::step(lr, sum, max_norm)) and reads the norm back only once the next step is queued.
 //
 // Non-finite gradients: global_grad_norm returns the inf/NaN it computed, clip_scale turns a
 // non-finite norm into NaN, and AdamW::step refuses a NaN grad_scale; with the sum on the device
@@ -28,9 +28,8 @@ double clip_scale(double norm, double max_norm);
 
 // The same sum of squares (norm^2) into `total` (F64, one element, on the backend) without
 // waiting for it: AdamW::step(lr, total, max_norm) turns it into the clipping factor where the
-// update runs, so the host never stalls the GPU to read the norm before the update.
+// update runs, so the host never stalls the GPU to read the norm before the update (the trainer
+// reads it one step later, train/step_pipeline.h).
 void global_grad_sum_squares(Backend& backend, const ParameterSet& params, Tensor& total);
-// The norm from that sum, read back to the host (waits for the work queued before).
-double grad_norm_of(Backend& backend, const Tensor& sum_squares);
 
 }  // namespace sf
