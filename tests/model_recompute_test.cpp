@@ -18,9 +18,7 @@ TEST_P(Recompute, SameLossAndGradientsAsKeepingEverything) {
   const ModelConfig& c = GetParam().config;
   CpuBackend backend;
   Model kept(c, backend, DType::f64), recomputed(c, backend, DType::f64);
-  Rng init_a(11), init_b(11);
-  test::randomize_parameters(kept, init_a);
-  test::randomize_parameters(recomputed, init_b);
+  test::randomize_parameters_alike(kept, recomputed, 11);
   recomputed.set_activation_recomputation(true);
   EXPECT_TRUE(recomputed.activation_recomputation());
 

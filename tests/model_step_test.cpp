@@ -19,9 +19,8 @@ TEST_P(MicroBatchStep, EqualsForwardThenBackward) {
   CpuBackend backend;
   EXPECT_FALSE(backend.can_record());
   Model a(c, backend), b(c, backend);
-  Rng init_a(4), init_b(4), rng(8);
-  test::randomize_parameters(a, init_a);
-  test::randomize_parameters(b, init_b);
+  test::randomize_parameters_alike(a, b, 4);
+  Rng rng(8);
   for (int step = 0; step < 3; ++step) {
     Tensor tokens = test::random_ids({2, 6}, c.vocab_size, rng);
     Tensor targets = test::random_ids({2, 6}, c.vocab_size, rng);
@@ -45,9 +44,8 @@ TEST_P(MicroBatchStep, OverwritingEqualsZeroingThenAdding) {
   const ModelConfig& c = GetParam().config;
   CpuBackend backend;
   Model a(c, backend), b(c, backend);
-  Rng init_a(4), init_b(4), rng(9);
-  test::randomize_parameters(a, init_a);
-  test::randomize_parameters(b, init_b);
+  test::randomize_parameters_alike(a, b, 4);
+  Rng rng(9);
   for (int step = 0; step < 3; ++step) {
     int garbage = 0;  // what a gradient holds after an optimizer step: anything
     for (Parameter& p : b.params().all()) backend.fill(p.grad, 1000.0 + garbage++);

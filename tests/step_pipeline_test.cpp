@@ -26,9 +26,8 @@ TEST_P(PipelinedStep, MatchesTheStepByStepLoop) {
   const ModelConfig& c = GetParam().config;
   CpuBackend backend;
   Model reference(c, backend), piped(c, backend);
-  Rng init_a(5), init_b(5), rng(11);
-  test::randomize_parameters(reference, init_a);
-  test::randomize_parameters(piped, init_b);
+  test::randomize_parameters_alike(reference, piped, 5);
+  Rng rng(11);
   AdamW reference_optimizer(backend, reference.params());
   AdamW piped_optimizer(backend, piped.params());
   SingleProcessCollective world;

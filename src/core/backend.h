@@ -24,9 +24,8 @@
 
 #include <cmath>
 #include <cstdint>
-#include <vector>
-
 #include <memory>
+#include <vector>
 
 #include "core/error.h"
 #include "core/host_readback.h"

@@ -848,12 +848,13 @@ class CudaBackend final : public Backend {
 
   void dot_to_device(Tensor& total, double alpha, const Tensor& a, const Tensor& b,
                      bool accumulate) {
-    const auto op_timer = profile(accumulate ? "dot_add" : "dot_into");
-    check_f64_scalar(total, accumulate ? "dot_add" : "dot_into");
-    SF_CHECK(total.device() == Device::cuda, "dot_into: {} is not on the GPU", total.describe());
-    check(a, "dot_into");
-    check(b, "dot_into");
-    same_shape(a, b, "dot_into");
+    const char* op = accumulate ? "dot_add" : "dot_into";
+    const auto op_timer = profile(op);
+    check_f64_scalar(total, op);
+    SF_CHECK(total.device() == Device::cuda, "{}: {} is not on the GPU", op, total.describe());
+    check(a, op);
+    check(b, op);
+    same_shape(a, b, op);
     cuda::dot(a.dtype(), a.raw(), b.dtype(), b.raw(), a.numel(), static_cast<double*>(total.raw()),
               stream_, alpha, accumulate);
   }

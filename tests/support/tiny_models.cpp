@@ -79,4 +79,10 @@ void randomize_parameters(Model& model, Rng& rng) {
   }
 }
 
+void randomize_parameters_alike(Model& a, Model& b, uint64_t seed) {
+  Rng rng_a(seed), rng_b(seed);
+  randomize_parameters(a, rng_a);
+  randomize_parameters(b, rng_b);
+}
+
 }  // namespace sf::test

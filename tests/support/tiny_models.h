@@ -38,5 +38,8 @@ ModelConfig realistic_config(const ModelConfig& tiny);
 // combine.alpha ~ N(0.5, 0.3^2)). Finite-difference checks on a model at its 0.02-std init
 // would exercise a nearly linear function and miss errors.
 void randomize_parameters(Model& model, Rng& rng);
+// The same random values in two models of one config (each from its own Rng(seed)): the
+// starting point of tests that run two ways of computing one thing side by side.
+void randomize_parameters_alike(Model& a, Model& b, uint64_t seed);
 
 }  // namespace sf::test
