@@ -15,7 +15,7 @@
 
 #include "cpu/cpu_backend.h"
 #include "infer/bench.h"
-#include "infer/memory_bandwidth.h"
+#include "cpu/memory_bandwidth.h"
 #include "infer/model_summary.h"
 #include "model/config.h"
 #include "support/test_util.h"
@@ -29,7 +29,7 @@ using json = nlohmann::json;
 // ---- bytes per step: hand counts -----------------------------------------------------------------
 
 // How many times one decode step reads the parameter `name`, worked out from the name alone
-// (decoder.cpp: which weights each schedule touches). The token embedding is 0 here: its B rows
+// (which weights each schedule touches). The token embedding is 0 here: its B rows
 // are counted separately, and a tied embedding is read in full as the LM head.
 int64_t reads_per_step(const std::string& name, const ModelConfig& c, DecodeMode mode) {
   const int64_t p = c.n_stacks;
@@ -79,11 +79,11 @@ TEST(BenchBytes, WeightValuesMatchAHandCountOverTheRegisteredParameters) {
         read += times * p.value.numel();
         distinct += (times > 0 ? 1 : 0) * p.value.numel();
       }
-      EXPECT_EQ(decode_weight_values_per_step(v.config, mode, false), read) << v.name << " " << to_string(mode);
-      EXPECT_EQ(decode_weight_values_per_step(v.config, mode, true), distinct) << v.name << " " << to_string(mode);
+      EXPECT_EQ(DecodeSchedule(v.config, mode).weight_values_per_step(false), read) << v.name << " " << to_string(mode);
+      EXPECT_EQ(DecodeSchedule(v.config, mode).weight_values_per_step(true), distinct) << v.name << " " << to_string(mode);
       if (mode == DecodeMode::recurrent) ++checked_recurrent;
       // Bytes: f32 values; the embedding rows are B rows of D.
-      const DecodeStepBytes bytes = decode_step_bytes(v.config, mode, 3, 1, 4, 4);
+      const DecodeStepBytes bytes = DecodeSchedule(v.config, mode).step_bytes(3, 1, 4, 4);
       EXPECT_DOUBLE_EQ(bytes.weights, 4.0 * static_cast<double>(read));
       EXPECT_DOUBLE_EQ(bytes.weights_distinct, 4.0 * static_cast<double>(distinct));
       EXPECT_DOUBLE_EQ(bytes.embedding_rows, 4.0 * 3 * static_cast<double>(v.config.d_model));
@@ -97,15 +97,15 @@ TEST(BenchBytes, SeparateWeightsAreEveryParameterOnceSharedOnesPerPass) {
   ModelConfig c = config_load(std::string(SF_SOURCE_DIR) + "/configs/gpt2-small-stagformer-2x6.json");
   const std::map<std::string, int64_t> counts = parameter_counts_for(c);
   // Everything but the embedding table (its rows are counted apart) is read once per step.
-  EXPECT_EQ(decode_weight_values_per_step(c, DecodeMode::staggered, false),
+  EXPECT_EQ(DecodeSchedule(c, DecodeMode::staggered).weight_values_per_step(false),
             counts.at("total") - counts.at("embedding"));
   c.weights = WeightSharing::shared;
   c.validate("shared");
   const std::map<std::string, int64_t> shared_counts = parameter_counts_for(c);
   const int64_t blocks = shared_counts.at("self_attention") + shared_counts.at("mlp") +
                          2 * c.d_model * c.layers_per_stack;  // attn_norm + mlp_norm per layer
-  EXPECT_EQ(decode_weight_values_per_step(c, DecodeMode::sequential, false),
-            decode_weight_values_per_step(c, DecodeMode::sequential, true) + blocks);
+  EXPECT_EQ(DecodeSchedule(c, DecodeMode::sequential).weight_values_per_step(false),
+            DecodeSchedule(c, DecodeMode::sequential).weight_values_per_step(true) + blocks);
 }
 
 // KV values a step at position i reads, by walking every cache position j against the masks of
@@ -127,14 +127,14 @@ TEST(BenchBytes, KvValuesMatchTheMasks) {
   for (const test::Variant& v : byte_count_variants())
     for (DecodeMode mode : modes_of(v.config))
       for (int64_t i : {0, 1, 2, 3, 7, 15})
-        EXPECT_EQ(decode_kv_values_read(v.config, mode, i), kv_hand_count(v.config, mode, i))
+        EXPECT_EQ(DecodeSchedule(v.config, mode).kv_values_read(i), kv_hand_count(v.config, mode, i))
             << v.name << " " << to_string(mode) << " position " << i;
   // The run average over positions 1..N, times B sequences and the element size.
   const ModelConfig c = test::tiny_variants()[5].config;  // window2
   ASSERT_EQ(c.cross_window, 2);
   double sum = 0;
   for (int64_t i = 1; i <= 9; ++i) sum += static_cast<double>(kv_hand_count(c, DecodeMode::staggered, i));
-  EXPECT_DOUBLE_EQ(decode_step_bytes(c, DecodeMode::staggered, 2, 1, 9, 4).kv_cache, 4.0 * 2 * sum / 9);
+  EXPECT_DOUBLE_EQ(DecodeSchedule(c, DecodeMode::staggered).step_bytes(2, 1, 9, 4).kv_cache, 4.0 * 2 * sum / 9);
 }
 
 // ---- running the benchmark on tiny models ---------------------------------------------------------
@@ -217,7 +217,7 @@ TEST(BenchRun, EveryScheduleGivesPositiveFiniteConsistentNumbers) {
     if (r.is_tg()) {
       const ModelConfig& c = r.baseline ? run.baseline_config : run.config;
       const DecodeStepBytes& b = *r.step_bytes;
-      const DecodeStepBytes want = decode_step_bytes(c, decode_mode_from_string(r.decode), 2, 1, 5, 4);
+      const DecodeStepBytes want = DecodeSchedule(c, decode_mode_from_string(r.decode)).step_bytes(2, 1, 5, 4);
       EXPECT_DOUBLE_EQ(b.total(), want.total());
       EXPECT_GT(b.kv_cache, 0.0);
       // GB/s per repetition = bytes per step * steps / seconds; the mean of those.

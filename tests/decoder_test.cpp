@@ -14,6 +14,7 @@
 #include "cpu/cpu_backend.h"
 #include "infer/decoder.h"
 #include "support/gradcheck.h"
+#include "support/test_util.h"
 #include "support/tiny_models.h"
 
 namespace sf {
@@ -66,7 +67,7 @@ void check_against_forward(const ModelConfig& config, DType dtype, DecodeMode mo
   for (const int64_t prompt0 : {1L, 4L}) {
     const int64_t prompt1 = prompt0 == 1 ? 5 : 1;  // different lengths in one batch
     const int64_t prompt_len[2] = {prompt0, prompt1};
-    Decoder decoder(model, 2, mode, 2);
+    Decoder decoder(model, 2, mode);
     for (int64_t b = 0; b < 2; ++b)
       decoder.prefill(b, std::span(ids[b].data(), static_cast<size_t>(prompt_len[b])));
     const int64_t V = config.vocab_size;
@@ -100,19 +101,20 @@ TEST_P(Decode, ConcurrentAndSequentialSchedulesAreBitIdentical) {
   Model model(config, backend, DType::f32);
   Rng rng(29);
   test::randomize_parameters(model, rng);
-  Decoder staggered(model, 3, DecodeMode::staggered, 4);
-  Decoder sequential(model, 3, DecodeMode::sequential, 1);
+  // The staggered decoder runs on 4 threads, the sequential one on 1.
+  Decoder staggered(model, 3, DecodeMode::staggered);
+  Decoder sequential(model, 3, DecodeMode::sequential);
   for (int64_t b = 0; b < 3; ++b) {
     std::vector<int32_t> prompt(static_cast<size_t>(b + 1));
     for (auto& t : prompt) t = static_cast<int32_t>(rng.below(config.vocab_size));
-    staggered.prefill(b, prompt);
-    sequential.prefill(b, prompt);
+    test::with_threads(4, [&] { staggered.prefill(b, prompt); });
+    test::with_threads(1, [&] { sequential.prefill(b, prompt); });
   }
   for (int64_t step = 0; step + 3 < config.max_seq_len; ++step) {
     int32_t tokens[3];
     for (auto& t : tokens) t = static_cast<int32_t>(rng.below(config.vocab_size));
-    staggered.step(tokens);
-    sequential.step(tokens);
+    test::with_threads(4, [&] { staggered.step(tokens); });
+    test::with_threads(1, [&] { sequential.step(tokens); });
     ASSERT_EQ(std::memcmp(staggered.logits().raw(), sequential.logits().raw(),
                           sequential.logits().nbytes()),
               0)
@@ -161,7 +163,7 @@ TEST(RecurrentDecode, MemoryAtGeneratedPositionsIsTheSinglePassOutput) {
     reference = test::convert(model.logits().view({T, -1}), DType::f64);
     const Tensor two_pass = forward_logits(model, ids);
 
-    Decoder decoder(model, 1, DecodeMode::recurrent, 1);
+    Decoder decoder(model, 1, DecodeMode::recurrent);
     decoder.prefill(0, std::span(ids.data(), static_cast<size_t>(n)));
     for (int64_t position = n - 1; position < T; ++position) {
       Tensor got = decoder.logits();
@@ -190,7 +192,7 @@ TEST(DecoderErrors, ClearMessages) {
   Model model(c, backend, DType::f32);
   model.initialize();
   EXPECT_THROW(Decoder(model, 1, DecodeMode::recurrent), Error);  // separate weights
-  Decoder decoder(model, 1, DecodeMode::staggered, 2);
+  Decoder decoder(model, 1, DecodeMode::staggered);
   const int32_t one = 1;
   EXPECT_THROW(decoder.step(std::span(&one, 1)), Error);  // not prefilled
   const std::vector<int32_t> too_long(5, 1);

@@ -130,12 +130,14 @@ TEST(Generator, GreedyEqualsStepByStepArgmaxOfForward) {
 
     Generator generator(*loaded.model, *loaded.tokenizer);
     // Every decoder (the incremental ones and the full recompute) gives the greedy reference.
-    for (const char* decode : {"sequential", "full"}) {
+    for (const std::optional<DecodeMode> decode :
+         {std::optional<DecodeMode>(DecodeMode::sequential), std::optional<DecodeMode>()}) {
       Sampler s(kGreedy);
       GenerationOptions o;
       o.max_new_tokens = 12;
       o.decode = decode;
-      EXPECT_EQ(generator.generate(prompt, o, s).tokens, ref.tokens) << name << " " << decode;
+      EXPECT_EQ(generator.generate(prompt, o, s).tokens, ref.tokens)
+          << name << " " << (decode ? to_string(*decode) : "full");
     }
     Sampler sampler(kGreedy);
     std::vector<int32_t> streamed;

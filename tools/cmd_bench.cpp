@@ -17,7 +17,6 @@
 #include "commands.h"
 #include "core/error.h"
 #include "infer/bench.h"
-#include "infer/memory_bandwidth.h"
 #include "model/model.h"
 #include "model/model_io.h"
 
@@ -85,21 +84,17 @@ void run(BenchArgs& a) {
   if (threads > machine.logical_cpus)
     notes.push_back(fmt::format("-t {} is more threads than the {} logical CPUs: oversubscribed",
                                 threads, machine.logical_cpus));
-  if (config.n_stacks > 1 && threads < config.n_stacks &&
-      std::find(o.modes.begin(), o.modes.end(), DecodeMode::staggered) != o.modes.end())
-    notes.push_back(fmt::format("staggered decoding runs each of the {} stacks on at least one "
-                                "thread, so with -t {} it uses {} threads",
-                                config.n_stacks, threads, config.n_stacks));
+  o.threads = threads;  // what the results report
   auto backend = make_backend(a.device);
 
   // The peak first, while the models' gigabytes are not yet allocated.
   std::optional<MemoryBandwidth> peak;
   if (!a.no_bandwidth) {
-    progress(fmt::format("measuring the memory bandwidth (STREAM-like copy/triad/read over 3 x "
-                         "{} MiB, all cores; --no-bandwidth skips it)",
-                         memory_bandwidth_default_array_bytes() >> 20));
-    peak = memory_bandwidth_measure();
-    progress(fmt::format("peak memory bandwidth {:.2f} GB/s", peak->peak_gb_s()));
+    progress(fmt::format("measuring the memory bandwidth of the {} (--no-bandwidth skips it)",
+                         device_name(backend->device())));
+    peak = backend->measure_memory_bandwidth();
+    if (peak) progress(fmt::format("peak memory bandwidth {:.2f} GB/s", peak->peak_gb_s()));
+    else notes.push_back("the backend cannot measure its memory bandwidth");
   }
 
   progress(fmt::format("building {}", bench_model_name(config)));
@@ -180,8 +175,8 @@ void add_bench_command(CLI::App& app) {
                 "also measure the baseline of equal total depth (n_stacks 1, layers_per_stack "
                 "p*h, separate weights, random weights) and print the speed-ups over it");
   cmd->add_option("-t,--threads", a->options.threads,
-                  "total CPU threads (0: all cores); the staggered schedule splits them across "
-                  "the stacks")
+                  "CPU threads (0: all cores); the staggered schedule spreads each layer's work "
+                  "of all the stacks over all of them")
       ->capture_default_str();
   cmd->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
   cmd->add_option("-o,--output", a->output, "md (a markdown table and summary lines) or json")

@@ -77,6 +77,13 @@ void run(GenerateArgs& a) {
   }
   Generator generator(*loaded.model, tokenizer);
   generator.check_prompt(prompt);  // before anything is printed
+  // "full" recomputes the context for every token; the others are the incremental decoder's
+  // schedules, checked against the model before anything is printed.
+  std::optional<DecodeMode> decode;
+  if (a.decode != "full") {
+    decode = decode_mode_from_string(a.decode);
+    (void)DecodeSchedule(loaded.config, *decode);
+  }
   if (!a.prompt_ids.empty()) prompt_text = tokenizer.decode(prompt);
 
   Utf8Stream stream;
@@ -86,8 +93,7 @@ void run(GenerateArgs& a) {
   GenerationOptions options;
   options.max_new_tokens = a.n_predict;
   options.ignore_eos = a.ignore_eos;
-  options.decode = a.decode;
-  options.threads = a.threads;
+  options.decode = decode;
   const GenerationResult r = generator.generate(prompt, options, sampler, [&](int32_t id) {
     emit(stream.push(tokenizer.decode_token(id)), ends_with_newline);
   });
@@ -156,8 +162,9 @@ void add_generate_command(CLI::App& app) {
   cmd->add_flag("--no-display-prompt", a->no_display_prompt,
                 "print only the generated text, not the prompt");
   cmd->add_option("--decode", a->decode,
-                  "decoding: staggered (all stacks work on each token at once, one thread group "
-                  "per stack), sequential (the same, stacks one after another), recurrent "
+                  "decoding: staggered (all stacks work on each token at once: each layer's "
+                  "work issued once for every stack), sequential (the same, stacks one after "
+                  "another), recurrent "
                   "(shared-weight models: one pass per token, an approximation), or full "
                   "(recompute the whole context for every token: the slow exact reference)")
       ->capture_default_str()

@@ -25,22 +25,16 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
+#include "core/attention_mask.h"
 #include "core/error.h"
 #include "core/host_readback.h"
+#include "core/memory_bandwidth.h"
 #include "core/tensor.h"
 
 namespace sf {
-
-// Which key positions j a query at position i may attend to:
-//   j <= i - shift, and, when window > 0, j >= i - shift - window + 1.
-// Causal self-attention: {shift 0, window 0}. Staggered cross-attention with cross_window w:
-// {shift 1, window w}, i.e. i - w <= j <= i - 1. A query that sees no key outputs exactly zero.
-struct AttentionMask {
-  int shift = 0;
-  int window = 0;
-};
 
 // Hyper-parameters of one AdamW step (decoupled weight decay, bias-corrected moments).
 struct AdamWStep {
@@ -86,6 +80,13 @@ struct AdamWTensors {
   Tensor param, grad, m, v;
   double weight_decay = 0.0;
   Tensor working{};  // "{}": initialisers that leave it out stay warning-free
+};
+
+// One product of Backend::linear_many: out [M, N] = x [M, K] @ w [N, K]^T (w in the PyTorch
+// layout of a linear layer), added to out when `accumulate`. One dtype per task.
+struct LinearTask {
+  Tensor out, x, w;
+  bool accumulate = false;
 };
 
 class Backend {
@@ -152,6 +153,9 @@ class Backend {
   }
   // Waits until all queued work is done (asynchronous backends; timing).
   virtual void synchronize() {}
+  // The bandwidth of the memory this backend's kernels read, measured now (benchmarks report
+  // what a decode step achieves as a fraction of it); nullopt when the backend cannot say.
+  virtual std::optional<MemoryBandwidth> measure_memory_bandwidth() { return std::nullopt; }
 
   // ---- matrix product -------------------------------------------------------------------------
   // out = alpha * op(a) @ op(b) + beta * out, with op(m) = m or m^T; a, b, out are 2-D.
@@ -178,6 +182,19 @@ class Backend {
       Tensor out_g = out.select(g);
       matmul(out_g, a.ndim() == 3 ? a.select(g) : a, transpose_a,
              b.ndim() == 3 ? b.select(g) : b, transpose_b, alpha, beta);
+    }
+  }
+
+  // Linear layers on a few rows, several at once: for every task, out = x @ w^T, or
+  // out += x @ w^T when `accumulate` (a residual added in place). The tasks are independent
+  // (no task writes what another reads). A decode step issues the products of layer j of all
+  // the stacks it runs together this way, so that a backend can spread the union of their
+  // output features over all its cores in one parallel region (CPU) or one launch (GPU). This
+  // default runs them one by one.
+  virtual void linear_many(const std::vector<LinearTask>& tasks) {
+    for (const LinearTask& t : tasks) {
+      Tensor out = t.out;
+      matmul(out, t.x, false, t.w, true, 1.0, t.accumulate ? 1.0 : 0.0);
     }
   }
 
@@ -250,6 +267,12 @@ class Backend {
   // Writes rows [B, W] into cache [B, C, W] at slot slots[b] (I32[B], 0 <= slot < C) of each
   // sequence b. (W = kv heads * head_dim; the cache is a [B, C, Hkv, hd] tensor viewed flat.)
   virtual void kv_cache_write(Tensor& cache, const Tensor& rows, const Tensor& slots) = 0;
+  // Writes rows [n, W] as the consecutive positions first .. first + n - 1 of sequence
+  // `sequence` into cache [B, C, W]: position j into slot j % C. When n > C only the last C
+  // positions are written (a ring of C slots keeps those). A prefill fills each cache of a
+  // layer with one such call instead of one copy per position.
+  virtual void kv_cache_write_range(Tensor& cache, const Tensor& rows, int64_t sequence,
+                                    int64_t first_position) = 0;
   // Attention of one query per sequence over a key/value cache.
   // q, out: [B, Hq, hd]; k_cache, v_cache: [B, C, Hkv, hd]; key_begin, key_end: I32[B].
   // Sequence b attends to key positions j in [key_begin[b], key_end[b]); position j lives in

@@ -24,17 +24,16 @@ namespace sf::cpu {
 
 namespace {
 
-// The visible key range [first, last] of query t; empty when last < first.
-struct KeyRange {
+// The visible key range [first, last] of query t (the mask's range, clipped to the keys
+// there are); empty when last < first.
+struct VisibleKeys {
   int64_t first, last;
   bool empty() const { return last < first; }
 };
 
-KeyRange visible_keys(int64_t t, int64_t kv_len, AttentionMask mask) {
-  const int64_t last = std::min(t - mask.shift, kv_len - 1);
-  int64_t first = 0;
-  if (mask.window > 0) first = std::max<int64_t>(0, t - mask.shift - mask.window + 1);
-  return {first, last};
+VisibleKeys visible_keys(int64_t t, int64_t kv_len, AttentionMask mask) {
+  const KeyRange range = mask.keys_visible(t);
+  return {range.begin, std::min(range.end, kv_len) - 1};
 }
 
 double dot(const double* a, const double* b, int64_t n) {
@@ -86,7 +85,7 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, Atten
         for (int64_t t = 0; t < s.q_len; ++t) {
           const int64_t qo = ((b * s.q_len + t) * s.q_heads + h) * hd;
           T* lse_t = lse + (b * s.q_heads + h) * s.q_len + t;
-          const KeyRange keys = visible_keys(t, s.kv_len, mask);
+          const VisibleKeys keys = visible_keys(t, s.kv_len, mask);
           if (keys.empty()) {
             for (int64_t d = 0; d < hd; ++d) out[qo + d] = T(0);
             *lse_t = -std::numeric_limits<T>::infinity();
@@ -136,7 +135,7 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const 
         for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
           for (int64_t t = 0; t < s.q_len; ++t) {
             const int64_t qo = ((b * s.q_len + t) * s.q_heads + h) * hd;
-            const KeyRange keys = visible_keys(t, s.kv_len, mask);
+            const VisibleKeys keys = visible_keys(t, s.kv_len, mask);
             if (keys.empty()) {  // nothing visible: out was a constant 0, its gradient is 0
               for (int64_t d = 0; d < hd; ++d) dq[qo + d] = T(0);
               continue;

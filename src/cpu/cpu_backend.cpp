@@ -8,47 +8,16 @@
 #include <cstring>
 
 #include "core/bf16.h"
+#include "cpu/cpu_checks.h"
 #include "cpu/kernels.h"
+#include "cpu/memory_bandwidth.h"
 
 namespace sf {
 
+using namespace cpu;  // the argument checks of cpu_checks.h
+
 namespace {
 
-void check_cpu(const Tensor& t, const char* op) {
-  SF_CHECK(t.defined(), "{}: undefined tensor", op);
-  SF_CHECK(t.device() == Device::cpu, "{}: tensor {} is not on the CPU", op, t.describe());
-  SF_CHECK(t.is_contiguous(), "{}: tensor {} is not contiguous", op, t.describe());
-}
-
-void check_float(const Tensor& t, const char* op) {
-  check_cpu(t, op);
-  SF_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::f64,
-           "{}: CPU kernels take F32 or F64 tensors, got {}", op, t.describe());
-}
-
-void check_same(const Tensor& a, const Tensor& b, const char* op) {
-  check_float(a, op);
-  check_float(b, op);
-  SF_CHECK(a.dtype() == b.dtype(), "{}: dtype mismatch {} vs {}", op, a.describe(), b.describe());
-  SF_CHECK(a.shape() == b.shape(), "{}: shape mismatch {} vs {}", op, a.describe(), b.describe());
-}
-
-// An I32 index tensor (token ids, positions, slots, key ranges) with one entry per row.
-void check_indices(const Tensor& indices, int64_t rows, const char* op) {
-  check_cpu(indices, op);
-  SF_CHECK(indices.dtype() == DType::i32, "{}: indices must be I32, got {}", op,
-           indices.describe());
-  SF_CHECK(indices.numel() == rows, "{}: {} indices for {} rows", op, indices.numel(), rows);
-}
-
-// Calls fn(T{}) with T = float or double according to the tensor's dtype.
-template <class Fn>
-auto dispatch(const Tensor& t, Fn&& fn) {
-  if (t.dtype() == DType::f64) return fn(double{});
-  return fn(float{});
-}
-
-int64_t rows_of(const Tensor& t) { return t.numel() / t.dim(-1); }
 
 // An output that the Backend contract allows to be row-strided (backend.h: the gradients of
 // attention and SwiGLU, packed side by side by the model). The CPU kernels write contiguous
@@ -95,9 +64,6 @@ class RowStridedOutput {
   Tensor work_;
 };
 
-// Up to this many rows, x W^T runs on cpu::linear_small instead of OpenBLAS.
-constexpr int64_t kSmallRows = 16;
-
 }  // namespace
 
 Tensor CpuBackend::zeros(const Shape& shape, DType dtype) { return Tensor::zeros(shape, dtype); }
@@ -107,7 +73,7 @@ void CpuBackend::copy(Tensor& dst, const Tensor& src) {
   check_cpu(src, "copy");
   SF_CHECK(dst.dtype() == src.dtype() && dst.shape() == src.shape(), "copy: {} into {}",
            src.describe(), dst.describe());
-  std::memcpy(dst.raw(), src.raw(), src.nbytes());
+  if (dst.raw() != src.raw()) std::memcpy(dst.raw(), src.raw(), src.nbytes());
 }
 
 namespace {
@@ -431,60 +397,6 @@ void CpuBackend::cross_entropy_backward(Tensor& dlogits, const Tensor& logits,
   });
 }
 
-void CpuBackend::rope_at(Tensor& x, const Tensor& positions, double theta) {
-  check_float(x, "rope_at");
-  SF_CHECK(x.ndim() == 3 && x.dim(2) % 2 == 0, "rope_at: expected [N, H, even head_dim], got {}",
-           x.describe());
-  check_indices(positions, x.dim(0), "rope_at");
-  dispatch(x, [&](auto z) {
-    using T = decltype(z);
-    cpu::rope_at<T>(x.data<T>(), positions.data<int32_t>(), x.dim(0), x.dim(1), x.dim(2), theta);
-  });
-}
-
-void CpuBackend::kv_cache_write(Tensor& cache, const Tensor& rows, const Tensor& slots) {
-  check_float(cache, "kv_cache_write");
-  check_float(rows, "kv_cache_write");
-  const int64_t B = cache.dim(0), C = cache.dim(1), W = cache.numel() / std::max<int64_t>(B * C, 1);
-  SF_CHECK(rows.dtype() == cache.dtype() && rows.numel() == B * W,
-           "kv_cache_write: rows {} do not fit cache {}", rows.describe(), cache.describe());
-  check_indices(slots, B, "kv_cache_write");
-  const int32_t* s = slots.data<int32_t>();
-  for (int64_t b = 0; b < B; ++b)
-    SF_CHECK(s[b] >= 0 && s[b] < C, "kv_cache_write: slot {} outside the cache of {} for sequence {}",
-             s[b], C, b);
-  dispatch(cache, [&](auto z) {
-    using T = decltype(z);
-    cpu::kv_cache_write<T>(cache.data<T>(), rows.data<T>(), s, B, C, W);
-  });
-}
-
-void CpuBackend::attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache,
-                                  const Tensor& v_cache, const Tensor& key_begin,
-                                  const Tensor& key_end) {
-  check_same(out, q, "attention_decode");
-  check_same(k_cache, v_cache, "attention_decode");
-  SF_CHECK(q.ndim() == 3 && k_cache.ndim() == 4 && q.dtype() == k_cache.dtype(),
-           "attention_decode: q {} and cache {} must be [B, Hq, hd] and [B, C, Hkv, hd]",
-           q.describe(), k_cache.describe());
-  const int64_t B = q.dim(0), Hq = q.dim(1), hd = q.dim(2), C = k_cache.dim(1), Hkv = k_cache.dim(2);
-  SF_CHECK(k_cache.dim(0) == B && k_cache.dim(3) == hd && Hkv > 0 && Hq % Hkv == 0,
-           "attention_decode: q {} does not match cache {}", q.describe(), k_cache.describe());
-  check_indices(key_begin, B, "attention_decode");
-  check_indices(key_end, B, "attention_decode");
-  const int32_t* kb = key_begin.data<int32_t>();
-  const int32_t* ke = key_end.data<int32_t>();
-  for (int64_t b = 0; b < B; ++b)
-    SF_CHECK(kb[b] >= 0 && ke[b] - kb[b] <= C,
-             "attention_decode: key range [{}, {}) of sequence {} does not fit a cache of {}", kb[b],
-             ke[b], b, C);
-  dispatch(q, [&](auto z) {
-    using T = decltype(z);
-    cpu::attention_decode<T>(out.data<T>(), q.data<T>(), k_cache.data<T>(), v_cache.data<T>(), kb,
-                             ke, B, Hq, Hkv, C, hd);
-  });
-}
-
 void CpuBackend::adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                               const AdamWStep& step) {
   for (const Tensor* t : {static_cast<const Tensor*>(&param), &grad,
@@ -496,6 +408,10 @@ void CpuBackend::adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tens
   }
   cpu::adamw_update(param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(),
                     param.numel(), step);
+}
+
+std::optional<MemoryBandwidth> CpuBackend::measure_memory_bandwidth() {
+  return memory_bandwidth_measure();
 }
 
 }  // namespace sf

@@ -47,10 +47,17 @@ class CpuBackend final : public Backend {
   void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& targets,
                               double scale) override;
 
+  // Decoding (cpu_backend_decode.cpp).
+  void linear_many(const std::vector<LinearTask>& tasks) override;
   void rope_at(Tensor& x, const Tensor& positions, double theta) override;
   void kv_cache_write(Tensor& cache, const Tensor& rows, const Tensor& slots) override;
+  void kv_cache_write_range(Tensor& cache, const Tensor& rows, int64_t sequence,
+                            int64_t first_position) override;
   void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                         const Tensor& key_begin, const Tensor& key_end) override;
+
+  // STREAM-like copy/triad/read over all cores (cpu/memory_bandwidth.h).
+  std::optional<MemoryBandwidth> measure_memory_bandwidth() override;
 
   void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                     const AdamWStep& step) override;

@@ -1,5 +1,5 @@
 // decode_ops.cpp — CPU kernels for incremental decoding: RoPE at per-row positions, KV-cache
-// writes, and one-query-per-sequence attention over a (possibly ring) cache.
+// writes (one row per sequence, or a prefill's range of positions), and one-query-per-sequence attention over a (possibly ring) cache.
 //
 // Every output element is computed by one thread in a fixed order, so results do not depend on
 // the number of threads: the concurrent and sequential decode schedules give bit-identical
@@ -38,6 +38,17 @@ void kv_cache_write(T* cache, const T* rows, const int32_t* slots, int64_t batch
                     int64_t width) {
   for (int64_t b = 0; b < batch; ++b)
     std::memcpy(cache + (b * capacity + slots[b]) * width, rows + b * width, sizeof(T) * width);
+}
+
+template <class T>
+void kv_cache_write_range(T* cache, const T* rows, int64_t sequence, int64_t first_position,
+                          int64_t n, int64_t capacity, int64_t width) {
+  // A ring keeps the last `capacity` positions: earlier rows would be overwritten anyway.
+  const int64_t skip = n > capacity ? n - capacity : 0;
+  for (int64_t r = skip; r < n; ++r) {
+    const int64_t slot = (first_position + r) % capacity;
+    std::memcpy(cache + (sequence * capacity + slot) * width, rows + r * width, sizeof(T) * width);
+  }
 }
 
 template <class T>
@@ -89,6 +100,8 @@ void attention_decode(T* out, const T* q, const T* k_cache, const T* v_cache,
 #define SF_INSTANTIATE(T)                                                                      \
   template void rope_at<T>(T*, const int32_t*, int64_t, int64_t, int64_t, double);            \
   template void kv_cache_write<T>(T*, const T*, const int32_t*, int64_t, int64_t, int64_t);   \
+  template void kv_cache_write_range<T>(T*, const T*, int64_t, int64_t, int64_t, int64_t,      \
+                                        int64_t);                                             \
   template void attention_decode<T>(T*, const T*, const T*, const T*, const int32_t*,         \
                                     const int32_t*, int64_t, int64_t, int64_t, int64_t, int64_t);
 SF_INSTANTIATE(float)

@@ -58,6 +58,18 @@ void cross_entropy_backward(T* dlogits, const T* logits, const int32_t* targets,
 template <class T>
 void linear_small(T* out, const T* x, const T* w, int64_t rows, int64_t out_features,
                   int64_t in_features, double alpha, double beta);
+// Several independent such products in one parallel region (Backend::linear_many); each
+// element is computed exactly as linear_small computes it.
+template <class T>
+struct SmallProduct {
+  T* out;
+  const T* x;
+  const T* w;
+  int64_t rows, out_features, in_features;
+  double alpha, beta;
+};
+template <class T>
+void linear_small_many(const SmallProduct<T>* products, int64_t count);
 
 // Incremental decoding (decode_ops.cpp). x: [rows, heads, head_dim]; caches [B, C, ...].
 template <class T>
@@ -66,6 +78,11 @@ void rope_at(T* x, const int32_t* positions, int64_t rows, int64_t heads, int64_
 template <class T>
 void kv_cache_write(T* cache, const T* rows, const int32_t* slots, int64_t batch, int64_t capacity,
                     int64_t width);
+// Rows [n, width] as positions first .. first + n - 1 of sequence `sequence` into cache
+// [B, capacity, width], position j in slot j % capacity (the last `capacity` positions only).
+template <class T>
+void kv_cache_write_range(T* cache, const T* rows, int64_t sequence, int64_t first_position,
+                          int64_t n, int64_t capacity, int64_t width);
 template <class T>
 void attention_decode(T* out, const T* q, const T* k_cache, const T* v_cache,
                       const int32_t* key_begin, const int32_t* key_end, int64_t batch,

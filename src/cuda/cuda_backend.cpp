@@ -486,6 +486,23 @@ class CudaBackend final : public Backend {
              slots.describe());
     cuda::kv_cache_write(cache.dtype(), cache.raw(), rows.raw(), tokens_ptr(slots), B, C, W, stream_);
   }
+  void kv_cache_write_range(Tensor& cache, const Tensor& rows, int64_t sequence,
+                            int64_t first_position) override {
+    const auto op_timer = profile("kv_cache_write_range");
+    check(cache, "kv_cache_write_range");
+    check(rows, "kv_cache_write_range");
+    SF_CHECK(cache.ndim() >= 2, "kv_cache_write_range: cache {} must be [B, C, ...]",
+             cache.describe());
+    const int64_t B = cache.dim(0), C = cache.dim(1), W = cache.numel() / std::max<int64_t>(B * C, 1);
+    SF_CHECK(cache.dtype() == rows.dtype() && rows.ndim() >= 1 && rows.numel() == rows.dim(0) * W,
+             "kv_cache_write_range: rows {} are not rows of cache {}", rows.describe(),
+             cache.describe());
+    SF_CHECK(sequence >= 0 && sequence < B && first_position >= 0,
+             "kv_cache_write_range: sequence {} of {}, first position {}", sequence, B,
+             first_position);
+    cuda::kv_cache_write_range(cache.dtype(), cache.raw(), rows.raw(), sequence, first_position,
+                               rows.dim(0), C, W, stream_);
+  }
   void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache,
                         const Tensor& v_cache, const Tensor& key_begin,
                         const Tensor& key_end) override {

@@ -1,5 +1,6 @@
-// decode_ops.cu — the incremental-decoding kernels: key/value cache writes and attention of one
-// query per sequence over its cache (ring slots j % C), fp32 softmax.
+// decode_ops.cu — the incremental-decoding kernels: key/value cache writes (one row per sequence,
+// or a prefill's range of positions) and attention of one query per sequence over its cache
+// (ring slots j % C), fp32 softmax.
 //
 // attention_decode: one block per (sequence, query head); the block's threads split the keys
 // for the scores (one warp per key, lanes over head_dim), then the head_dim outputs. Scores
@@ -17,6 +18,18 @@ __global__ void kv_cache_write_kernel(T* cache, const T* rows, const int32_t* sl
   const int64_t b = blockIdx.x;
   T* dst = cache + (b * capacity + slots[b]) * width;
   const T* src = rows + b * width;
+  for (int64_t j = threadIdx.x; j < width; j += blockDim.x) dst[j] = src[j];
+}
+
+// Block r writes row skip + r (position first + skip + r) into its ring slot.
+template <class T>
+__global__ void kv_cache_write_range_kernel(T* cache, const T* rows, int64_t sequence,
+                                            int64_t first_position, int64_t skip,
+                                            int64_t capacity, int64_t width) {
+  const int64_t r = skip + blockIdx.x;
+  const int64_t slot = (first_position + r) % capacity;
+  T* dst = cache + (sequence * capacity + slot) * width;
+  const T* src = rows + r * width;
   for (int64_t j = threadIdx.x; j < width; j += blockDim.x) dst[j] = src[j];
 }
 
@@ -72,6 +85,18 @@ void kv_cache_write(DType dtype, void* cache, const void* rows, const int32_t* s
                         static_cast<T*>(cache), static_cast<const T*>(rows), slots, capacity,
                         width));
   SF_CUDA_LAUNCH_CHECK("kv_cache_write");
+}
+
+void kv_cache_write_range(DType dtype, void* cache, const void* rows, int64_t sequence,
+                          int64_t first_position, int64_t n, int64_t capacity, int64_t width,
+                          cudaStream_t stream) {
+  const int64_t skip = n > capacity ? n - capacity : 0;  // a ring keeps the last C positions
+  if (n - skip <= 0) return;
+  SF_DISPATCH_FLOAT(dtype, T,
+                    kv_cache_write_range_kernel<T><<<n - skip, 256, 0, stream>>>(
+                        static_cast<T*>(cache), static_cast<const T*>(rows), sequence,
+                        first_position, skip, capacity, width));
+  SF_CUDA_LAUNCH_CHECK("kv_cache_write_range");
 }
 
 void attention_decode(DType dtype, void* out, const void* q, const void* k_cache,

@@ -112,6 +112,11 @@ void cross_entropy_forward_backward(DType dtype, float* losses, void* dlogits, c
 // cache [B, C, W] row slots[b] = rows[b, :].
 void kv_cache_write(DType dtype, void* cache, const void* rows, const int32_t* slots,
                     int64_t batch, int64_t capacity, int64_t width, cudaStream_t stream);
+// Rows [n, W] as positions first .. first + n - 1 of `sequence` into cache [B, C, W], slot j % C
+// (the last C positions only); see Backend::kv_cache_write_range.
+void kv_cache_write_range(DType dtype, void* cache, const void* rows, int64_t sequence,
+                          int64_t first_position, int64_t n, int64_t capacity, int64_t width,
+                          cudaStream_t stream);
 // One query per sequence over its cache; see Backend::attention_decode.
 void attention_decode(DType dtype, void* out, const void* q, const void* k_cache,
                       const void* v_cache, const int32_t* key_begin, const int32_t* key_end,

@@ -1,18 +1,11 @@
-// bench.cpp — pp/tg measurement, bytes per decode step, speed-ups and the bench report.
+// bench.cpp — pp/tg measurement: options, the tests run on each model, their statistics.
 #include "infer/bench.h"
 
-#include <cblas.h>
-#include <fmt/ranges.h>
-#include <omp.h>
-#include <unistd.h>  // environ
 
 #include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cmath>
-#include <ctime>
-#include <fstream>
-#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -20,8 +13,6 @@
 namespace sf {
 
 namespace {
-
-using json = nlohmann::json;
 
 double mean_of(const std::vector<double>& v) {
   double sum = 0.0;
@@ -64,83 +55,7 @@ std::string upper(std::string s) {
   return s;
 }
 
-// Decimal units, as bandwidth in GB/s is decimal.
-std::string bytes_decimal(double bytes) {
-  const char* units[] = {"B", "kB", "MB", "GB", "TB"};
-  int u = 0;
-  while (bytes >= 1000.0 && u < 4) {
-    bytes /= 1000.0;
-    ++u;
-  }
-  return u == 0 ? fmt::format("{:.0f} {}", bytes, units[u]) : fmt::format("{:.2f} {}", bytes, units[u]);
-}
-
-std::string params_short(int64_t n) {
-  const double v = static_cast<double>(n);
-  if (n >= 1'000'000'000) return fmt::format("{:.2f} B", v / 1e9);
-  if (n >= 1'000'000) return fmt::format("{:.2f} M", v / 1e6);
-  if (n >= 1'000) return fmt::format("{:.2f} K", v / 1e3);
-  return std::to_string(n);
-}
-
-const BenchResult* find_result(const std::vector<BenchResult>& results, bool baseline,
-                               const std::string& decode, char kind) {
-  for (const BenchResult& r : results)
-    if (r.baseline == baseline && r.decode == decode && !r.test.empty() && r.test[0] == kind)
-      return &r;
-  return nullptr;
-}
-
 }  // namespace
-
-// ---- bytes a decode step reads -----------------------------------------------------------------
-
-int64_t decode_weight_values_per_step(const ModelConfig& c, DecodeMode mode, bool distinct) {
-  const int64_t D = c.d_model, Q = c.n_heads * c.head_dim(), K = c.kv_dim(), F = c.ffn_hidden;
-  const int64_t p = c.n_stacks, h = c.layers_per_stack;
-  const int64_t self_block = D + Q * D + 2 * K * D + D * Q;  // attn_norm, wq, wk, wv, wo
-  const int64_t mlp_block = D + 3 * D * F;                   // mlp_norm, w1, w3, w2
-  const int64_t cross_query = D + 2 * Q * D;                 // cross_norm, wq, wo (the step)
-  const int64_t cross_kv = 2 * K * D;                        // wk, wv (the hand-off)
-  const int64_t cross_stack = h * (cross_query + cross_kv) + D;  // + mem_norm
-  int64_t head = D + c.vocab_size * D;                       // final_norm, LM head (all rows)
-  if (c.combine == CombineMode::linear) head += p;           // combine.alpha
-  if (mode == DecodeMode::recurrent)
-    return h * (self_block + mlp_block) + cross_stack + head;  // one pass, the last stack
-  const bool shared = c.weights == WeightSharing::shared;
-  // Separate weights: p distinct block sets, each read once. Shared: one set, read once per
-  // step by the staggered schedule (one batched pass of p*B rows), p times by the sequential
-  // schedule (p passes), and once when counting distinct tensors.
-  const bool one_pass = distinct || mode == DecodeMode::staggered;
-  const int64_t block_reads = shared && one_pass ? 1 : p;
-  return block_reads * h * (self_block + mlp_block) + (p - 1) * cross_stack + head;
-}
-
-int64_t decode_kv_values_read(const ModelConfig& c, DecodeMode mode, int64_t position) {
-  SF_CHECK(position >= 0, "decode_kv_values_read: negative position {}", position);
-  const int64_t running = mode == DecodeMode::recurrent ? 1 : c.n_stacks;
-  const int64_t crossing = mode == DecodeMode::recurrent ? 1 : c.n_stacks - 1;
-  const int64_t row = 2 * c.kv_dim();  // one position's K and V in one layer
-  const int64_t visible_memory =
-      c.cross_window > 0 ? std::min(position, c.cross_window) : position;
-  return running * c.layers_per_stack * row * (position + 1) +
-         crossing * c.layers_per_stack * row * visible_memory;
-}
-
-DecodeStepBytes decode_step_bytes(const ModelConfig& c, DecodeMode mode, int64_t batch,
-                                  int64_t first_position, int64_t steps, int64_t element_bytes) {
-  SF_CHECK(steps >= 1, "decode_step_bytes: steps must be >= 1, got {}", steps);
-  const double eb = static_cast<double>(element_bytes);
-  DecodeStepBytes bytes;
-  bytes.weights = eb * static_cast<double>(decode_weight_values_per_step(c, mode, false));
-  bytes.weights_distinct = eb * static_cast<double>(decode_weight_values_per_step(c, mode, true));
-  bytes.embedding_rows = eb * static_cast<double>(batch * c.d_model);
-  double kv_values = 0.0;
-  for (int64_t i = first_position; i < first_position + steps; ++i)
-    kv_values += static_cast<double>(decode_kv_values_read(c, mode, i));
-  bytes.kv_cache = eb * static_cast<double>(batch) * kv_values / static_cast<double>(steps);
-  return bytes;
-}
 
 // ---- options, modes, names ---------------------------------------------------------------------
 
@@ -161,12 +76,8 @@ void bench_options_check(const BenchOptions& o, const ModelConfig& c) {
            "context (max_seq_len {}); use -n {} or less",
            o.gen_tokens, c.max_seq_len, c.max_seq_len - 1);
   for (DecodeMode mode : o.modes)
-    if (mode == DecodeMode::recurrent)
-      SF_CHECK(c.n_stacks >= 2 && c.weights == WeightSharing::shared && c.combine == CombineMode::last,
-               "--decode recurrent needs a model with shared weights, n_stacks >= 2 and combine = "
-               "last (it runs one pass of the shared blocks per step); this model has weights {}, "
-               "n_stacks {}, combine {}",
-               to_string(c.weights), c.n_stacks, to_string(c.combine));
+    if (const std::string why = DecodeSchedule::unsupported(c, mode); !why.empty())
+      fail(fmt::format("--decode {} {}", to_string(mode), why));
 }
 
 std::vector<DecodeMode> bench_modes_for(const BenchOptions& o, const ModelConfig& c) {
@@ -215,9 +126,7 @@ BenchOptions options_for(const BenchOptions& options, const BenchSubject& subjec
 std::vector<BenchResult> bench_run(const std::vector<BenchSubject>& subjects,
                                    const BenchOptions& options, const BenchProgress& progress) {
   const BenchOptions& o = options;
-  const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
-  // The decoder sets the OpenMP thread count itself; prefill's large products run on OpenBLAS.
-  openblas_set_num_threads(threads);
+  const int threads = o.threads;
 
   int64_t total_tests = 0;
   for (const BenchSubject& s : subjects) {
@@ -280,7 +189,7 @@ std::vector<BenchResult> bench_run(const std::vector<BenchSubject>& subjects,
       std::vector<std::vector<int32_t>> prompts;
       for (int64_t b = 0; b < B; ++b) prompts.push_back(random_tokens(rng, o.prompt_tokens, c.vocab_size));
       // Prefill is the same teacher-forced forward for every schedule (decoder.h).
-      Decoder decoder(model, B, DecodeMode::sequential, threads);
+      Decoder decoder(model, B, DecodeMode::sequential);
       const std::vector<double> seconds = time_repetitions(o.repetitions, nullptr, [&] {
         for (int64_t b = 0; b < B; ++b) decoder.prefill(b, prompts[static_cast<size_t>(b)]);
       });
@@ -298,10 +207,10 @@ std::vector<BenchResult> bench_run(const std::vector<BenchSubject>& subjects,
         r.test = fmt::format("tg{}", o.gen_tokens);
         r.tokens = B * o.gen_tokens;
         // Steps run at positions 1..N (the prefilled token sits at 0).
-        r.step_bytes = decode_step_bytes(c, mode, B, 1, o.gen_tokens,
-                                         static_cast<int64_t>(dtype_size(model.dtype())));
+        Decoder decoder(model, B, mode);
+        r.step_bytes = decoder.schedule().step_bytes(
+            B, 1, o.gen_tokens, static_cast<int64_t>(dtype_size(model.compute_dtype())));
         announce(r);
-        Decoder decoder(model, B, mode, threads);
         const std::vector<double> seconds = time_repetitions(
             o.repetitions,
             [&] {
@@ -319,242 +228,6 @@ std::vector<BenchResult> bench_run(const std::vector<BenchSubject>& subjects,
     }
   }
   return results;
-}
-
-// ---- the report --------------------------------------------------------------------------------
-
-std::vector<BenchSpeedup> bench_speedups(const std::vector<BenchResult>& results) {
-  std::vector<BenchSpeedup> out;
-  auto ratio = [&](const BenchResult* a, const BenchResult* b, const std::string& name,
-                   const std::string& description) {
-    if (!a || !b || a->mean_ts <= 0.0 || b->mean_ts <= 0.0) return;
-    BenchSpeedup s;
-    s.name = name;
-    s.description = description;
-    s.value = a->mean_ts / b->mean_ts;
-    const double ra = a->stddev_ts / a->mean_ts, rb = b->stddev_ts / b->mean_ts;
-    s.stddev = s.value * std::sqrt(ra * ra + rb * rb);
-    out.push_back(s);
-  };
-  const BenchResult* staggered = find_result(results, false, "staggered", 't');
-  const BenchResult* sequential = find_result(results, false, "sequential", 't');
-  const BenchResult* recurrent = find_result(results, false, "recurrent", 't');
-  const BenchResult* pp = find_result(results, false, "any", 'p');
-  const BenchResult* base_tg = find_result(results, true, "sequential", 't');
-  const BenchResult* base_pp = find_result(results, true, "any", 'p');
-  if (staggered)
-    ratio(staggered, sequential, staggered->test + ": staggered / sequential",
-          "same model: the stacks decode a token concurrently vs one after the other");
-  if (recurrent)
-    ratio(recurrent, sequential, recurrent->test + ": recurrent / sequential",
-          "same model: one pass of the shared blocks per step vs p passes");
-  if (base_tg) {
-    ratio(staggered, base_tg, base_tg->test + ": staggered / baseline",
-          fmt::format("{} decoding staggered vs {}, the baseline of equal total depth",
-                      staggered ? staggered->model : "", base_tg->model));
-    ratio(sequential, base_tg, base_tg->test + ": sequential / baseline",
-          fmt::format("{} decoding sequentially vs {}: the cost of the cross-attention",
-                      sequential ? sequential->model : "", base_tg->model));
-    ratio(recurrent, base_tg, base_tg->test + ": recurrent / baseline",
-          fmt::format("{} decoding recurrently vs {}", recurrent ? recurrent->model : "",
-                      base_tg->model));
-  }
-  if (base_pp)
-    ratio(pp, base_pp, base_pp->test + ": model / baseline",
-          fmt::format("prefill throughput of {} vs {}", pp ? pp->model : "", base_pp->model));
-  return out;
-}
-
-MachineInfo machine_describe() {
-  MachineInfo m;
-  m.cpu = "unknown CPU";
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) != 0) continue;
-    const size_t colon = line.find(':');
-    if (colon == std::string::npos) continue;
-    std::string value = line.substr(colon + 1);
-    const size_t first = value.find_first_not_of(" \t");
-    if (first != std::string::npos) m.cpu = value.substr(first);
-    break;
-  }
-  m.logical_cpus = omp_get_num_procs();
-  std::ifstream load("/proc/loadavg");
-  double one_minute = -1.0;
-  if (load >> one_minute) m.load_average = one_minute;
-  for (char** e = environ; e && *e; ++e) {
-    const std::string entry = *e;
-    for (const char* prefix : {"OMP_", "GOMP_", "OPENBLAS_"})
-      if (entry.rfind(prefix, 0) == 0) m.environment.push_back(entry);
-  }
-  std::sort(m.environment.begin(), m.environment.end());
-  return m;
-}
-
-std::string bench_date_now() {
-  const std::time_t now = std::time(nullptr);
-  std::tm utc{};
-  gmtime_r(&now, &utc);
-  char text[32];
-  std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &utc);
-  return text;
-}
-
-std::string bench_markdown(const BenchReport& report) {
-  // Columns as llama-bench prints them: text left-aligned, numbers right-aligned.
-  struct Column {
-    const char* title;
-    bool right;
-  };
-  const std::vector<Column> columns = {{"model", false},   {"params", true}, {"backend", false},
-                                       {"threads", true},  {"batch", true},  {"decode", false},
-                                       {"test", true},     {"t/s", true}};
-  std::vector<std::vector<std::string>> rows;
-  for (const BenchResult& r : report.results)
-    rows.push_back({r.model, params_short(r.params), r.backend, std::to_string(r.threads),
-                    std::to_string(r.batch), r.decode, r.test,
-                    fmt::format("{:.2f} ± {:.2f}", r.mean_ts, r.stddev_ts)});
-  // Width in characters: "±" is two bytes in UTF-8 but one column on screen.
-  auto width_of = [](const std::string& s) {
-    size_t w = 0;
-    for (unsigned char ch : s) w += (ch & 0xC0) != 0x80;
-    return w;
-  };
-  std::vector<size_t> widths;
-  for (size_t i = 0; i < columns.size(); ++i) {
-    size_t w = std::max<size_t>(3, std::string(columns[i].title).size());
-    for (const auto& row : rows) w = std::max(w, width_of(row[i]));
-    widths.push_back(w);
-  }
-  auto cell = [&](const std::string& text, size_t i) {
-    const std::string pad(widths[i] - width_of(text), ' ');
-    return columns[i].right ? pad + text : text + pad;
-  };
-  std::string out;
-  auto add_row = [&](const std::vector<std::string>& cells) {
-    out += "|";
-    for (size_t i = 0; i < cells.size(); ++i) {
-      out += ' ';
-      out += cell(cells[i], i);
-      out += " |";
-    }
-    out += "\n";
-  };
-  std::vector<std::string> titles;
-  for (const Column& col : columns) titles.push_back(col.title);
-  add_row(titles);
-  out += "|";
-  for (size_t i = 0; i < columns.size(); ++i) {
-    out += ' ';
-    out.append(widths[i] - (columns[i].right ? 1 : 0), '-');
-    out += columns[i].right ? ": |" : " |";
-  }
-  out += "\n";
-  for (const auto& row : rows) add_row(row);
-
-  out += "\n";
-  std::vector<std::string> described;
-  for (const BenchResult& r : report.results) {
-    const std::string line = fmt::format("- weights of {}: {}", r.model, r.weights);
-    if (std::find(described.begin(), described.end(), line) == described.end()) described.push_back(line);
-  }
-  for (const std::string& line : described) out += line + "\n";
-  for (const std::string& note : report.notes) out += "- note: " + note + "\n";
-  for (const BenchSpeedup& s : report.speedups)
-    out += fmt::format("- speed-up {} = {:.3f} ± {:.3f} ({})\n", s.name, s.value, s.stddev, s.description);
-  for (const BenchResult& r : report.results) {
-    if (!r.is_tg()) continue;
-    const DecodeStepBytes& b = *r.step_bytes;
-    std::string peak;
-    if (report.peak)
-      peak = fmt::format(" = {:.1f}% of the measured peak", 100.0 * r.mean_gb_s / report.peak->peak_gb_s());
-    std::string shared;
-    if (b.weights_distinct < b.weights)
-      shared = fmt::format(" (shared blocks counted once per pass; distinct weights {})",
-                           bytes_decimal(b.weights_distinct));
-    out += fmt::format(
-        "- bandwidth {} {} {}: {:.2f} ± {:.2f} GB/s{}; {} read per step: weights {}{}, "
-        "embedding rows {}, KV cache {} (mean over the run)\n",
-        r.test, r.model, r.decode, r.mean_gb_s, r.stddev_gb_s, peak, bytes_decimal(b.total()),
-        bytes_decimal(b.weights), shared, bytes_decimal(b.embedding_rows), bytes_decimal(b.kv_cache));
-  }
-  if (report.peak) {
-    const MemoryBandwidth& m = *report.peak;
-    out += fmt::format(
-        "- peak memory bandwidth (measured): {:.2f} GB/s (copy {:.2f}, triad {:.2f}, read {:.2f} "
-        "GB/s; 3 x {} MiB arrays, {} threads, best of {})\n",
-        m.peak_gb_s(), m.copy_gb_s, m.triad_gb_s, m.read_gb_s, m.array_bytes >> 20, m.threads,
-        m.repetitions);
-  } else {
-    out += "- peak memory bandwidth: not measured (--no-bandwidth)\n";
-  }
-  const MachineInfo& machine = report.machine;
-  out += fmt::format("- machine: {}, {} logical CPUs{}{}\n", machine.cpu, machine.logical_cpus,
-                     machine.load_average >= 0
-                         ? fmt::format(", load average {:.2f} at the start", machine.load_average)
-                         : "",
-                     machine.environment.empty()
-                         ? ""
-                         : "; environment: " + fmt::format("{}", fmt::join(machine.environment, " ")));
-  out += fmt::format("- date: {}\n", report.date);
-  out += fmt::format("- command: `{}`\n", report.command);
-  return out;
-}
-
-json bench_json(const BenchReport& report) {
-  json results = json::array();
-  for (const BenchResult& r : report.results) {
-    json j = {{"model", r.model},
-              {"weights", r.weights},
-              {"baseline", r.baseline},
-              {"params", r.params},
-              {"backend", r.backend},
-              {"threads", r.threads},
-              {"batch", r.batch},
-              {"decode", r.decode},
-              {"test", r.test},
-              {"tokens", r.tokens},
-              {"repetitions", r.seconds.size()},
-              {"avg_ts", r.mean_ts},
-              {"stddev_ts", r.stddev_ts},
-              {"samples_ts", r.tokens_per_second},
-              {"samples_s", r.seconds}};
-    if (r.step_bytes) {
-      const DecodeStepBytes& b = *r.step_bytes;
-      j["bytes_per_step"] = {{"total", b.total()},
-                             {"weights", b.weights},
-                             {"weights_distinct", b.weights_distinct},
-                             {"embedding_rows", b.embedding_rows},
-                             {"kv_cache_mean", b.kv_cache}};
-      j["avg_gb_s"] = r.mean_gb_s;
-      j["stddev_gb_s"] = r.stddev_gb_s;
-      j["peak_fraction"] = report.peak ? json(r.mean_gb_s / report.peak->peak_gb_s()) : json(nullptr);
-    }
-    results.push_back(j);
-  }
-  json speedups = json::array();
-  for (const BenchSpeedup& s : report.speedups)
-    speedups.push_back({{"name", s.name}, {"description", s.description}, {"value", s.value},
-                        {"stddev", s.stddev}});
-  json peak = nullptr;
-  if (report.peak) {
-    const MemoryBandwidth& m = *report.peak;
-    peak = {{"peak_gb_s", m.peak_gb_s()}, {"copy_gb_s", m.copy_gb_s},   {"triad_gb_s", m.triad_gb_s},
-            {"read_gb_s", m.read_gb_s},   {"array_bytes", m.array_bytes}, {"arrays", 3},
-            {"threads", m.threads},       {"repetitions", m.repetitions}};
-  }
-  json summary = {{"speedups", speedups},
-                  {"memory_bandwidth", peak},
-                  {"machine",
-                   {{"cpu", report.machine.cpu},
-                    {"logical_cpus", report.machine.logical_cpus},
-                    {"load_average", report.machine.load_average},
-                    {"environment", report.machine.environment}}},
-                  {"date", report.date},
-                  {"command", report.command},
-                  {"notes", report.notes}};
-  return {{"results", results}, {"summary", summary}};
 }
 
 }  // namespace sf

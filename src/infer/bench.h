@@ -1,12 +1,13 @@
 // bench.h — decode and prefill throughput of the incremental decoder, measured the way
-// llama-bench measures it, plus the bytes a decode step must read (for bandwidth achieved) and
-// the report `stagformer bench` prints (markdown table or JSON).
+// llama-bench measures it (bench.cpp), with the bytes a decode step reads (its schedule's own
+// count, infer/decode_schedule.h) for the bandwidth achieved, and the report `stagformer bench`
+// prints (markdown table or JSON; bench_report.cpp).
 //
 // Tests (bench/README.md explains every number):
 //   pp<P>  prefill: B sequences, each a random prompt of P tokens through Decoder::prefill, one
-//          after the other; tokens/s = B*P / time. Prefill is the teacher-forced forward for
-//          every decode schedule (decoder.h), so it is measured once per model; its row reads
-//          decode "any".
+//          after the other; tokens/s = B*P / time. Prefill is the same pass for every decode
+//          schedule (model/decoding.h), so it is measured once per model; its row reads decode
+//          "any".
 //   tg<N>  generation: B sequences are prefilled with ONE random token (not timed: the decoder
 //          needs a first position in its caches; llama-bench's tg also starts from an empty
 //          context), then N decode steps of B random tokens are timed; tokens/s = B*N / time.
@@ -24,46 +25,13 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "core/memory_bandwidth.h"
+#include "infer/decode_schedule.h"
 #include "infer/decoder.h"
-#include "infer/memory_bandwidth.h"
 #include "model/config.h"
 #include "model/model.h"
 
 namespace sf {
-
-// ---- bytes a decode step reads -----------------------------------------------------------------
-//
-// What the CPU decoder actually reads in one step (infer/decoder.cpp, model/block.cpp), counted
-// in values of the model's dtype:
-//   staggered, sequential — every stack runs: each layer's self-attention (norm, wq, wk, wv, wo)
-//     and MLP (norm, w1, w3, w2); stacks s >= 1 also the cross-attention's norm, wq and wo (the
-//     step's query side) and, in the hand-off, mem_norm and cross wk, wv. With shared weights the
-//     p passes each read the shared blocks: they count p times (`weights`), once in
-//     `weights_distinct`. Then the final norm, combine.alpha (linear) and the LM head (the
-//     embedding matrix when tied), all V*D of it.
-//   recurrent — one pass: the shared blocks once, the last stack's cross-attention and memory
-//     norm, then the same head.
-// The token embedding contributes the B rows looked up (`embedding_rows`). KV caches: each
-// running stack's self-attention reads positions 0..i of its cache (i = the new token's
-// position, its own key included), each running cross-attention the visible memory positions
-// max(0, i-w)..i-1. Writes (one K/V row per layer) and activations are not counted.
-struct DecodeStepBytes {
-  double weights = 0.0;           // weight bytes read per step, as the implementation reads them
-  double weights_distinct = 0.0;  // the same with every distinct tensor counted once
-  double embedding_rows = 0.0;    // B rows of the token embedding
-  double kv_cache = 0.0;          // KV-cache bytes read, mean over the steps of the run
-  double total() const { return weights + embedding_rows + kv_cache; }
-};
-
-// Weight values one decode step reads (embedding rows excluded): `distinct` = false counts what
-// the implementation reads (shared blocks p times in the staggered/sequential schedules).
-int64_t decode_weight_values_per_step(const ModelConfig& config, DecodeMode mode, bool distinct);
-// KV-cache values one sequence's decode step reads when its new token is at `position`.
-int64_t decode_kv_values_read(const ModelConfig& config, DecodeMode mode, int64_t position);
-// Bytes per step of a tg run: `batch` sequences, steps at positions first_position ..
-// first_position + steps - 1 (the KV part is the mean over those steps).
-DecodeStepBytes decode_step_bytes(const ModelConfig& config, DecodeMode mode, int64_t batch,
-                                  int64_t first_position, int64_t steps, int64_t element_bytes);
 
 // ---- running the tests -------------------------------------------------------------------------
 
@@ -73,7 +41,7 @@ struct BenchOptions {
   int repetitions = 5;          // -r: timed repetitions (plus one warm-up)
   int64_t batch = 1;            // -b: sequences decoded together
   std::vector<DecodeMode> modes = {DecodeMode::staggered, DecodeMode::sequential};
-  int threads = 0;              // -t: total CPU threads (0: all cores)
+  int threads = 0;              // -t: CPU threads the caller set (reported; 0: all cores)
   uint64_t seed = 1234;         // random prompt and generation tokens
 };
 
@@ -127,8 +95,9 @@ struct BenchSubject {
 using BenchProgress = std::function<void(const std::string& line)>;
 
 // Runs pp (once) and tg (per mode of bench_modes_for) on every subject, in order, after
-// checking the options against each subject's config (bench_options_check). Sets the OpenMP and
-// OpenBLAS thread counts to options.threads (0: all cores).
+// checking the options against each subject's config (bench_options_check). The bytes a tg step
+// reads are what its DecodeSchedule reports. Threads are the caller's to set (the CLI sets
+// them from -t); options.threads is what the results report.
 std::vector<BenchResult> bench_run(const std::vector<BenchSubject>& subjects,
                                    const BenchOptions& options,
                                    const BenchProgress& progress = nullptr);

@@ -83,9 +83,7 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt,
   // The next-token logits: recomputed over the whole context ("full"), or from the incremental
   // decoder: prefill of the prompt first, then one decode step per generated token.
   std::unique_ptr<Decoder> decoder;
-  if (options.decode != "full")
-    decoder = std::make_unique<Decoder>(model_, 1, decode_mode_from_string(options.decode),
-                                        options.threads);
+  if (options.decode) decoder = std::make_unique<Decoder>(model_, 1, *options.decode);
   while (true) {
     if (static_cast<int64_t>(result.tokens.size()) >= limit) {
       result.stop = StopReason::length;

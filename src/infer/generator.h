@@ -1,10 +1,10 @@
-// generator.h — text generation by full recompute, and loading a MODEL for inference.
+// generator.h — text generation for one prompt, and loading a MODEL for inference.
 //
-// Generator runs the decode loop the simplest correct way: every step runs Model::forward over
-// the whole context (batch 1) and samples from the logits at the last position. It costs
-// O(T) forward work per token, but it is exactly the teacher-forced function, so it is the
-// reference the incremental decoders (staggered, sequential, recurrent; a later issue) are
-// checked against.
+// Generator runs the sampling loop over the incremental decoder (infer/decoder.h: a prefill of
+// the prompt, then one decode step per token, in the schedule GenerationOptions::decode names),
+// or, with decode = std::nullopt ("full"), by recomputing Model::forward over the whole context
+// for every token: O(T) forward work per token, but exactly the teacher-forced function, the
+// reference the incremental decoder is checked against.
 //
 // Decisions (documented for users in `stagformer generate --help`):
 //   * Empty prompt text: generation starts from the end-of-text token alone. Training data
@@ -27,12 +27,14 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "core/backend.h"
 #include "data/tokenizer.h"
+#include "infer/decode_schedule.h"
 #include "infer/sampler.h"
 #include "model/config.h"
 #include "model/model.h"
@@ -50,10 +52,9 @@ std::string to_string(StopReason reason);
 struct GenerationOptions {
   int64_t max_new_tokens = 128;  // < 0: no limit (until end-of-text or the context is full)
   bool ignore_eos = false;
-  // "full": recompute the whole context for every token (the exact reference, O(T^2) work);
-  // "staggered", "sequential", "recurrent": the incremental decoder of infer/decoder.h.
-  std::string decode = "staggered";
-  int threads = 0;  // CPU threads of the incremental decoder (0: all cores)
+  // The incremental decoder's schedule (infer/decode_schedule.h); std::nullopt: recompute the
+  // whole context for every token instead ("full", the exact reference, O(T^2) work).
+  std::optional<DecodeMode> decode = DecodeMode::staggered;
 };
 
 struct GenerationResult {

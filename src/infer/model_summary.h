@@ -9,6 +9,7 @@
 #include <map>
 #include <string>
 
+#include "core/attention_mask.h"
 #include "model/config.h"
 #include "model/parameter_counts.h"  // parameter_counts_for
 
@@ -24,9 +25,10 @@ struct KvCacheSize {
   int64_t cross_values_per_position = 0;
   int64_t cross_window = 0;  // 0 = unbounded
 
-  // Memory positions the cross caches hold when the context has `tokens` tokens.
+  // Memory positions the cross caches hold when the context has `tokens` tokens: what the
+  // staggering mask lets a query see, at most (core/attention_mask.h).
   int64_t cross_positions(int64_t tokens) const {
-    return cross_window > 0 && cross_window < tokens ? cross_window : tokens;
+    return AttentionMask::staggered(cross_window).cached_positions(tokens);
   }
   // Values of all caches for a context of `tokens` tokens.
   int64_t values_for_context(int64_t tokens) const {

@@ -1,4 +1,5 @@
-// block.cpp — attention and MLP residual sub-blocks, forward and backward.
+// block.cpp — attention and MLP residual sub-blocks, forward (whole sequences, a prefill, or a
+// decode step over caches; one stack or several at once) and backward.
 #include "model/block.h"
 
 namespace sf {
@@ -32,18 +33,111 @@ bool qkv_stacked(const AttentionWeights& w, const AttentionActivations& a,
   return !kv_source && a.qkv.defined() && w.qkv && w.qkv->value.defined();
 }
 
-void project_qkv(Backend& be, const AttentionWeights& w, const Tensor& q_in, const Tensor& kv_in,
-                 bool stacked, AttentionActivations& a) {
-  if (stacked) {
-    be.matmul_batched(a.qkv, q_in, false, w.qkv->value, true, 1.0, 0.0);
+// ---- row blocks of several stacks ------------------------------------------------------------
+// The rows of a sub-block are stacks.size() equal blocks, block g read by stack g's weights.
+
+// Block g of a [rows, ...] tensor.
+Tensor block_of(const Tensor& t, size_t g, size_t blocks) {
+  const int64_t rows = t.dim(0) / static_cast<int64_t>(blocks);
+  return t.slice(0, static_cast<int64_t>(g) * rows, rows);
+}
+
+bool same_tensor(const Tensor& a, const Tensor& b) {
+  return a.defined() && b.defined() && a.raw() == b.raw() && a.shape() == b.shape();
+}
+
+// Whether every block reads the same tensor (shared weights, or one block): then one backend
+// call covers all the rows.
+template <class Get>
+bool one_weight(size_t blocks, Get&& weight_of) {
+  for (size_t g = 1; g < blocks; ++g)
+    if (!same_tensor(weight_of(g), weight_of(0))) return false;
+  return true;
+}
+
+// out = RMSNorm(x) with block g's weight weight_of(g): runs of blocks with one weight in one call.
+template <class Get>
+void rmsnorm_blocks(Backend& be, double eps, size_t blocks, Get&& weight_of, Tensor& out,
+                    Tensor& rstd, const Tensor& x) {
+  const int64_t rows = x.dim(0) / static_cast<int64_t>(blocks);
+  for (size_t g = 0; g < blocks;) {
+    size_t end = g + 1;
+    while (end < blocks && same_tensor(weight_of(end), weight_of(g))) ++end;
+    const int64_t first = static_cast<int64_t>(g) * rows, count = static_cast<int64_t>(end - g) * rows;
+    Tensor o = out.slice(0, first, count), r = rstd.slice(0, first, count);
+    be.rmsnorm_forward(o, r, x.slice(0, first, count), weight_of(g), eps);
+    g = end;
+  }
+}
+
+// x_out = x_in + y @ W^T: in place when x_out is x_in, else in one pass (matmul_add).
+void residual_product(Backend& be, Tensor& x_out, const Tensor& y, const Tensor& w,
+                      const Tensor& x_in) {
+  if (same_tensor(x_out, x_in)) be.matmul(x_out, y, false, w, true, 1.0, 1.0);
+  else be.matmul_add(x_out, y, false, w, true, x_in);
+}
+
+// The output projection of several blocks: x_out = x_in + y @ W_g^T per block.
+template <class Get>
+void residual_products(Backend& be, size_t blocks, Get&& weight_of, Tensor& x_out, const Tensor& y,
+                       const Tensor& x_in) {
+  if (one_weight(blocks, weight_of)) {
+    residual_product(be, x_out, y, weight_of(0), x_in);
     return;
   }
-  Tensor q_matrix = as_matrix(a.q);
-  be.matmul(q_matrix, q_in, false, w.wq.value, true, 1.0, 0.0);
-  be.matmul_batched(a.kv, kv_in, false, w.kv.value, true, 1.0, 0.0);
+  if (!same_tensor(x_out, x_in)) be.copy(x_out, x_in);
+  std::vector<LinearTask> tasks;
+  for (size_t g = 0; g < blocks; ++g)
+    tasks.push_back({block_of(x_out, g, blocks), block_of(y, g, blocks), weight_of(g), true});
+  be.linear_many(tasks);
+}
+
+// q, k, v of every block: one batched product when the weights stack and are shared by all
+// blocks (or there is one), else one task per block and projection in one linear_many call.
+void project_qkv(Backend& be, const std::vector<AttentionWeights>& w, const Tensor& q_in,
+                 const Tensor& kv_in, bool stacked, AttentionActivations& a) {
+  const size_t G = w.size();
+  if (one_weight(G, [&](size_t g) { return w[g].wq.value; }) &&
+      one_weight(G, [&](size_t g) { return w[g].kv.value; })) {
+    if (stacked) {
+      be.matmul_batched(a.qkv, q_in, false, w[0].qkv->value, true, 1.0, 0.0);
+      return;
+    }
+    Tensor q_matrix = as_matrix(a.q);
+    be.matmul(q_matrix, q_in, false, w[0].wq.value, true, 1.0, 0.0);
+    be.matmul_batched(a.kv, kv_in, false, w[0].kv.value, true, 1.0, 0.0);
+    return;
+  }
+  const Tensor q = as_matrix(a.q), k = as_matrix(a.k), v = as_matrix(a.v);
+  std::vector<LinearTask> tasks;
+  for (size_t g = 0; g < G; ++g) {
+    tasks.push_back({block_of(q, g, G), block_of(q_in, g, G), w[g].wq.value});
+    tasks.push_back({block_of(k, g, G), block_of(kv_in, g, G), w[g].wk.value});
+    tasks.push_back({block_of(v, g, G), block_of(kv_in, g, G), w[g].wv.value});
+  }
+  be.linear_many(tasks);
 }
 
 }  // namespace
+
+Tensor ActivationAllocator::zeros(const Shape& shape, DType dtype) {
+  Tensor t;
+  if (reuse_) {
+    SF_CHECK(next_ < reuse_->size(), "ActivationAllocator: more requests than the plan it reuses");
+    const Tensor& buffer = (*reuse_)[next_++];
+    int64_t numel = 1;
+    for (int64_t d : shape) numel *= d;
+    SF_CHECK(buffer.dtype() == dtype && numel <= buffer.numel(),
+             "ActivationAllocator: request {} of {} elements does not fit the reused {}",
+             dtype_name(dtype), numel, buffer.describe());
+    t = buffer.view({buffer.numel()}).slice(0, 0, numel).view(shape);
+  } else {
+    t = backend_->zeros(shape, dtype);
+    allocated_.push_back(t);
+  }
+  bytes_ += static_cast<int64_t>(t.nbytes());
+  return t;
+}
 
 AttentionActivations attention_activations_allocate(ActivationAllocator& alloc,
                                                     const ModelConfig& c, DType dt, int64_t B,
@@ -87,22 +181,47 @@ BlockScratch block_scratch_allocate(ActivationAllocator& alloc, const ModelConfi
   return s;
 }
 
-void attention_block_forward(Backend& be, const ModelConfig& c, const AttentionWeights& w,
-                             const AttentionSpec& spec, const Tensor& x_in, const Tensor* kv_source,
-                             Tensor& x_out, AttentionActivations& a) {
-  be.rmsnorm_forward(a.norm_out, a.rstd, x_in, w.norm.value, c.norm_eps);
+void attention_block_forward(Backend& be, const ModelConfig& c,
+                             const std::vector<AttentionWeights>& w, const AttentionSpec& spec,
+                             const Tensor& x_in, const Tensor* kv_source, Tensor& x_out,
+                             AttentionActivations& a, const AttentionCache* cache) {
+  const size_t G = w.size();
+  rmsnorm_blocks(be, c.norm_eps, G, [&](size_t g) { return w[g].norm.value; }, a.norm_out, a.rstd,
+                 x_in);
   const Tensor& kv_in = kv_source ? *kv_source : a.norm_out;
-  project_qkv(be, w, a.norm_out, kv_in, qkv_stacked(w, a, kv_source), a);
-  if (spec.rope_q && spec.rope_k && a.qkv.defined()) {
-    // q and k are adjacent with one shape: rotated in one pass, as [2B, T, H, hd].
-    Tensor qk = a.qkv.slice(0, 0, 2).view({2 * a.q.dim(0), a.q.dim(1), a.q.dim(2), a.q.dim(3)});
-    be.rope_forward(qk, c.rope_theta, 0);
+  project_qkv(be, w, a.norm_out, kv_in, qkv_stacked(w[0], a, kv_source), a);
+  if (cache && cache->step) {
+    // One new position per row: rotate at the rows' positions, append this step's key and value
+    // to the cache, attend over the cache's visible keys.
+    const int64_t N = a.q.dim(0) * a.q.dim(1);
+    Tensor q = a.q.view({N, a.q.dim(2), a.q.dim(3)}), k = a.k.view({N, a.k.dim(2), a.k.dim(3)});
+    if (spec.rope_q) be.rope_at(q, cache->position, c.rope_theta);
+    if (spec.rope_k) be.rope_at(k, cache->key_position, c.rope_theta);
+    Tensor k_cache = cache->kv.k, v_cache = cache->kv.v;
+    be.kv_cache_write(k_cache, as_matrix(a.k), cache->slot);
+    be.kv_cache_write(v_cache, as_matrix(a.v), cache->slot);
+    Tensor out = a.out.view({N, a.out.dim(2), a.out.dim(3)});
+    be.attention_decode(out, q, k_cache, v_cache, cache->key_begin, cache->key_end);
   } else {
-    if (spec.rope_q) be.rope_forward(a.q, c.rope_theta, 0);
-    if (spec.rope_k) be.rope_forward(a.k, c.rope_theta, 0);
+    if (spec.rope_q && spec.rope_k && a.qkv.defined()) {
+      // q and k are adjacent with one shape: rotated in one pass, as [2B, T, H, hd].
+      Tensor qk = a.qkv.slice(0, 0, 2).view({2 * a.q.dim(0), a.q.dim(1), a.q.dim(2), a.q.dim(3)});
+      be.rope_forward(qk, c.rope_theta, 0);
+    } else {
+      if (spec.rope_q) be.rope_forward(a.q, c.rope_theta, 0);
+      if (spec.rope_k) be.rope_forward(a.k, c.rope_theta, 0);
+    }
+    be.attention_forward(a.out, a.lse, a.q, a.k, a.v, spec.mask);
+    if (cache && cache->cached_rows > 0) {
+      // Prefill: the sequence's first cached_rows keys and values, one bulk write each.
+      Tensor k_cache = cache->kv.k, v_cache = cache->kv.v;
+      be.kv_cache_write_range(k_cache, as_matrix(a.k).slice(0, 0, cache->cached_rows),
+                              cache->sequence, 0);
+      be.kv_cache_write_range(v_cache, as_matrix(a.v).slice(0, 0, cache->cached_rows),
+                              cache->sequence, 0);
+    }
   }
-  be.attention_forward(a.out, a.lse, a.q, a.k, a.v, spec.mask);
-  be.matmul_add(x_out, as_matrix(a.out), false, w.wo.value, true, x_in);
+  residual_products(be, G, [&](size_t g) { return w[g].wo.value; }, x_out, as_matrix(a.out), x_in);
 }
 
 void attention_block_backward(Backend& be, const ModelConfig& c, const AttentionWeights& w,
@@ -159,12 +278,23 @@ void attention_block_backward(Backend& be, const ModelConfig& c, const Attention
   be.rmsnorm_backward(dx, dnorm_w, d_norm, x_in, w.norm.value, a.rstd);
 }
 
-void mlp_block_forward(Backend& be, const ModelConfig& c, const LayerWeights& w, const Tensor& x_in,
-                       Tensor& x_out, MlpActivations& m) {
-  be.rmsnorm_forward(m.norm_out, m.rstd, x_in, w.mlp_norm.value, c.norm_eps);
-  be.matmul_batched(m.gate_up, m.norm_out, false, w.w13.value, true, 1.0, 0.0);
+void mlp_block_forward(Backend& be, const ModelConfig& c, const std::vector<const LayerWeights*>& w,
+                       const Tensor& x_in, Tensor& x_out, MlpActivations& m) {
+  const size_t G = w.size();
+  rmsnorm_blocks(be, c.norm_eps, G, [&](size_t g) { return w[g]->mlp_norm.value; }, m.norm_out,
+                 m.rstd, x_in);
+  if (one_weight(G, [&](size_t g) { return w[g]->w13.value; })) {
+    be.matmul_batched(m.gate_up, m.norm_out, false, w[0]->w13.value, true, 1.0, 0.0);
+  } else {
+    std::vector<LinearTask> tasks;
+    for (size_t g = 0; g < G; ++g) {
+      tasks.push_back({block_of(m.gate, g, G), block_of(m.norm_out, g, G), w[g]->w1.value});
+      tasks.push_back({block_of(m.up, g, G), block_of(m.norm_out, g, G), w[g]->w3.value});
+    }
+    be.linear_many(tasks);
+  }
   be.swiglu_forward(m.hidden, m.gate, m.up);
-  be.matmul_add(x_out, m.hidden, false, w.w2.value, true, x_in);
+  residual_products(be, G, [&](size_t g) { return w[g]->w2.value; }, x_out, m.hidden, x_in);
 }
 
 void mlp_block_backward(Backend& be, const ModelConfig& c, const LayerWeights& w, const Tensor& x_in,
@@ -197,49 +327,6 @@ void output_head_forward(Backend& be, const ModelConfig& c, const ModelWeights& 
   }
   be.rmsnorm_forward(norm_out, rstd, combined, w.final_norm.value, c.norm_eps);
   be.matmul(logits, norm_out, false, w.lm_head.value, true, 1.0, 0.0);
-}
-
-DecodeScratch decode_scratch_allocate(Backend& be, const ModelConfig& c, DType dt, int64_t B) {
-  const int64_t hd = c.head_dim();
-  DecodeScratch d;
-  d.norm_out = be.zeros({B, c.d_model}, dt);
-  d.rstd = be.zeros({B}, statistics_dtype(dt));
-  d.q = be.zeros({B, c.n_heads, hd}, dt);
-  d.k = be.zeros({B, c.n_kv_heads, hd}, dt);
-  d.v = be.zeros({B, c.n_kv_heads, hd}, dt);
-  d.out = be.zeros({B, c.n_heads, hd}, dt);
-  return d;
-}
-
-void attention_block_decode(Backend& be, const ModelConfig& c, const AttentionWeights& w,
-                            const AttentionSpec& spec, const Tensor& x_in, const Tensor& positions,
-                            const Tensor* write_slots, DecodeCache& cache, Tensor& x_out,
-                            DecodeScratch& d) {
-  be.rmsnorm_forward(d.norm_out, d.rstd, x_in, w.norm.value, c.norm_eps);
-  Tensor q = as_matrix(d.q);
-  be.matmul(q, d.norm_out, false, w.wq.value, true, 1.0, 0.0);
-  if (spec.rope_q) be.rope_at(d.q, positions, c.rope_theta);
-  if (write_slots) {
-    Tensor k = as_matrix(d.k), v = as_matrix(d.v);
-    be.matmul(k, d.norm_out, false, w.wk.value, true, 1.0, 0.0);
-    be.matmul(v, d.norm_out, false, w.wv.value, true, 1.0, 0.0);
-    if (spec.rope_k) be.rope_at(d.k, positions, c.rope_theta);
-    be.kv_cache_write(cache.k, d.k, *write_slots);
-    be.kv_cache_write(cache.v, d.v, *write_slots);
-  }
-  be.attention_decode(d.out, d.q, cache.k, cache.v, cache.key_begin, cache.key_end);
-  be.matmul_add(x_out, as_matrix(d.out), false, w.wo.value, true, x_in);
-}
-
-void cross_cache_append(Backend& be, const ModelConfig& c, const AttentionWeights& w,
-                        const AttentionSpec& spec, const Tensor& mem, const Tensor& positions,
-                        const Tensor& slots, DecodeCache& cache, DecodeScratch& d) {
-  Tensor k = as_matrix(d.k), v = as_matrix(d.v);
-  be.matmul(k, mem, false, w.wk.value, true, 1.0, 0.0);
-  be.matmul(v, mem, false, w.wv.value, true, 1.0, 0.0);
-  if (spec.rope_k) be.rope_at(d.k, positions, c.rope_theta);
-  be.kv_cache_write(cache.k, d.k, slots);
-  be.kv_cache_write(cache.v, d.v, slots);
 }
 
 }  // namespace sf

@@ -15,6 +15,7 @@
 #include "core/backend.h"
 #include "model/config.h"
 #include "model/gradient_writes.h"
+#include "model/kv_cache.h"
 #include "model/weights.h"
 
 namespace sf {
@@ -78,18 +79,24 @@ struct AttentionSpec {
 
 // Allocates the buffers a model plans for a shape (zero-filled, on the backend's device) and
 // counts their bytes, so that what is reported (Model::activation_bytes) is what was allocated.
+// Reusing: an allocator given the buffers another allocator allocated for a larger plan of the
+// same structure (the same requests in the same order, each at most as large) hands out views
+// into them instead, so one allocation for the longest input serves every shorter one (the
+// prefill's activations). Reused views are not zeroed: every plan overwrites before it reads.
 class ActivationAllocator {
  public:
-  explicit ActivationAllocator(Backend& backend) : backend_(backend) {}
-  Tensor zeros(const Shape& shape, DType dtype) {
-    Tensor t = backend_.zeros(shape, dtype);
-    bytes_ += static_cast<int64_t>(t.nbytes());
-    return t;
-  }
+  explicit ActivationAllocator(Backend& backend) : backend_(&backend) {}
+  explicit ActivationAllocator(const std::vector<Tensor>& reuse) : reuse_(&reuse) {}
+  Tensor zeros(const Shape& shape, DType dtype);
   int64_t bytes() const { return bytes_; }
+  // What this allocator allocated, in request order (for a later reusing allocator).
+  const std::vector<Tensor>& allocated() const { return allocated_; }
 
  private:
-  Backend& backend_;
+  Backend* backend_ = nullptr;
+  const std::vector<Tensor>* reuse_ = nullptr;
+  size_t next_ = 0;
+  std::vector<Tensor> allocated_;
   int64_t bytes_ = 0;
 };
 
@@ -101,11 +108,34 @@ MlpActivations mlp_activations_allocate(ActivationAllocator& alloc, const ModelC
 BlockScratch block_scratch_allocate(ActivationAllocator& alloc, const ModelConfig& config,
                                     DType dtype, int64_t rows);
 
-// kv_source: nullptr for self-attention (keys/values from the normalised x_in), else the
-// memory [B*Tk, D] for cross-attention.
-void attention_block_forward(Backend& backend, const ModelConfig& config, const AttentionWeights& w,
-                             const AttentionSpec& spec, const Tensor& x_in, const Tensor* kv_source,
-                             Tensor& x_out, AttentionActivations& act);
+// Where an attention sub-block attends, besides its own rows.
+//   Training (cache == nullptr): keys and values of the whole sequences (kv_source or the
+//     normalised input), positions 0..T-1, the mask of `spec`.
+//   Prefill (cache, !step): the same, and then the keys (after RoPE) and values of the first
+//     `cached_rows` positions of the (one) sequence are written to its rows `sequence` of the
+//     cache with one bulk write each.
+//   Decode step (cache, step): one new position per row; the row's key and value (from the
+//     normalised input for self-attention, from the memory row kv_source for cross-attention)
+//     are rotated to key_position and written at `slot`, then the row attends to the cache's
+//     keys [key_begin, key_end).
+struct AttentionCache {
+  LayerKv kv;
+  bool step = false;
+  Tensor position, key_position, slot, key_begin, key_end;  // step: I32 [rows]
+  int64_t sequence = 0, cached_rows = 0;                    // prefill
+};
+
+// x_out = x_in + Attn(RMSNorm(x_in)) for the rows of `stacks.size()` stacks, one equal row block
+// per stack with its own weights (stacks[g]); one stack in training and prefill, the stacks a
+// decode step runs together otherwise. Blocks that read the same weights (shared weights) run as
+// one product over all their rows; different weights go to the backend as one linear_many call.
+// kv_source: nullptr for self-attention (keys/values from the normalised x_in), else the memory
+// rows for cross-attention. x_out may be x_in itself (the residual added in place). The
+// activations are kept in `act` (what backward reads).
+void attention_block_forward(Backend& backend, const ModelConfig& config,
+                             const std::vector<AttentionWeights>& stacks, const AttentionSpec& spec,
+                             const Tensor& x_in, const Tensor* kv_source, Tensor& x_out,
+                             AttentionActivations& act, const AttentionCache* cache = nullptr);
 // d_kv_source (cross-attention only) accumulates the gradient of the memory.
 void attention_block_backward(Backend& backend, const ModelConfig& config,
                               const AttentionWeights& w, const AttentionSpec& spec,
@@ -113,8 +143,10 @@ void attention_block_backward(Backend& backend, const ModelConfig& config,
                               const AttentionActivations& act, Tensor& dx, Tensor* d_kv_source,
                               BlockScratch& scratch, GradientWrites& writes);
 
-void mlp_block_forward(Backend& backend, const ModelConfig& config, const LayerWeights& w,
-                       const Tensor& x_in, Tensor& x_out, MlpActivations& act);
+// x_out = x_in + SwiGLU(RMSNorm(x_in)), row blocks per stack as attention_block_forward.
+void mlp_block_forward(Backend& backend, const ModelConfig& config,
+                       const std::vector<const LayerWeights*>& stacks, const Tensor& x_in,
+                       Tensor& x_out, MlpActivations& act);
 void mlp_block_backward(Backend& backend, const ModelConfig& config, const LayerWeights& w,
                         const Tensor& x_in, const MlpActivations& act, Tensor& dx,
                         BlockScratch& scratch, GradientWrites& writes);
@@ -126,37 +158,5 @@ void output_head_forward(Backend& backend, const ModelConfig& config, const Mode
                          const std::vector<const Tensor*>& stack_outputs,
                          const std::vector<double>& alpha, Tensor& combined, Tensor& norm_out,
                          Tensor& rstd, Tensor& logits);
-
-// ---- incremental decoding: one new position per sequence (B rows) ------------------------------
-
-// Scratch of one decode sub-block for B rows: norm_out [B, D], rstd [B], q/out [B, Hq, hd],
-// k/v [B, Hkv, hd].
-struct DecodeScratch {
-  Tensor norm_out, rstd, q, k, v, out;
-};
-DecodeScratch decode_scratch_allocate(Backend& backend, const ModelConfig& config, DType dtype,
-                                      int64_t batch);
-
-// The key/value cache an attention sub-block reads while decoding.
-struct DecodeCache {
-  Tensor k, v;          // [B, C, Hkv, hd]; position j in slot j % C
-  Tensor key_begin;     // I32[B]: first visible position of each sequence
-  Tensor key_end;       // I32[B]: one past the last visible position
-};
-
-// x_out = x_in + Attn(RMSNorm(x_in)) for rows at `positions` (I32[B]). With `write_slots`
-// (self-attention) this step's keys/values are computed from x_in and written to the cache at
-// those slots before attending; without (cross-attention) the cache was filled by
-// cross_cache_append from the memory and only queries come from x_in.
-void attention_block_decode(Backend& backend, const ModelConfig& config, const AttentionWeights& w,
-                            const AttentionSpec& spec, const Tensor& x_in, const Tensor& positions,
-                            const Tensor* write_slots, DecodeCache& cache, Tensor& x_out,
-                            DecodeScratch& scratch);
-
-// The hand-off between stacks: appends the cross-attention keys/values of memory rows `mem`
-// [B, D] (already RMSNorm_mem-normalised) at `positions`, into `slots` of one layer's cache.
-void cross_cache_append(Backend& backend, const ModelConfig& config, const AttentionWeights& w,
-                        const AttentionSpec& spec, const Tensor& mem, const Tensor& positions,
-                        const Tensor& slots, DecodeCache& cache, DecodeScratch& scratch);
 
 }  // namespace sf

@@ -78,15 +78,6 @@ void Model::sync_compute_weights() {
   backend_.convert_many(params_.working_storages(), params_.storages());
 }
 
-AttentionSpec Model::self_spec() const { return AttentionSpec{AttentionMask{0, 0}, true, true}; }
-
-// The staggering (spec §3): position i sees memory positions i-w..i-1 (all j < i when w = 0);
-// position 0 sees nothing and its cross-attention output is exactly zero.
-AttentionSpec Model::cross_spec() const {
-  return AttentionSpec{AttentionMask{1, static_cast<int>(config_.cross_window)},
-                       config_.cross_rope, config_.cross_rope};
-}
-
 void Model::set_activation_recomputation(bool on) {
   if (on == recompute_) return;
   recompute_ = on;
@@ -94,7 +85,7 @@ void Model::set_activation_recomputation(bool on) {
   act_ = Activations();  // planned again, with the other layout, at the next forward
 }
 
-Model::LayerActivations& Model::layer_activations(int64_t s, int64_t l) {
+LayerActivations& Model::layer_activations(int64_t s, int64_t l) {
   return act_.stacks[s].layers[recompute_ ? 0 : l];
 }
 
@@ -121,15 +112,8 @@ void Model::plan(int64_t B, int64_t T) {
       S.residual.push_back(alloc.zeros({N, D}, compute_dtype_));
     // Recomputation: one set of layer activations per stack, overwritten by every layer.
     S.layers.resize(recompute_ ? 1 : c.layers_per_stack);
-    for (auto& L : S.layers) {
-      L.x_after_attn = alloc.zeros({N, D}, compute_dtype_);
-      L.self = attention_activations_allocate(alloc, c, compute_dtype_, B, T, T);
-      if (s >= 1) {
-        L.x_after_cross = alloc.zeros({N, D}, compute_dtype_);
-        L.cross = attention_activations_allocate(alloc, c, compute_dtype_, B, T, T);
-      }
-      L.mlp = mlp_activations_allocate(alloc, c, compute_dtype_, N);
-    }
+    for (auto& L : S.layers)
+      L = layer_activations_allocate(alloc, c, compute_dtype_, StackGroup{s, 1}, B, T, false);
     if (s >= 1) {
       S.mem = alloc.zeros({N, D}, compute_dtype_);
       S.mem_rstd = alloc.zeros({N}, stat_dtype_);
@@ -177,31 +161,20 @@ std::vector<double> Model::combine_alpha() const {
 }
 
 void Model::stack_forward(int64_t s) {
-  Backend& be = backend_;
   StackActivations& S = act_.stacks[s];
-  const StackWeights& W = weights_.stacks[s];
-  if (s >= 1) {
-    // Memory for this stack: its own RMSNorm of the previous stack's output (decision, spec §3).
-    be.rmsnorm_forward(S.mem, S.mem_rstd, act_.stacks[s - 1].residual.back(), W.mem_norm.value,
-                       config_.norm_eps);
-  }
-  for (int64_t l = 0; l < config_.layers_per_stack; ++l) layer_forward(s, l, S.residual[l + 1]);
+  // Memory for this stack: its own RMSNorm of the previous stack's output (decision, spec §3).
+  if (s >= 1) memory_norm(backend_, config_, weights_, s, act_.stacks[s - 1].residual.back(), S.mem, S.mem_rstd);
+  stack_pass(stack_pass_of(s), S.residual, &S.mem,
+             [&](int64_t l) -> LayerActivations& { return layer_activations(s, l); });
+}
+
+StackPass Model::stack_pass_of(int64_t s) const {
+  return StackPass{backend_, config_, weights_, StackGroup{s, 1}, PassCaches{}};
 }
 
 void Model::layer_forward(int64_t s, int64_t l, Tensor& x_out) {
-  Backend& be = backend_;
   StackActivations& S = act_.stacks[s];
-  const LayerWeights& LW = weights_.stacks[s].layers[l];
-  LayerActivations& L = layer_activations(s, l);
-  attention_block_forward(be, config_, self_attention_weights(LW), self_spec(), S.residual[l], nullptr,
-                          L.x_after_attn, L.self);
-  const Tensor* mlp_in = &L.x_after_attn;
-  if (s >= 1) {
-    attention_block_forward(be, config_, cross_attention_weights(LW), cross_spec(), L.x_after_attn,
-                            &S.mem, L.x_after_cross, L.cross);
-    mlp_in = &L.x_after_cross;
-  }
-  mlp_block_forward(be, config_, LW, *mlp_in, x_out, L.mlp);
+  layer_pass(stack_pass_of(s), l, S.residual[l], &S.mem, layer_activations(s, l), x_out);
 }
 
 double Model::forward(const Tensor& tokens, const Tensor& targets, const ForwardHooks* hooks) {

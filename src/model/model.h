@@ -1,10 +1,11 @@
 // model.h — the StagFormer model: p stacks over the same token embeddings, staggered
 // cross-attention between consecutive stacks, output combination, LM head and loss.
 //
-// This is the one place the model is wired (spec §3); it runs on any Backend. Training uses the
-// teacher-forced forward over whole sequences: stacks run in order, stack s >= 1 cross-attends to
-// the normalised output of stack s-1 at positions i-w..i-1 (never i). n_stacks = 1 is the
-// ordinary pre-norm Transformer.
+// The model's wiring above the layers (spec §3), for training; it runs on any Backend. The layers
+// of a stack are wired once, in model/stack_pass.h, for this forward, its recomputation, the
+// prefill and every decode schedule (model/decoding.h). Training uses the teacher-forced forward
+// over whole sequences: stacks run in order, stack s >= 1 cross-attends to the normalised output
+// of stack s-1 at positions i-w..i-1 (never i). n_stacks = 1 is the ordinary pre-norm Transformer.
 #pragma once
 
 #include <functional>
@@ -16,6 +17,7 @@
 #include "model/block.h"
 #include "model/config.h"
 #include "model/parameters.h"
+#include "model/stack_pass.h"
 #include "model/weights.h"
 
 namespace sf {
@@ -64,9 +66,9 @@ class Model {
   // combine.alpha as host values (combine = linear; empty otherwise).
   std::vector<double> combine_alpha() const;
 
-  // How self- and cross-attention attend (masks and RoPE flags), shared with the decoders.
-  AttentionSpec self_spec() const;
-  AttentionSpec cross_spec() const;
+  // How self- and cross-attention attend (masks and RoPE flags; model/stack_pass.h).
+  AttentionSpec self_spec() const { return self_attention_spec(config_); }
+  AttentionSpec cross_spec() const { return cross_attention_spec(config_); }
 
   // Teacher-forced forward. tokens, targets: CPU I32 [B, T] (targets may be undefined: no loss;
   // -1 marks an ignored position). Returns the mean cross-entropy over counted targets (0 when
@@ -113,8 +115,8 @@ class Model {
   int64_t counted_targets() const { return counted_targets_; }
   // Which gradients the backward writes with a product (learned in the first backward).
   const GradientWrites& gradient_writes() const { return grad_writes_; }
-  // Attention activations of the last forward (keys after RoPE): the incremental decoder's
-  // prefill copies them into its caches. cross_attention needs stack >= 1.
+  // Attention activations of the last forward (keys after RoPE), for tests and analysis (the
+  // decoder's prefill is checked against them). cross_attention needs stack >= 1.
   const AttentionActivations& self_attention(int64_t stack, int64_t layer) const;
   const AttentionActivations& cross_attention(int64_t stack, int64_t layer) const;
 
@@ -132,11 +134,6 @@ class Model {
   int64_t activation_bytes() const { return act_.bytes; }
 
  private:
-  struct LayerActivations {
-    Tensor x_after_attn, x_after_cross;  // residual stream inside the layer
-    AttentionActivations self, cross;
-    MlpActivations mlp;
-  };
   struct StackActivations {
     std::vector<Tensor> residual;  // residual[l] enters layer l; residual[h] = stack output
     std::vector<LayerActivations> layers;
@@ -171,6 +168,7 @@ class Model {
   void run_forward(const ForwardHooks* hooks);
   void drop_recordings();
   void stack_forward(int64_t s);
+  StackPass stack_pass_of(int64_t s) const;  // the training pass of stack s (no caches)
   void stack_backward(int64_t s);
   // Layer l of stack s forward from residual[l] into its activations, the output into x_out.
   void layer_forward(int64_t s, int64_t l, Tensor& x_out);

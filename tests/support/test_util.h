@@ -1,7 +1,9 @@
-// test_util.h — small helpers shared by the test suites: error messages and temp folders.
+// test_util.h — small helpers shared by the test suites: error messages, temp folders, thread
+// counts.
 #pragma once
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <string>
 #include <vector>
@@ -34,6 +36,21 @@ void expect_error(Action action, const std::vector<std::string>& fragments) {
       EXPECT_NE(message.find(fragment), std::string::npos)
           << "'" << fragment << "' not in: " << message;
   }
+}
+
+// Runs fn() with OpenMP regions of `threads` threads, then restores the previous count: the
+// CPU kernels' results must not depend on it.
+template <class Fn>
+void with_threads(int threads, Fn&& fn) {
+  const int before = omp_get_max_threads();
+  omp_set_num_threads(threads);
+  try {
+    fn();
+  } catch (...) {
+    omp_set_num_threads(before);
+    throw;
+  }
+  omp_set_num_threads(before);
 }
 
 // A fresh empty folder under the system temp dir, unique to this process and `name`.

@@ -1,5 +1,5 @@
 // memory_bandwidth.cpp — STREAM-like copy / triad / read kernels and their timing.
-#include "infer/memory_bandwidth.h"
+#include "cpu/memory_bandwidth.h"
 
 #include <omp.h>
 
@@ -112,8 +112,6 @@ int64_t memory_bandwidth_default_array_bytes() {
   const int64_t floor = int64_t{256} << 20, ceiling = int64_t{4} << 30;
   return std::min(ceiling, std::max(floor, 4 * last_level_cache_total_bytes()));
 }
-
-double MemoryBandwidth::peak_gb_s() const { return std::max({copy_gb_s, triad_gb_s, read_gb_s}); }
 
 MemoryBandwidth memory_bandwidth_measure(const MemoryBandwidthOptions& options) {
   SF_CHECK(options.array_bytes >= 0, "memory bandwidth: array_bytes must be >= 0 (0: automatic), got {}",

@@ -1,4 +1,5 @@
-// memory_bandwidth.h — the machine's achievable main-memory bandwidth, measured STREAM-style.
+// memory_bandwidth.h — the machine's achievable main-memory bandwidth, measured STREAM-style
+// (the CPU backend's Backend::measure_memory_bandwidth).
 //
 // Benchmarks report the bandwidth a decode step achieves as a fraction of what the machine can
 // do (design.md, "Benchmarks print what the field prints"); this is the "can do". Three kernels
@@ -13,6 +14,8 @@
 
 #include <cstdint>
 
+#include "core/memory_bandwidth.h"
+
 namespace sf {
 
 // STREAM's sizing rule: each array at least 4 x the last-level caches of the machine (all of
@@ -26,18 +29,6 @@ struct MemoryBandwidthOptions {
   int64_t array_bytes = 0;                    // per array (three arrays); 0: the default above
   int threads = 0;                            // 0: every processor OpenMP can use
   int repetitions = 5;                        // best of this many timed passes per kernel
-};
-
-struct MemoryBandwidth {
-  double copy_gb_s = 0.0;   // 1 GB = 1e9 bytes, as STREAM and llama-bench count
-  double triad_gb_s = 0.0;
-  double read_gb_s = 0.0;
-  int64_t array_bytes = 0;
-  int threads = 0;
-  int repetitions = 0;
-
-  // The peak a decode step is compared with: the best of the three kernels.
-  double peak_gb_s() const;
 };
 
 // Runs the three kernels. Errors: array_bytes negative or below 1 MiB (it would measure the

@@ -1,0 +1,183 @@
+// decoding.cpp — DecodingState: buffers, the prefill (stack by stack over a prompt) and the
+// decode step (hand-off, embeddings, the plan's groups, the output head).
+#include "model/decoding.h"
+
+#include <new>
+
+namespace sf {
+
+namespace {
+
+void check_plan(const StepPlan& plan, const ModelConfig& c) {
+  SF_CHECK(!plan.groups.empty(), "decode plan: no stack groups");
+  const int64_t first = plan.recurrent ? c.n_stacks - 1 : 0;
+  int64_t next = first;
+  for (const StackGroup& g : plan.groups) {
+    SF_CHECK(g.first == next && g.count >= 1 && g.count == plan.groups.front().count,
+             "decode plan: groups must cover stacks {}..{} in order, in equal sizes", first,
+             c.n_stacks - 1);
+    next = g.first + g.count;
+  }
+  SF_CHECK(next == c.n_stacks, "decode plan: groups must cover stacks {}..{}", first, c.n_stacks - 1);
+  if (plan.recurrent) {
+    SF_CHECK(c.n_stacks >= 2 && c.weights == WeightSharing::shared,
+             "recurrent decoding needs a shared-weights model with n_stacks >= 2 (this one: "
+             "n_stacks {}, weights {})",
+             c.n_stacks, to_string(c.weights));
+    SF_CHECK(c.combine == CombineMode::last,
+             "recurrent decoding runs one pass per step, so it needs combine = last (the linear "
+             "combination needs every stack's output)");
+  }
+}
+
+// The structure whose buffers every prefill reuses: a stack with cross-attention when the model
+// has one, so that the views serve every stack.
+StackGroup prefill_group(const ModelConfig& c) { return StackGroup{c.n_stacks > 1 ? 1 : 0, 1}; }
+
+}  // namespace
+
+// Views of the prefill's activations for a prompt of n tokens (ActivationAllocator reuse).
+struct DecodingState::PrefillViews {
+  Tensor tokens, embedded, x, memory, memory_rstd;
+  LayerActivations layer;
+};
+
+DecodingState::PrefillViews DecodingState::prefill_views(int64_t n) {
+  ActivationAllocator alloc(prefill_buffers_);
+  PrefillViews v;
+  const int64_t D = config_.d_model;
+  v.embedded = alloc.zeros({n, D}, dtype_);
+  v.x = alloc.zeros({n, D}, dtype_);
+  v.memory = alloc.zeros({n, D}, dtype_);
+  v.memory_rstd = alloc.zeros({n}, statistics_dtype(dtype_));
+  v.layer = layer_activations_allocate(alloc, config_, dtype_, prefill_group(config_), 1, n, false);
+  v.tokens = prefill_tokens_.slice(0, 0, n);
+  return v;
+}
+
+DecodingState::DecodingState(Model& model, int64_t batch, StepPlan plan)
+    : model_(model),
+      backend_(model.backend()),
+      config_(model.config()),
+      dtype_(model.compute_dtype()),
+      batch_(batch),
+      plan_(std::move(plan)),
+      cache_(model.backend(), model.config(), model.compute_dtype(), batch, model.config().max_seq_len),
+      indices_(model.backend(), cache_) {
+  const ModelConfig& c = config_;
+  SF_CHECK(batch >= 1, "decoder batch must be >= 1, got {}", batch);
+  check_plan(plan_, c);
+  alpha_ = model.combine_alpha();
+  const int64_t p = c.n_stacks, B = batch, D = c.d_model, T = c.max_seq_len;
+  const DType stat = statistics_dtype(dtype_);
+  try {
+    ActivationAllocator alloc(backend_);
+    x_ = alloc.zeros({p * B, D}, dtype_);
+    memory_ = alloc.zeros({p * B, D}, dtype_);
+    memory_rstd_ = alloc.zeros({p * B}, stat);
+    combined_ = alloc.zeros({B, D}, dtype_);
+    final_norm_out_ = alloc.zeros({B, D}, dtype_);
+    final_rstd_ = alloc.zeros({B}, stat);
+    logits_ = alloc.zeros({B, c.vocab_size}, dtype_);
+    prefill_tokens_ = alloc.zeros({T}, DType::i32);
+    // The prefill's activations, for the longest prompt; shorter ones take views of them.
+    ActivationAllocator prefill(backend_);
+    prefill.zeros({T, D}, dtype_);  // embedded, x, memory, memory_rstd: as prefill_views()
+    prefill.zeros({T, D}, dtype_);
+    prefill.zeros({T, D}, dtype_);
+    prefill.zeros({T}, stat);
+    (void)layer_activations_allocate(prefill, c, dtype_, prefill_group(c), 1, T, false);
+    prefill_buffers_ = prefill.allocated();
+    bytes_ = cache_.bytes() + alloc.bytes() + prefill.bytes();
+    for (const StackGroup& g : plan_.groups) (void)step_activations(g);  // adds its bytes
+  } catch (const std::bad_alloc&) {
+    fail(fmt::format("decoding {} sequences of up to {} positions: not enough {} memory for the "
+                     "activations",
+                     B, T, device_name(backend_.device())));
+  } catch (const Error& e) {
+    fail(fmt::format("decoding {} sequences of up to {} positions: {} memory for the activations "
+                     "is not available: {}",
+                     B, T, device_name(backend_.device()), e.what()));
+  }
+}
+
+LayerActivations& DecodingState::step_activations(const StackGroup& group) {
+  const std::pair<int64_t, int64_t> shape{group.count, group.cross_count()};
+  auto it = step_activations_.find(shape);
+  if (it != step_activations_.end()) return it->second;
+  ActivationAllocator alloc(backend_);
+  LayerActivations act = layer_activations_allocate(alloc, config_, dtype_, group, batch_, 1, true);
+  bytes_ += alloc.bytes();
+  return step_activations_.emplace(shape, std::move(act)).first->second;
+}
+
+void DecodingState::output_head(int64_t first_row, int64_t rows) {
+  const int64_t B = batch_;
+  std::vector<Tensor> outputs;  // each stack's output rows
+  for (int64_t s = 0; s < config_.n_stacks; ++s) outputs.push_back(x_.slice(0, s * B + first_row, rows));
+  std::vector<const Tensor*> pointers;
+  for (const Tensor& t : outputs) pointers.push_back(&t);
+  Tensor combined = combined_.slice(0, first_row, rows), norm = final_norm_out_.slice(0, first_row, rows),
+         rstd = final_rstd_.slice(0, first_row, rows), logits = logits_.slice(0, first_row, rows);
+  output_head_forward(backend_, config_, model_.weights(), pointers, alpha_, combined, norm, rstd,
+                      logits);
+}
+
+void DecodingState::prefill(int64_t b, const Tensor& prompt) {
+  const ModelConfig& c = config_;
+  SF_CHECK(b >= 0 && b < batch_, "prefill: sequence {} outside the batch of {}", b, batch_);
+  SF_CHECK(prompt.device() == Device::cpu && prompt.dtype() == DType::i32 && prompt.ndim() == 1,
+           "prefill: expected a CPU I32 [n] tensor of token ids, got {}", prompt.describe());
+  const int64_t n = prompt.numel();
+  SF_CHECK(n >= 1 && n <= c.max_seq_len, "prefill: {} tokens for a context of {}", n, c.max_seq_len);
+  PrefillViews v = prefill_views(n);
+  backend_.copy(v.tokens, prompt);
+  const ModelWeights& w = model_.weights();
+  backend_.embedding_forward(v.embedded, v.tokens, w.tok_embeddings.value);
+  // Every stack starts from the token embeddings (spec §3); x runs in place after layer 0.
+  std::vector<Tensor> residual(static_cast<size_t>(c.layers_per_stack + 1), v.x);
+  residual[0] = v.embedded;
+  for (int64_t s = 0; s < c.n_stacks; ++s) {
+    if (s >= 1) memory_norm(backend_, c, w, s, v.x, v.memory, v.memory_rstd);
+    const StackPass pass{backend_, c, w, StackGroup{s, 1}, PassCaches{&cache_, b, nullptr}};
+    stack_pass(pass, residual, &v.memory, [&](int64_t) -> LayerActivations& { return v.layer; });
+    // The last position's output: the next step's memory source, and the head's input.
+    Tensor row = x_.slice(0, s * batch_ + b, 1);
+    backend_.copy(row, v.x.slice(0, n - 1, 1));
+  }
+  output_head(b, 1);
+}
+
+void DecodingState::step() {
+  const ModelConfig& c = config_;
+  const ModelWeights& w = model_.weights();
+  const int64_t B = batch_, p = c.n_stacks;
+  const int64_t first = plan_.groups.front().first, running = p - first;
+  // The hand-off: each running stack s >= 1 normalises its memory source's output at i - 1
+  // before any stack overwrites its rows.
+  for (int64_t s = std::max<int64_t>(first, 1); s < p; ++s) {
+    Tensor memory = memory_.slice(0, s * B, B), rstd = memory_rstd_.slice(0, s * B, B);
+    memory_norm(backend_, c, w, s, x_.slice(0, (s - 1) * B, B), memory, rstd);
+  }
+  // Every running stack starts from the token embeddings: one lookup for all their rows.
+  Tensor x_running = x_.slice(0, first * B, running * B);
+  backend_.embedding_forward(x_running, indices_.rows(StepIndices::token, first, running),
+                             w.tok_embeddings.value);
+  for (const StackGroup& g : plan_.groups) {
+    const StackPass pass{backend_, c, w, g, PassCaches{&cache_, 0, &indices_}};
+    const Tensor x = x_.slice(0, g.first * B, g.count * B);
+    const Tensor memory = g.cross_count() > 0 ? memory_.slice(0, g.cross_first() * B, g.cross_count() * B)
+                                              : Tensor();
+    LayerActivations& act = step_activations(g);
+    stack_pass(pass, std::vector<Tensor>(static_cast<size_t>(c.layers_per_stack + 1), x),
+               memory.defined() ? &memory : nullptr, [&](int64_t) -> LayerActivations& { return act; });
+  }
+  if (plan_.recurrent) {
+    // The last stack's output at i is the memory source of position i (spec §5).
+    Tensor source = x_.slice(0, (p - 2) * B, B);
+    backend_.copy(source, x_.slice(0, (p - 1) * B, B));
+  }
+  output_head(0, B);
+}
+
+}  // namespace sf
