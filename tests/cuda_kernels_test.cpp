@@ -471,6 +471,41 @@ TEST_P(CudaKernels, DecodeCacheWriteAndAttention) {
   expect_close(out, ref, "attention_decode");
 }
 
+// A prefill's bulk cache write: positions first .. first + n - 1 of one sequence, with a ring
+// wrap-around and a prompt longer than the ring (only its last C positions stay), bit-exact.
+TEST_P(CudaKernels, DecodeCacheWriteRange) {
+  const int64_t B = 3, C = 7, W = 2 * 8;
+  for (const auto& [sequence, first, n] : {std::tuple<int64_t, int64_t, int64_t>{1, 0, 5},
+                                           {2, 4, 6}, {0, 3, 12}, {1, 6, 1}}) {
+    Input cache = input({B, C, 2, 8}), rows = input({n, W});
+    Tensor ref = test::clone(cache.host);
+    cpu_.kv_cache_write_range(ref, rows.host, sequence, first);
+    gpu_->kv_cache_write_range(cache.device, rows.device, sequence, first);
+    EXPECT_EQ(test::max_abs_difference(to_host_f32(*gpu_, cache.device), ref), 0.0)
+        << "sequence " << sequence << " first " << first << " n " << n;
+  }
+}
+
+// Several products of a decode step at once (different weights, accumulating or not) against
+// the CPU's one by one.
+TEST_P(CudaKernels, LinearManyMatchesTheCpu) {
+  for (const int64_t rows : {1, 3, 40}) {
+    Input x1 = input({rows, 24}), x2 = input({rows, 24}), w1 = input({40, 24}), w2 = input({17, 24});
+    Input w3 = input({24, 40}), h = input({rows, 40}), acc = input({rows, 24});
+    Tensor o1 = poisoned({rows, 40}, dt()), o2 = poisoned({rows, 17}, dt());
+    std::vector<LinearTask> gpu_tasks = {{o1, x1.device, w1.device, false},
+                                         {o2, x2.device, w2.device, false},
+                                         {acc.device, h.device, w3.device, true}};
+    Tensor r1 = Tensor::zeros({rows, 40}), r2 = Tensor::zeros({rows, 17}), r3 = test::clone(acc.host);
+    cpu_.linear_many({{r1, x1.host, w1.host, false}, {r2, x2.host, w2.host, false},
+                      {r3, h.host, w3.host, true}});
+    gpu_->linear_many(gpu_tasks);
+    expect_close(o1, r1, "linear_many product 1");
+    expect_close(o2, r2, "linear_many product 2");
+    expect_close(acc.device, r3, "linear_many accumulated product");
+  }
+}
+
 TEST_P(CudaKernels, AdamWMatchesTheCpuStep) {
   if (dt() == DType::bf16) GTEST_SKIP() << "AdamW runs on F32 master state only";
   for (int64_t n : {1, 1000, 65537}) {

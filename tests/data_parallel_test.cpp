@@ -12,7 +12,7 @@
 #include <thread>
 
 #include "cpu/cpu_backend.h"
-#include "dist/collective.h"
+#include "distributed/collective.h"
 #include "io/atomic_file.h"
 #include "support/run_compare.h"
 #include "support/shell.h"

@@ -16,7 +16,7 @@
 #include <map>
 #include <thread>
 
-#include "dist/rendezvous.h"
+#include "distributed/rendezvous.h"
 #include "support/free_port.h"
 #include "support/test_util.h"
 

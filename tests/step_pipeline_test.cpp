@@ -9,7 +9,7 @@
 #include <cmath>
 
 #include "cpu/cpu_backend.h"
-#include "dist/collective.h"
+#include "distributed/collective.h"
 #include "model/model.h"
 #include "support/gradcheck.h"
 #include "support/tiny_models.h"

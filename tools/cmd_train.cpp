@@ -8,8 +8,8 @@
 #include "cli_common.h"
 #include "commands.h"
 #include "core/error.h"
-#include "dist/collective.h"
-#include "dist/rendezvous.h"
+#include "distributed/collective.h"
+#include "distributed/rendezvous.h"
 #include "model/config.h"
 #include "train/trainer.h"
 #ifdef SF_HAVE_CUDA

@@ -1,6 +1,6 @@
 // nccl_collective.h — sf::Collective over NCCL: one process per GPU, on one host or several.
 //
-// The constructor joins the job that `env` describes (dist/rendezvous.h): rank 0 makes the NCCL
+// The constructor joins the job that `env` describes (distributed/rendezvous.h): rank 0 makes the NCCL
 // unique id, the rendezvous hands it to every rank, and each rank creates its communicator on
 // its GPU. Operations are enqueued on the given stream (the CUDA backend's, so they are ordered
 // after the kernels that produced the gradients) and each call returns when its result is
@@ -14,8 +14,8 @@
 
 #include <string>
 
-#include "dist/collective.h"
-#include "dist/rendezvous.h"
+#include "distributed/collective.h"
+#include "distributed/rendezvous.h"
 
 namespace sf {
 

@@ -12,7 +12,7 @@
 
 #include <cstdint>
 
-#include "dist/collective.h"
+#include "distributed/collective.h"
 #include "model/parameters.h"
 
 namespace sf {

@@ -28,7 +28,7 @@
 
 #include "core/backend.h"
 #include "core/host_readback.h"
-#include "dist/collective.h"
+#include "distributed/collective.h"
 #include "model/model.h"
 #include "train/adamw.h"
 

@@ -7,7 +7,7 @@
 
 #include "core/rng.h"
 #include "data/batch_loader.h"
-#include "dist/collective.h"
+#include "distributed/collective.h"
 #include "model/model.h"
 #include "train/adamw.h"
 #include "train/flops.h"

@@ -11,7 +11,7 @@
 #include "data/batch_loader.h"
 #include "data/shards.h"
 #include "data/tokenizer_files.h"
-#include "dist/collective.h"
+#include "distributed/collective.h"
 #include "io/atomic_file.h"
 #include "model/model.h"
 #include "model/model_io.h"

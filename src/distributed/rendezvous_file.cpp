@@ -1,6 +1,6 @@
 // rendezvous_file.cpp — the shared-file rendezvous (SF_DIST_INIT_FILE): rank 0 writes its blob
 // into a file every rank can see, the others poll for it and acknowledge it, rank 0 cleans up
-// (see dist/rendezvous.h for the rules).
+// (see distributed/rendezvous.h for the rules).
 //
 // The file is text, so a person can look at one a failed job left behind:
 //   stagformer-dist-init 1
@@ -14,7 +14,7 @@
 #include <thread>
 
 #include "core/error.h"
-#include "dist/rendezvous.h"
+#include "distributed/rendezvous.h"
 #include "io/atomic_file.h"
 
 namespace sf {

@@ -1,5 +1,5 @@
 // rendezvous_tcp.cpp — the TCP rendezvous: rank 0 serves its blob on MASTER_PORT, every other
-// rank fetches it from MASTER_ADDR:MASTER_PORT (see dist/rendezvous.h for the rules).
+// rank fetches it from MASTER_ADDR:MASTER_PORT (see distributed/rendezvous.h for the rules).
 //
 // Wire format (integers are unsigned 32-bit big-endian):
 //   hello  (rank r -> rank 0): the 8 bytes "SFRDZV01", rank, world_size
@@ -28,7 +28,7 @@
 #include <utility>
 
 #include "core/error.h"
-#include "dist/rendezvous.h"
+#include "distributed/rendezvous.h"
 
 namespace sf {
 

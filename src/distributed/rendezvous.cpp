@@ -1,7 +1,7 @@
 // rendezvous.cpp — the launch environment of a data-parallel job (reading and validation) and
 // the choice between the TCP and the shared-file rendezvous. The exchanges themselves live in
 // rendezvous_tcp.cpp and rendezvous_file.cpp.
-#include "dist/rendezvous.h"
+#include "distributed/rendezvous.h"
 
 #include <charconv>
 #include <cmath>

@@ -1,0 +1,211 @@
+// decode_ops_test.cpp — the pieces incremental decoding is built from, on the CPU: the
+// attention masks' visible key ranges and cache rings against a brute-force enumeration of the
+// spec's rule, the prefill's bulk cache write against the row-by-row one, several linear layers
+// in one call against one product at a time (bit for bit, any thread count), and the prefill's
+// caches against the keys and values of the teacher-forced forward.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <set>
+#include <tuple>
+
+#include "core/attention_mask.h"
+#include "cpu/cpu_backend.h"
+#include "infer/decoder.h"
+#include "support/gradcheck.h"
+#include "support/test_util.h"
+#include "support/tiny_models.h"
+
+namespace sf {
+namespace {
+
+// ---- the window type -----------------------------------------------------------------------------
+
+// The spec's rules written out (§3): causal self-attention sees 0 <= j <= i; staggered
+// cross-attention with window w sees i - w <= j <= i - 1, every j < i when w = 0.
+bool causal_sees(int64_t i, int64_t j) { return j >= 0 && j <= i; }
+bool staggered_sees(int64_t w, int64_t i, int64_t j) {
+  return j >= 0 && j <= i - 1 && (w == 0 || j >= i - w);
+}
+
+TEST(AttentionMaskTest, VisibleKeysMatchABruteForceEnumeration) {
+  for (const int64_t w : {0, 1, 2, 3, 7}) {
+    const AttentionMask cross = AttentionMask::staggered(w), self = AttentionMask::causal();
+    for (int64_t i = 0; i <= 40; ++i) {
+      std::set<int64_t> want_cross, want_self, got_cross, got_self;
+      for (int64_t j = -5; j <= 45; ++j) {
+        if (staggered_sees(w, i, j)) want_cross.insert(j);
+        if (causal_sees(i, j)) want_self.insert(j);
+        EXPECT_EQ(cross.sees(i, j), staggered_sees(w, i, j)) << "w " << w << " i " << i << " j " << j;
+      }
+      const KeyRange rc = cross.keys_visible(i), rs = self.keys_visible(i);
+      for (int64_t j = rc.begin; j < rc.end; ++j) got_cross.insert(j);
+      for (int64_t j = rs.begin; j < rs.end; ++j) got_self.insert(j);
+      EXPECT_EQ(got_cross, want_cross) << "w " << w << " i " << i;
+      EXPECT_EQ(got_self, want_self) << "i " << i;
+      EXPECT_EQ(rc.count(), static_cast<int64_t>(want_cross.size()));
+      EXPECT_GE(rc.begin, 0);
+    }
+  }
+}
+
+// A ring of cache_slots(context) slots, written in decoding's order (self-attention: position i
+// before the query at i attends; cross-attention: memory position i - 1 before the query at i),
+// holds every key the query can see, each in slot j % slots.
+TEST(AttentionMaskTest, CacheRingsHoldEveryVisibleKey) {
+  for (const int64_t context : {1, 2, 5, 41}) {
+    for (const int64_t w : {0, 1, 2, 3, 7}) {
+      for (const bool cross : {false, true}) {
+        const AttentionMask mask = cross ? AttentionMask::staggered(w) : AttentionMask::causal();
+        const int64_t slots = mask.cache_slots(context);
+        EXPECT_LE(slots, context);
+        std::vector<int64_t> ring(static_cast<size_t>(slots), -1);  // the position in each slot
+        for (int64_t i = 0; i < context; ++i) {
+          const int64_t written = cross ? i - 1 : i;
+          if (written >= 0) ring[static_cast<size_t>(written % slots)] = written;
+          const KeyRange keys = mask.keys_visible(i);
+          EXPECT_LE(keys.count(), slots) << "context " << context << " w " << w << " i " << i;
+          for (int64_t j = keys.begin; j < keys.end; ++j)
+            EXPECT_EQ(ring[static_cast<size_t>(j % slots)], j)
+                << (cross ? "cross" : "self") << " context " << context << " w " << w << " i " << i;
+        }
+        if (cross && w > 0) EXPECT_EQ(slots, std::min(w, context));
+      }
+    }
+  }
+}
+
+// ---- kernels ---------------------------------------------------------------------------------------
+
+TEST(DecodeOps, CacheWriteRangeEqualsRowByRowWrites) {
+  CpuBackend cpu;
+  Rng rng(5);
+  const int64_t B = 3, C = 7, W = 6;
+  for (const auto& [sequence, first, n] : {std::tuple<int64_t, int64_t, int64_t>{1, 0, 5},
+                                           {2, 4, 6}, {0, 3, 12}, {1, 6, 1}, {0, 0, 7}}) {
+    const Tensor start = test::random_normal({B, C, 2, 3}, DType::f32, rng);
+    const Tensor rows = test::random_normal({n, W}, DType::f32, rng);
+    Tensor bulk = test::clone(start), reference = test::clone(start);
+    cpu.kv_cache_write_range(bulk, rows, sequence, first);
+    // The reference: each position j = first + r written by kv_cache_write, in order, into
+    // slot j % C of the sequence's cache rows.
+    Tensor sequence_rows = reference.slice(0, sequence, 1).view({1, C, W});
+    for (int64_t r = 0; r < n; ++r) {
+      Tensor slot = Tensor::zeros({1}, DType::i32);
+      slot.data<int32_t>()[0] = static_cast<int32_t>((first + r) % C);
+      cpu.kv_cache_write(sequence_rows, rows.slice(0, r, 1), slot);
+    }
+    EXPECT_EQ(test::max_abs_difference(bulk, reference), 0.0)
+        << "sequence " << sequence << " first " << first << " n " << n;
+  }
+}
+
+TEST(DecodeOps, CacheWriteRangeErrorsNameTheProblem) {
+  CpuBackend cpu;
+  Tensor cache = Tensor::zeros({2, 4, 6}), rows = Tensor::zeros({3, 5});
+  test::expect_error([&] { cpu.kv_cache_write_range(cache, rows, 0, 0); }, {"kv_cache_write_range", "rows"});
+  Tensor good = Tensor::zeros({3, 6});
+  test::expect_error([&] { cpu.kv_cache_write_range(cache, good, 2, 0); }, {"sequence 2 of 2"});
+}
+
+// linear_many's products equal matmul's, bit for bit, whatever the other products of the call
+// and the thread count: the staggered schedule's logits equal the sequential one's.
+template <class T>
+void check_linear_many(DType dt) {
+  CpuBackend cpu;
+  Rng rng(11);
+  for (const int64_t rows : {1, 2, 6, 16, 17}) {  // 17: past the small-row kernel, OpenBLAS
+    const Tensor x1 = test::random_normal({rows, 40}, dt, rng), x2 = test::random_normal({rows, 33}, dt, rng);
+    const Tensor w1 = test::random_normal({48, 40}, dt, rng), w2 = test::random_normal({5, 33}, dt, rng);
+    const Tensor w3 = test::random_normal({33, 48}, dt, rng), h = test::random_normal({rows, 48}, dt, rng);
+    const Tensor start = test::random_normal({rows, 33}, dt, rng);
+    Tensor r1 = Tensor::zeros({rows, 48}, dt), r2 = Tensor::zeros({rows, 5}, dt), r3 = test::clone(start);
+    test::with_threads(1, [&] {
+      cpu.matmul(r1, x1, false, w1, true, 1.0, 0.0);
+      cpu.matmul(r2, x2, false, w2, true, 1.0, 0.0);
+      cpu.matmul(r3, h, false, w3, true, 1.0, 1.0);
+    });
+    for (const int threads : {1, 2, 3}) {
+      Tensor o1 = Tensor::zeros({rows, 48}, dt), o2 = Tensor::zeros({rows, 5}, dt), o3 = test::clone(start);
+      test::with_threads(threads, [&] {
+        cpu.linear_many({{o1, x1, w1, false}, {o2, x2, w2, false}, {o3, h, w3, true}});
+      });
+      if (rows > 16 && threads > 1) continue;  // OpenBLAS: summation order may follow threads
+      for (const auto& [got, want] : {std::pair{&o1, &r1}, {&o2, &r2}, {&o3, &r3}})
+        EXPECT_EQ(std::memcmp(got->raw(), want->raw(), want->nbytes()), 0)
+            << dtype_name(dt) << " rows " << rows << " threads " << threads;
+    }
+  }
+}
+
+TEST(DecodeOps, LinearManyEqualsOneProductAtATimeBitForBit) {
+  check_linear_many<float>(DType::f32);
+  check_linear_many<double>(DType::f64);
+}
+
+TEST(DecodeOps, LinearManyRejectsProductsThatDoNotConform) {
+  CpuBackend cpu;
+  Tensor out = Tensor::zeros({2, 4}), x = Tensor::zeros({2, 3}), w = Tensor::zeros({4, 5});
+  test::expect_error([&] { cpu.linear_many({{out, x, w, false}}); }, {"linear_many", "does not conform"});
+}
+
+// ---- the prefill ------------------------------------------------------------------------------------
+
+// The decoder's prefill (the stack pass without gradient buffers, bulk cache writes) leaves in
+// its caches exactly the keys and values the teacher-forced forward computes: every self
+// position, and the cross memory positions up to n - 2 (n - 1 is appended by the first step).
+TEST(DecodePrefill, CachesHoldTheForwardsKeysAndValues) {
+  std::vector<test::Variant> variants = test::tiny_variants();
+  ModelConfig w3 = variants[1].config;
+  w3.cross_window = 3;
+  variants.push_back({"window3", w3});
+  for (const test::Variant& v : variants) {
+    ModelConfig c = v.config;
+    c.max_seq_len = 12;
+    c.validate(v.name);
+    CpuBackend backend;
+    Model model(c, backend, DType::f32);
+    Rng rng(17);
+    test::randomize_parameters(model, rng);
+    Decoder decoder(model, 2, DecodeMode::sequential);
+    for (const int64_t n : {1, 5, 12, 2}) {  // longest first too: views of one allocation
+      std::vector<int32_t> prompt(static_cast<size_t>(n));
+      for (auto& t : prompt) t = static_cast<int32_t>(rng.below(c.vocab_size));
+      const int64_t b = n % 2;
+      decoder.prefill(b, prompt);
+      Tensor tokens = Tensor::zeros({1, n}, DType::i32);
+      std::copy(prompt.begin(), prompt.end(), tokens.data<int32_t>());
+      model.forward(tokens);
+      const KvCache& cache = decoder.state().cache();
+      const int64_t W = c.kv_dim();
+      // Position j of sequence b in cache rows of one stack: slot j % slots.
+      auto expect_positions = [&](const LayerKv& kv, const AttentionActivations& act,
+                                  int64_t first, int64_t last, const std::string& what) {
+        for (const auto& [cache_t, forward_t] : {std::pair{&kv.k, &act.k}, {&kv.v, &act.v}}) {
+          const int64_t slots = cache_t->dim(1);
+          for (int64_t j = first; j <= last; ++j) {
+            const float* got = cache_t->data<float>() + (b * slots + j % slots) * W;
+            const float* want = forward_t->data<float>() + j * W;
+            EXPECT_EQ(std::memcmp(got, want, sizeof(float) * W), 0)
+                << v.name << " " << what << " n " << n << " position " << j;
+          }
+        }
+      };
+      for (int64_t s = 0; s < c.n_stacks; ++s)
+        for (int64_t l = 0; l < c.layers_per_stack; ++l) {
+          expect_positions(cache.self(l, s, 1), model.self_attention(s, l), 0, n - 1,
+                           fmt::format("self s{} l{}", s, l));
+          if (s == 0) continue;
+          const int64_t slots = cache.cross_slots();
+          expect_positions(cache.cross(l, s, 1), model.cross_attention(s, l),
+                           std::max<int64_t>(0, n - 1 - slots), n - 2, fmt::format("cross s{} l{}", s, l));
+        }
+      // The prediction after the prompt equals the forward's at its last position.
+      const Tensor want = test::convert(model.logits().view({n, -1}).slice(0, n - 1, 1), DType::f64);
+      EXPECT_LT(test::max_relative_error(decoder.logits().slice(0, b, 1), want), 1e-6) << v.name;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sf
