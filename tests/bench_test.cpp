@@ -370,6 +370,14 @@ TEST(BenchOptions, BadOptionsGiveClearErrors) {
   EXPECT_NE(e.find("-n 15 or less"), std::string::npos) << e;
   o.gen_tokens = separate.max_seq_len - 1;
   EXPECT_EQ(error(o, separate), "");
+  o.depth = 4;  // 4 prefilled + 15 steps do not fit either
+  e = error(o, separate);
+  EXPECT_NE(e.find("prefills 4 tokens (-d 4)"), std::string::npos) << e;
+  EXPECT_NE(e.find("-n 12 or less"), std::string::npos) << e;
+  o.gen_tokens = 12;
+  EXPECT_EQ(error(o, separate), "");
+  o.depth = -1;
+  EXPECT_NE(error(o, separate).find("-d/--depth must be >= 0"), std::string::npos);
 
   o = ok;
   o.repetitions = 0;
@@ -389,6 +397,30 @@ TEST(BenchOptions, BadOptionsGiveClearErrors) {
   // A mode name that does not exist lists the choices.
   e = test::error_of([] { decode_mode_from_string("parallel"); });
   EXPECT_NE(e.find("staggered, sequential or recurrent"), std::string::npos) << e;
+}
+
+// -d D: tg starts after a prompt of D tokens; the name says so and the KV bytes are those of
+// positions D .. D + N - 1.
+TEST(BenchRun, DepthStartsTheGenerationAfterAPrompt) {
+  ModelConfig c = test::tiny_variants()[1].config;  // separate p = 2
+  c.max_seq_len = 16;
+  c.validate("separate p2");
+  CpuBackend backend;
+  Model model(c, backend, DType::f32);
+  model.initialize();
+  BenchOptions o;
+  o.prompt_tokens = 0;
+  o.gen_tokens = 5;
+  o.depth = 7;
+  o.repetitions = 1;
+  o.modes = {DecodeMode::staggered};
+  const std::vector<BenchResult> results = bench_run({{&model, "random", false, {}}}, o);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].test, "tg5 @ d7");
+  EXPECT_DOUBLE_EQ(results[0].step_bytes->kv_cache,
+                   DecodeSchedule(c, DecodeMode::staggered).step_bytes(1, 7, 5, 4).kv_cache);
+  EXPECT_GT(results[0].step_bytes->kv_cache,
+            DecodeSchedule(c, DecodeMode::staggered).step_bytes(1, 1, 5, 4).kv_cache);
 }
 
 TEST(BenchOptions, OneStackModelsHaveOneSchedule) {

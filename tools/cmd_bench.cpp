@@ -163,6 +163,10 @@ void add_bench_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("-n,--n-gen", a->options.gen_tokens, "decode steps of the tg test (0: no tg test)")
       ->capture_default_str();
+  cmd->add_option("-d,--depth", a->options.depth,
+                  "tokens already in the context when the tg test starts (a random prompt, not "
+                  "timed; 0: one token)")
+      ->capture_default_str();
   cmd->add_option("-r,--repetitions", a->options.repetitions, "timed repetitions of each test (after one warm-up)")
       ->capture_default_str();
   cmd->add_option("-b,--batch", a->options.batch, "sequences decoded together")->capture_default_str();

@@ -6,6 +6,7 @@
 #include <cctype>
 #include <chrono>
 #include <cmath>
+#include <memory>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -35,13 +36,11 @@ std::vector<int32_t> random_tokens(Rng& rng, int64_t count, int64_t vocab) {
   return tokens;
 }
 
-// Runs `untimed` then times `timed`, once as a warm-up and then `repetitions` times; returns
-// the timed seconds of the counted repetitions.
-std::vector<double> time_repetitions(int repetitions, const std::function<void()>& untimed,
-                                     const std::function<void()>& timed) {
+// Times `timed` once as a warm-up and then `repetitions` times; returns the seconds of the
+// counted repetitions.
+std::vector<double> time_repetitions(int repetitions, const std::function<void()>& timed) {
   std::vector<double> seconds;
   for (int rep = 0; rep <= repetitions; ++rep) {
-    if (untimed) untimed();
     const auto start = std::chrono::steady_clock::now();
     timed();
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -71,10 +70,13 @@ void bench_options_check(const BenchOptions& o, const ModelConfig& c) {
   SF_CHECK(o.prompt_tokens <= c.max_seq_len,
            "-p {}: the prompt is longer than the model's context (max_seq_len {})", o.prompt_tokens,
            c.max_seq_len);
-  SF_CHECK(o.gen_tokens + 1 <= c.max_seq_len,
-           "-n {}: the tg test prefills 1 token and then decodes N, so 1 + N must fit the model's "
-           "context (max_seq_len {}); use -n {} or less",
-           o.gen_tokens, c.max_seq_len, c.max_seq_len - 1);
+  SF_CHECK(o.depth >= 0, "-d/--depth must be >= 0, got {}", o.depth);
+  const int64_t context = std::max<int64_t>(1, o.depth);
+  SF_CHECK(context + o.gen_tokens <= c.max_seq_len,
+           "-n {}: the tg test prefills {} token{} (-d {}) and then decodes N, so {} + N must fit "
+           "the model's context (max_seq_len {}); use -n {} or less",
+           o.gen_tokens, context, context == 1 ? "" : "s", o.depth, context, c.max_seq_len,
+           c.max_seq_len - context);
   for (DecodeMode mode : o.modes)
     if (const std::string why = DecodeSchedule::unsupported(c, mode); !why.empty())
       fail(fmt::format("--decode {} {}", to_string(mode), why));
@@ -190,7 +192,7 @@ std::vector<BenchResult> bench_run(const std::vector<BenchSubject>& subjects,
       for (int64_t b = 0; b < B; ++b) prompts.push_back(random_tokens(rng, o.prompt_tokens, c.vocab_size));
       // Prefill is the same teacher-forced forward for every schedule (decoder.h).
       Decoder decoder(model, B, DecodeMode::sequential);
-      const std::vector<double> seconds = time_repetitions(o.repetitions, nullptr, [&] {
+      const std::vector<double> seconds = time_repetitions(o.repetitions, [&] {
         for (int64_t b = 0; b < B; ++b) decoder.prefill(b, prompts[static_cast<size_t>(b)]);
       });
       finish(r, seconds);
@@ -199,31 +201,45 @@ std::vector<BenchResult> bench_run(const std::vector<BenchSubject>& subjects,
     }
 
     if (o.gen_tokens > 0) {
-      const std::vector<int32_t> first = random_tokens(rng, B, c.vocab_size);
+      // The context a tg test starts from: a prompt of `depth` tokens, at least one (the decoder
+      // needs a first position); steps then run at positions context .. context + N - 1.
+      const int64_t context = std::max<int64_t>(1, o.depth);
+      const std::vector<int32_t> first = random_tokens(rng, B * context, c.vocab_size);
       const std::vector<int32_t> stream = random_tokens(rng, B * o.gen_tokens, c.vocab_size);
+      // Every schedule's decoder exists at once and their repetitions alternate (A B A B ...):
+      // a change of the machine's load during the run hits every schedule alike.
+      std::vector<std::unique_ptr<Decoder>> decoders;
+      std::vector<BenchResult> tg;
       for (DecodeMode mode : modes) {
         BenchResult r = base;
         r.decode = to_string(mode);
-        r.test = fmt::format("tg{}", o.gen_tokens);
+        r.test = o.depth > 0 ? fmt::format("tg{} @ d{}", o.gen_tokens, o.depth)
+                             : fmt::format("tg{}", o.gen_tokens);
         r.tokens = B * o.gen_tokens;
-        // Steps run at positions 1..N (the prefilled token sits at 0).
-        Decoder decoder(model, B, mode);
-        r.step_bytes = decoder.schedule().step_bytes(
-            B, 1, o.gen_tokens, static_cast<int64_t>(dtype_size(model.compute_dtype())));
+        decoders.push_back(std::make_unique<Decoder>(model, B, mode));
+        r.step_bytes = decoders.back()->schedule().step_bytes(
+            B, context, o.gen_tokens, static_cast<int64_t>(dtype_size(model.compute_dtype())));
         announce(r);
-        const std::vector<double> seconds = time_repetitions(
-            o.repetitions,
-            [&] {
-              for (int64_t b = 0; b < B; ++b)
-                decoder.prefill(b, std::span<const int32_t>(&first[static_cast<size_t>(b)], 1));
-            },
-            [&] {
-              for (int64_t n = 0; n < o.gen_tokens; ++n)
-                decoder.step(std::span<const int32_t>(stream.data() + n * B, static_cast<size_t>(B)));
-            });
-        finish(r, seconds);
-        report(r);
-        results.push_back(std::move(r));
+        tg.push_back(std::move(r));
+      }
+      std::vector<std::vector<double>> seconds(modes.size());
+      for (int rep = 0; rep <= o.repetitions; ++rep) {  // repetition 0: the warm-up
+        for (size_t k = 0; k < decoders.size(); ++k) {
+          Decoder& decoder = *decoders[k];
+          for (int64_t b = 0; b < B; ++b)
+            decoder.prefill(b, std::span<const int32_t>(first.data() + b * context,
+                                                        static_cast<size_t>(context)));
+          const auto start = std::chrono::steady_clock::now();
+          for (int64_t n = 0; n < o.gen_tokens; ++n)
+            decoder.step(std::span<const int32_t>(stream.data() + n * B, static_cast<size_t>(B)));
+          const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+          if (rep > 0) seconds[k].push_back(s);
+        }
+      }
+      for (size_t k = 0; k < tg.size(); ++k) {
+        finish(tg[k], seconds[k]);
+        report(tg[k]);
+        results.push_back(std::move(tg[k]));
       }
     }
   }

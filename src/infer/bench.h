@@ -11,7 +11,9 @@
 //   tg<N>  generation: B sequences are prefilled with ONE random token (not timed: the decoder
 //          needs a first position in its caches; llama-bench's tg also starts from an empty
 //          context), then N decode steps of B random tokens are timed; tokens/s = B*N / time.
-//          Measured per decode schedule.
+//          "tg<N> @ d<D>" (-d D): the prefill is a random prompt of D tokens, so the steps read
+//          a context of D.. tokens (llama-bench's depth). Measured per decode schedule; the
+//          schedules' repetitions alternate, so a change of load hits all of them alike.
 // Every test runs one warm-up repetition that is not counted, then `repetitions` timed ones
 // (std::chrono::steady_clock); results are the mean and the sample standard deviation of the
 // per-repetition tokens/s, as llama-bench reports them.
@@ -38,6 +40,7 @@ namespace sf {
 struct BenchOptions {
   int64_t prompt_tokens = 512;  // -p: pp test length (0: no pp test)
   int64_t gen_tokens = 128;     // -n: tg test length (0: no tg test)
+  int64_t depth = 0;            // -d: tokens already in the context when tg starts (0: one)
   int repetitions = 5;          // -r: timed repetitions (plus one warm-up)
   int64_t batch = 1;            // -b: sequences decoded together
   std::vector<DecodeMode> modes = {DecodeMode::staggered, DecodeMode::sequential};
@@ -46,8 +49,9 @@ struct BenchOptions {
 };
 
 // Checks the options against a model config before anything is built. Errors: repetitions < 1,
-// batch < 1, threads < 0, negative lengths, both lengths 0, no decode mode, a prompt longer
-// than the context, 1 + N tokens beyond the context, recurrent on a model that cannot run it.
+// batch < 1, threads < 0, negative lengths or depth, both lengths 0, no decode mode, a prompt
+// longer than the context, max(1, depth) + N tokens beyond the context, recurrent on a model
+// that cannot run it.
 void bench_options_check(const BenchOptions& options, const ModelConfig& config);
 
 // The modes actually measured for a config: duplicates dropped; a one-stack model has a single
