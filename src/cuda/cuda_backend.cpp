@@ -177,6 +177,16 @@ class CudaBackend final : public Backend {
     sum_squares_f32(tensors, static_cast<double*>(total.raw()));
   }
   void synchronize() override { SF_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+  std::optional<MemoryBandwidth> measure_memory_bandwidth() override {
+    SF_CHECK(!capturing_, "measure_memory_bandwidth: not while recording");
+    const cuda::DeviceBandwidth d = cuda::measure_device_bandwidth(stream_);
+    MemoryBandwidth m;
+    m.copy_gb_s = d.copy_gb_s;
+    m.read_gb_s = d.read_gb_s;
+    m.array_bytes = d.array_bytes;
+    m.repetitions = d.repetitions;
+    return m;
+  }
 
   // ---- recording: CUDA graphs captured from the stream ---------------------------------------
   // (The per-operation profiler times each call with events: no recordings then.)

@@ -123,6 +123,15 @@ void attention_decode(DType dtype, void* out, const void* q, const void* k_cache
                       int64_t batch, int64_t capacity, int64_t q_heads, int64_t kv_heads,
                       int64_t head_dim, cudaStream_t stream);
 
+// ---- the GPU's memory bandwidth (memory_bandwidth.cu) ---------------------------------------
+struct DeviceBandwidth {
+  double copy_gb_s = 0.0;  // device-to-device copy, bytes read + written
+  double read_gb_s = 0.0;  // a streaming read kernel, bytes read
+  int64_t array_bytes = 0;
+  int repetitions = 0;     // best of this many timed passes
+};
+DeviceBandwidth measure_device_bandwidth(cudaStream_t stream);
+
 // ---- optimizer ----------------------------------------------------------------------------------
 // Per-step constants, computed in double on the host and rounded once (as the CPU kernel does).
 struct AdamWArgs {

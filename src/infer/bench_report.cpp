@@ -213,11 +213,17 @@ std::string bench_markdown(const BenchReport& report) {
   }
   if (report.peak) {
     const MemoryBandwidth& m = *report.peak;
-    out += fmt::format(
-        "- peak memory bandwidth (measured): {:.2f} GB/s (copy {:.2f}, triad {:.2f}, read {:.2f} "
-        "GB/s; 3 x {} MiB arrays, {} threads, best of {})\n",
-        m.peak_gb_s(), m.copy_gb_s, m.triad_gb_s, m.read_gb_s, m.array_bytes >> 20, m.threads,
-        m.repetitions);
+    if (m.threads > 0)  // the CPU's STREAM-like kernels
+      out += fmt::format(
+          "- peak memory bandwidth (measured): {:.2f} GB/s (copy {:.2f}, triad {:.2f}, read {:.2f} "
+          "GB/s; 3 x {} MiB arrays, {} threads, best of {})\n",
+          m.peak_gb_s(), m.copy_gb_s, m.triad_gb_s, m.read_gb_s, m.array_bytes >> 20, m.threads,
+          m.repetitions);
+    else  // a GPU: device-to-device copy and a streaming read kernel
+      out += fmt::format(
+          "- peak memory bandwidth (measured on the device): {:.2f} GB/s (copy {:.2f} GB/s "
+          "counting reads and writes, read {:.2f} GB/s; {} MiB arrays, best of {})\n",
+          m.peak_gb_s(), m.copy_gb_s, m.read_gb_s, m.array_bytes >> 20, m.repetitions);
   } else {
     out += "- peak memory bandwidth: not measured (--no-bandwidth)\n";
   }
