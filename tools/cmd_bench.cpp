@@ -98,7 +98,11 @@ void run(BenchArgs& a) {
   }
 
   progress(fmt::format("building {}", bench_model_name(config)));
-  Model model(config, *backend, DType::f32);
+  // On a GPU the kernels read BF16 weights and caches (fp32 accumulation), as training's mixed
+  // precision does; the CPU runs F32.
+  const std::optional<DType> compute =
+      backend->device() == Device::cuda ? std::optional<DType>(DType::bf16) : std::nullopt;
+  Model model(config, *backend, DType::f32, compute);
   std::string weights;
   if (!a.model_path.empty()) {
     model_load_weights(model, files.weights);
@@ -111,7 +115,7 @@ void run(BenchArgs& a) {
   std::unique_ptr<Model> baseline;
   if (a.baseline) {
     progress(fmt::format("building the baseline {}", bench_model_name(baseline_config)));
-    baseline = std::make_unique<Model>(baseline_config, *backend, DType::f32);
+    baseline = std::make_unique<Model>(baseline_config, *backend, DType::f32, compute);
     baseline->initialize();
     subjects.push_back({baseline.get(),
                         fmt::format("random (seed {}), built by --baseline: n_stacks 1, "

@@ -251,8 +251,40 @@ class CudaBackend final : public Backend {
       else scale(out, beta);
       return;
     }
+    if (small_product(out, a, ta, b, tb, alpha, beta)) {
+      const cuda::SmallProduct p{out.raw(), a.raw(), b.raw(), beta == 1.0 ? out.raw() : nullptr,
+                                 M, N, K, false};
+      return cuda::linear_small_many(out.dtype(), &p, 1, stream_);
+    }
     matmul_->run(out.raw(), out.dtype(), a.raw(), ta, b.raw(), tb, a.dtype(), M, N, K,
                  static_cast<float>(alpha), static_cast<float>(beta));
+  }
+
+  // A decode-sized product (x @ W^T of at most kMaxSmallRows rows, one dtype, alpha 1, beta 0
+  // or 1): the small-row kernel reads W once with wide loads, where cuBLASLt's tiles are
+  // mostly empty.
+  static bool small_product(const Tensor& out, const Tensor& a, bool ta, const Tensor& b, bool tb,
+                            double alpha, double beta) {
+    return !ta && tb && out.dim(0) <= cuda::kMaxSmallRows && alpha == 1.0 &&
+           (beta == 0.0 || beta == 1.0) && a.dtype() == out.dtype() && b.dtype() == out.dtype();
+  }
+
+  void linear_many(const std::vector<LinearTask>& tasks) override {
+    if (tasks.empty()) return;
+    bool small = true;
+    for (const LinearTask& t : tasks) {
+      check_matmul(t.out, t.x, false, t.w, true);
+      small = small && small_product(t.out, t.x, false, t.w, true, 1.0, t.accumulate ? 1.0 : 0.0) &&
+              t.out.dtype() == tasks[0].out.dtype();
+    }
+    if (!small) return Backend::linear_many(tasks);  // cuBLASLt, one product at a time
+    const auto op_timer = profile("linear_many");
+    std::vector<cuda::SmallProduct> products;
+    for (const LinearTask& t : tasks)
+      products.push_back({t.out.raw(), t.x.raw(), t.w.raw(), t.accumulate ? t.out.raw() : nullptr,
+                          t.out.dim(0), t.out.dim(1), t.x.dim(1), false});
+    cuda::linear_small_many(tasks[0].out.dtype(), products.data(),
+                            static_cast<int>(products.size()), stream_);
   }
 
   void matmul_batched(Tensor& out, const Tensor& a, bool ta, const Tensor& b, bool tb,
@@ -265,6 +297,16 @@ class CudaBackend final : public Backend {
     check_matmul(out.select(0), a0, ta, b0, tb);
     const int64_t G = out.dim(0), M = out.dim(1), N = out.dim(2), K = ta ? a0.dim(0) : a0.dim(1);
     if (K == 0 || G <= 1) return Backend::matmul_batched(out, a, ta, b, tb, alpha, beta);
+    if (small_product(out.select(0), a0, ta, b0, tb, alpha, beta)) {
+      std::vector<cuda::SmallProduct> products;
+      for (int64_t g = 0; g < G; ++g) {
+        Tensor out_g = out.select(g);
+        products.push_back({out_g.raw(), (a.ndim() == 3 ? a.select(g) : a).raw(),
+                            (b.ndim() == 3 ? b.select(g) : b).raw(),
+                            beta == 1.0 ? out_g.raw() : nullptr, M, N, K, false});
+      }
+      return cuda::linear_small_many(out.dtype(), products.data(), static_cast<int>(G), stream_);
+    }
     const auto op_timer = profile(profiler_ ? fmt::format("matmul {}x{}x{}x{} {}{} {}", G, M, N,
                                                           K, ta ? "T" : "N", tb ? "T" : "N",
                                                           dtype_name(out.dtype()))
@@ -286,6 +328,11 @@ class CudaBackend final : public Backend {
     }
     const auto op_timer = profile("matmul_add");
     check_matmul(out, a, ta, b, tb);
+    if (small_product(out, a, ta, b, tb, 1.0, 0.0)) {
+      const cuda::SmallProduct p{out.raw(), a.raw(), b.raw(), addend.raw(), out.dim(0),
+                                 out.dim(1), a.dim(1), false};
+      return cuda::linear_small_many(out.dtype(), &p, 1, stream_);
+    }
     matmul_->run(out.raw(), out.dtype(), a.raw(), ta, b.raw(), tb, a.dtype(), out.dim(0),
                  out.dim(1), ta ? a.dim(0) : a.dim(1), 1.0f, 1.0f, addend.raw());
   }

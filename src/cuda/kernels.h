@@ -108,6 +108,21 @@ void cross_entropy_forward_backward(DType dtype, float* losses, void* dlogits, c
                                     const int32_t* targets, int64_t rows, int64_t vocab,
                                     cudaStream_t stream);
 
+// ---- products of a few rows (linear_small.cu) ------------------------------------------------
+// out [m, n] = x [m, k] @ w [n, k]^T (+ addend [m, n], which may be out itself), m <= 8.
+constexpr int kMaxSmallRows = 8;
+constexpr int kMaxSmallProducts = 32;  // per launch; more are launched in turns
+struct SmallProduct {
+  void* out;
+  const void* x;
+  const void* w;
+  const void* addend;  // nullptr: none
+  int64_t m, n, k;
+  bool vector_loads;   // set by the launcher
+};
+// All products share `dtype` (F32 or BF16); one launch per kMaxSmallProducts.
+void linear_small_many(DType dtype, const SmallProduct* products, int count, cudaStream_t stream);
+
 // ---- incremental decoding ----------------------------------------------------------------------
 // cache [B, C, W] row slots[b] = rows[b, :].
 void kv_cache_write(DType dtype, void* cache, const void* rows, const int32_t* slots,

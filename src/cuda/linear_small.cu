@@ -1,0 +1,130 @@
+// linear_small.cu — out = x @ W^T (+ addend) for a few rows (decoding: one row per sequence and
+// stack), several independent products in one launch (Backend::linear_many; CudaBackend::matmul
+// sends its small-row products here too). Batch-1 decoding is memory-bound: each weight is read
+// once, with 16-byte loads, while the rows of x stay in L1/L2.
+//
+// Layout and conventions: W [N, K] row-major (a linear layer's PyTorch layout), x [M, K],
+// out and addend [M, N]; one dtype (F32 or BF16) for x, W, out and addend; fp32 accumulation.
+// One warp computes one output feature n for all M rows: its lanes stride over K (8 BF16 or 4
+// F32 values per 16-byte load), then a warp sum. Blocks of kWarps warps take consecutive
+// features of one product; the products' blocks follow each other in the grid (first_block),
+// and the product table travels as a kernel parameter (no upload; CUDA graphs keep it).
+#include <algorithm>
+
+#include "cuda/device_common.cuh"
+#include "cuda/kernels.h"
+
+namespace sf::cuda {
+
+namespace {
+
+constexpr int kWarps = 8;  // warps (features) per block
+
+struct ProductTable {
+  SmallProduct products[kMaxSmallProducts];
+  int first_block[kMaxSmallProducts + 1];  // prefix sums of each product's blocks
+  int count;
+};
+
+// The 16-byte chunk of `p` at element offset `k`, as fp32 values.
+__device__ __forceinline__ void load_chunk(const float* p, float* v) {
+  const float4 q = *reinterpret_cast<const float4*>(p);
+  v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
+}
+__device__ __forceinline__ void load_chunk(const __nv_bfloat16* p, float* v) {
+  const uint4 q = *reinterpret_cast<const uint4*>(p);
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&q);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __bfloat1622float2(h[i]);
+    v[2 * i] = f.x;
+    v[2 * i + 1] = f.y;
+  }
+}
+
+template <class T, int M>
+__global__ void __launch_bounds__(kWarps * 32) linear_small_kernel(const ProductTable table) {
+  int t = 0;
+  while (t + 1 < table.count && static_cast<int>(blockIdx.x) >= table.first_block[t + 1]) ++t;
+  const SmallProduct& p = table.products[t];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t n = static_cast<int64_t>(blockIdx.x - table.first_block[t]) * kWarps + warp;
+  if (n >= p.n) return;
+  const T* w = static_cast<const T*>(p.w) + n * p.k;
+  const T* x = static_cast<const T*>(p.x);
+  constexpr int V = 16 / sizeof(T);  // values per 16-byte load
+  float acc[M];
+#pragma unroll
+  for (int m = 0; m < M; ++m) acc[m] = 0.f;
+  if (p.vector_loads) {
+    for (int64_t c = static_cast<int64_t>(lane) * V; c < p.k; c += 32 * V) {
+      float wv[V];
+      load_chunk(w + c, wv);
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        if (m < p.m) {
+          float xv[V];
+          load_chunk(x + m * p.k + c, xv);
+#pragma unroll
+          for (int i = 0; i < V; ++i) acc[m] = fmaf(wv[i], xv[i], acc[m]);
+        }
+      }
+    }
+  } else {  // K not a multiple of the vector width, or unaligned rows
+    for (int64_t c = lane; c < p.k; c += 32) {
+      const float wc = to_float(w[c]);
+#pragma unroll
+      for (int m = 0; m < M; ++m)
+        if (m < p.m) acc[m] = fmaf(wc, to_float(x[m * p.k + c]), acc[m]);
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < M; ++m) acc[m] = warp_sum(acc[m]);
+  if (lane != 0) return;
+  T* out = static_cast<T*>(p.out);
+  const T* addend = static_cast<const T*>(p.addend);
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    if (m < p.m) {
+      float value = acc[m];
+      if (addend) value += to_float(addend[m * p.n + n]);
+      out[m * p.n + n] = from_float<T>(value);
+    }
+  }
+}
+
+template <class T, int M>
+void launch(const ProductTable& table, int blocks, cudaStream_t stream) {
+  linear_small_kernel<T, M><<<blocks, kWarps * 32, 0, stream>>>(table);
+}
+
+}  // namespace
+
+void linear_small_many(DType dtype, const SmallProduct* products, int count, cudaStream_t stream) {
+  for (int first = 0; first < count; first += kMaxSmallProducts) {
+    ProductTable table{};
+    table.count = std::min(kMaxSmallProducts, count - first);
+    int blocks = 0, rows = 1;
+    for (int i = 0; i < table.count; ++i) {
+      SmallProduct p = products[first + i];
+      const int64_t vector = 16 / static_cast<int64_t>(dtype_size(dtype));
+      const auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
+      p.vector_loads = p.k % vector == 0 && aligned(p.w) && aligned(p.x);
+      table.products[i] = p;
+      table.first_block[i] = blocks;
+      blocks += static_cast<int>((p.n + kWarps - 1) / kWarps);
+      rows = std::max<int>(rows, static_cast<int>(p.m));
+    }
+    table.first_block[table.count] = blocks;
+    if (blocks == 0) continue;
+    SF_DISPATCH_FLOAT(dtype, T, {
+      if (rows <= 1) launch<T, 1>(table, blocks, stream);
+      else if (rows <= 2) launch<T, 2>(table, blocks, stream);
+      else if (rows <= 4) launch<T, 4>(table, blocks, stream);
+      else launch<T, 8>(table, blocks, stream);
+    });
+    SF_CUDA_LAUNCH_CHECK("linear_small");
+  }
+}
+
+}  // namespace sf::cuda
