@@ -25,7 +25,7 @@ summary=()
 
 if [[ $what == *tests* ]]; then
   # cuda_data_parallel_test skips itself on a machine with fewer than 2 GPUs (nvidia-h200-x2 runs it)
-  for t in cuda_kernels_test cuda_attention_test cuda_model_test twin_test cuda_data_parallel_test; do
+  for t in cuda_kernels_test cuda_attention_test cuda_model_test cuda_decode_test twin_test cuda_data_parallel_test; do
     [[ -x .devbin/$t ]] || { summary+=("$t: not built"); continue; }
     ./.devbin/$t --gtest_brief=1 > "$out/$t.log" 2>&1
     rc=$?

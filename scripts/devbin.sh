@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # (default: the stagformer tool and every GPU test)
 build=${1:-build}
 shift || true
-executables=${*:-stagformer cuda_kernels_test cuda_attention_test cuda_model_test cuda_data_parallel_test twin_test}
+executables=${*:-stagformer cuda_kernels_test cuda_attention_test cuda_model_test cuda_decode_test cuda_data_parallel_test twin_test}
 rm -rf .devbin
 mkdir -p .devbin/lib
 for exe in $executables; do

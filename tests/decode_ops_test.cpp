@@ -69,7 +69,9 @@ TEST(AttentionMaskTest, CacheRingsHoldEveryVisibleKey) {
             EXPECT_EQ(ring[static_cast<size_t>(j % slots)], j)
                 << (cross ? "cross" : "self") << " context " << context << " w " << w << " i " << i;
         }
-        if (cross && w > 0) EXPECT_EQ(slots, std::min(w, context));
+        if (cross && w > 0) {
+          EXPECT_EQ(slots, std::min(w, context));
+        }
       }
     }
   }

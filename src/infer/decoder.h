@@ -32,6 +32,8 @@ class Decoder {
   DecodeMode mode() const { return schedule_.mode(); }
   const DecodeSchedule& schedule() const { return schedule_; }
   const DecodingState& state() const { return state_; }
+  // Record the step once and replay it (the default where the backend can), or not.
+  void set_step_recording(bool on) { state_.set_step_recording(on); }
   int64_t length(int64_t sequence) const { return length_.at(static_cast<size_t>(sequence)); }
 
   // Resets sequence b and runs its prompt (1 <= size <= max_seq_len, ids in the vocabulary).

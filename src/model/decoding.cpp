@@ -2,6 +2,9 @@
 // decode step (hand-off, embeddings, the plan's groups, the output head).
 #include "model/decoding.h"
 
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <new>
 
 namespace sf {
@@ -68,6 +71,8 @@ DecodingState::DecodingState(Model& model, int64_t batch, StepPlan plan)
   SF_CHECK(batch >= 1, "decoder batch must be >= 1, got {}", batch);
   check_plan(plan_, c);
   alpha_ = model.combine_alpha();
+  if (const char* graphs = std::getenv("SF_DECODE_GRAPHS"); graphs && std::strcmp(graphs, "0") == 0)
+    step_recording_ = false;
   const int64_t p = c.n_stacks, B = batch, D = c.d_model, T = c.max_seq_len;
   const DType stat = statistics_dtype(dtype_);
   try {
@@ -148,7 +153,51 @@ void DecodingState::prefill(int64_t b, const Tensor& prompt) {
   output_head(b, 1);
 }
 
+DecodingState::~DecodingState() {
+  if (recording_ >= 0) backend_.release_recording(recording_);
+}
+
+void DecodingState::set_step_recording(bool on) {
+  step_recording_ = on;
+  if (!on && recording_ >= 0) {
+    backend_.release_recording(recording_);
+    recording_ = -1;
+  }
+}
+
 void DecodingState::step() {
+  if (!step_recording_ || !backend_.can_record() || direct_steps_ == 0) {
+    run_step();
+    ++direct_steps_;
+    return;
+  }
+  if (recording_ >= 0) {
+    if (backend_.replay(recording_)) {
+      ++replayed_steps_;
+      return;
+    }
+    backend_.release_recording(recording_);  // the backend replaced a buffer it uses
+    recording_ = -1;
+  }
+  backend_.begin_recording();
+  try {
+    run_step();  // recorded, not run
+  } catch (const std::exception& e) {
+    // Something in the step cannot be recorded: say so once, and run directly from now on.
+    backend_.abort_recording();
+    std::fprintf(stderr, "note: recording the decode step failed (%s); running it directly\n",
+                 e.what());
+    step_recording_ = false;
+    run_step();
+    ++direct_steps_;
+    return;
+  }
+  recording_ = backend_.end_recording();
+  SF_CHECK(backend_.replay(recording_), "decode step: a fresh recording cannot be replayed");
+  ++replayed_steps_;
+}
+
+void DecodingState::run_step() {
   const ModelConfig& c = config_;
   const ModelWeights& w = model_.weights();
   const int64_t B = batch_, p = c.n_stacks;

@@ -43,6 +43,9 @@ class DecodingState {
   // `plan`. The model's weights must not change while it is in use (combine.alpha is read once).
   // Errors: a plan that does not fit the model, memory that is not available (naming the bytes).
   DecodingState(Model& model, int64_t batch, StepPlan plan);
+  ~DecodingState();
+  DecodingState(const DecodingState&) = delete;
+  DecodingState& operator=(const DecodingState&) = delete;
 
   int64_t batch() const { return batch_; }
   const StepPlan& plan() const { return plan_; }
@@ -56,7 +59,16 @@ class DecodingState {
   void prefill(int64_t sequence, const Tensor& prompt);
   // One decode step of every sequence, at the tokens and positions of indices() (set for every
   // sequence and uploaded). Afterwards logits() row b predicts sequence b's next token.
+  // Where the backend can record (CUDA graphs), the step's device work is recorded once, at
+  // the second step (the first runs directly: lazy allocations and tuning happen outside a
+  // recording), and replayed from then on: the step reads its tokens and positions from the
+  // uploaded indices, so one recording serves every step. The results are those of running it.
   void step();
+  // Recording on (the default, unless the environment sets SF_DECODE_GRAPHS=0) or off: every
+  // step runs its operations directly (for comparisons).
+  void set_step_recording(bool on);
+  // Steps that replayed the recording (tests and diagnostics).
+  int64_t replayed_steps() const { return replayed_steps_; }
   // [batch, vocab] on the backend, in the model's compute dtype.
   const Tensor& logits() const { return logits_; }
   // Device bytes of the state (caches, buffers, activations).
@@ -65,6 +77,7 @@ class DecodingState {
  private:
   struct PrefillViews;
   PrefillViews prefill_views(int64_t n);
+  void run_step();  // the step's device work
   LayerActivations& step_activations(const StackGroup& group);
   void output_head(int64_t first_row, int64_t rows);
 
@@ -87,6 +100,10 @@ class DecodingState {
   Tensor prefill_tokens_;
   std::vector<Tensor> prefill_buffers_;
   int64_t bytes_ = 0;
+  bool step_recording_ = true;
+  int64_t direct_steps_ = 0;  // steps run directly (the first one warms up)
+  int recording_ = -1;        // the backend's recording of a step, once made
+  int64_t replayed_steps_ = 0;
 };
 
 }  // namespace sf
