@@ -2,10 +2,11 @@
 // decode step (hand-off, embeddings, the plan's groups, the output head).
 #include "model/decoding.h"
 
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
+
+#include "model/recording.h"
 
 namespace sf {
 
@@ -179,20 +180,12 @@ void DecodingState::step() {
     backend_.release_recording(recording_);  // the backend replaced a buffer it uses
     recording_ = -1;
   }
-  backend_.begin_recording();
-  try {
-    run_step();  // recorded, not run
-  } catch (const std::exception& e) {
-    // Something in the step cannot be recorded: say so once, and run directly from now on.
-    backend_.abort_recording();
-    std::fprintf(stderr, "note: recording the decode step failed (%s); running it directly\n",
-                 e.what());
+  recording_ = record_or_run(backend_, "decode step", [&] { run_step(); });
+  if (recording_ < 0) {  // it ran directly, and will from now on
     step_recording_ = false;
-    run_step();
     ++direct_steps_;
     return;
   }
-  recording_ = backend_.end_recording();
   SF_CHECK(backend_.replay(recording_), "decode step: a fresh recording cannot be replayed");
   ++replayed_steps_;
 }

@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <exception>
 
+#include "model/recording.h"
+
 namespace sf {
 
 namespace {
@@ -280,19 +282,11 @@ void Model::forward_backward_async(const Tensor& tokens, const Tensor& targets, 
       drop_recordings();  // the backend replaced a buffer they use: record again
       break;
     }
-  backend_.begin_recording();
-  try {
-    run_directly();  // recorded, not run
-  } catch (const std::exception& e) {
-    // Something in the step cannot be recorded: say so once, and run directly from now on.
-    backend_.abort_recording();
-    std::fprintf(stderr, "note: recording the training step failed (%s); running it directly\n",
-                 e.what());
+  const int id = record_or_run(backend_, "training step", run_directly);
+  if (id < 0) {  // it ran directly, and will from now on
     step_recording_ = false;
-    run_directly();
     return;
   }
-  const int id = backend_.end_recording();
   recordings_.push_back({loss_scale, counted_targets_, start, id});
   SF_CHECK(backend_.replay(id), "forward_backward_async: a fresh recording cannot be replayed");
   ++replayed_steps_;
