@@ -27,7 +27,7 @@ namespace {
 using json = nlohmann::json;
 
 struct BenchArgs {
-  std::string model_path, config_path, device = "cpu", output = "md";
+  std::string model_path, config_path, device = "cpu", output = "md", precision;
   std::vector<std::string> overrides;
   std::vector<std::string> decode = {"staggered", "sequential"};
   BenchOptions options;
@@ -85,6 +85,8 @@ void run(BenchArgs& a) {
     notes.push_back(fmt::format("-t {} is more threads than the {} logical CPUs: oversubscribed",
                                 threads, machine.logical_cpus));
   o.threads = threads;  // what the results report
+  // On a GPU the kernels read BF16 weights and caches by default (fp32 accumulation).
+  const DType compute = compute_dtype_for(a.device, a.precision);
   auto backend = make_backend(a.device);
 
   // The peak first, while the models' gigabytes are not yet allocated.
@@ -98,10 +100,6 @@ void run(BenchArgs& a) {
   }
 
   progress(fmt::format("building {}", bench_model_name(config)));
-  // On a GPU the kernels read BF16 weights and caches (fp32 accumulation), as training's mixed
-  // precision does; the CPU runs F32.
-  const std::optional<DType> compute =
-      backend->device() == Device::cuda ? std::optional<DType>(DType::bf16) : std::nullopt;
   Model model(config, *backend, DType::f32, compute);
   std::string weights;
   if (!a.model_path.empty()) {
@@ -187,6 +185,9 @@ void add_bench_command(CLI::App& app) {
                   "of all the stacks over all of them")
       ->capture_default_str();
   cmd->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
+  cmd->add_option("--precision", a->precision,
+                  "bf16 or f32: the dtype of the weights the kernels read, the caches and the "
+                  "activations (default: bf16 on cuda, f32 on cpu)");
   cmd->add_option("-o,--output", a->output, "md (a markdown table and summary lines) or json")
       ->capture_default_str();
   cmd->add_option("--seed", a->options.seed, "seed of the random prompt and decode tokens")

@@ -24,6 +24,7 @@ namespace {
 
 struct GenerateArgs {
   std::string model_path, prompt, prompt_file, device = "cpu", decode = "staggered", tokenizer, vocab;
+  std::string precision;
   std::vector<int32_t> prompt_ids;
   int64_t n_predict = 128;
   SamplingOptions sampling;
@@ -64,7 +65,8 @@ void run(GenerateArgs& a) {
   validate_sampling_options(a.sampling);
   set_threads(a.threads);
   auto backend = make_backend(a.device);
-  LoadedModel loaded = load_model_for_inference(a.model_path, *backend, a.tokenizer, a.vocab);
+  LoadedModel loaded = load_model_for_inference(a.model_path, *backend, a.tokenizer, a.vocab,
+                                                compute_dtype_for(a.device, a.precision));
   const Tokenizer& tokenizer = *loaded.tokenizer;
 
   std::vector<int32_t> prompt;
@@ -170,6 +172,9 @@ void add_generate_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::IsMember({"staggered", "sequential", "recurrent", "full"}));
   cmd->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
+  cmd->add_option("--precision", a->precision,
+                  "bf16 or f32: the dtype of the weights the kernels read, the caches and the "
+                  "activations (default: bf16 on cuda, f32 on cpu)");
   cmd->add_option("-t,--threads", a->threads, "CPU threads (default: all cores)");
   cmd->add_option("--tokenizer", a->tokenizer,
                   "tokenizer to use instead of the model's tokenizer.json: byte, gpt2, or a "

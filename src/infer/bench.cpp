@@ -151,7 +151,10 @@ std::vector<BenchResult> bench_run(const std::vector<BenchSubject>& subjects,
     base.weights = subject.weights;
     base.baseline = subject.baseline;
     base.params = model.params().count_elements();
+    // "CPU" (the F32 reference), or the device and the dtype its kernels read ("CUDA BF16").
     base.backend = upper(std::string(device_name(model.backend().device())));
+    if (model.backend().device() != Device::cpu)
+      base.backend += " " + upper(std::string(dtype_name(model.compute_dtype())));
     base.threads = threads;
     base.batch = B;
     // The same token streams for every subject: the baseline sees what the model sees.

@@ -71,7 +71,7 @@ struct BenchResult {
   std::string weights;   // where the weights came from: a file, or "random (seed S)"
   bool baseline = false; // the model built by --baseline
   int64_t params = 0;
-  std::string backend;   // "CPU"
+  std::string backend;   // "CPU", or the device and its compute dtype ("CUDA BF16")
   int threads = 0;       // resolved total thread count
   int64_t batch = 0;
   std::string decode;    // "staggered", "sequential", "recurrent", or "any" (pp)

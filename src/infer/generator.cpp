@@ -145,7 +145,8 @@ std::string model_tokenizer_path(const std::string& model_path) {
 }
 
 LoadedModel load_model_for_inference(const std::string& path, Backend& backend,
-                                     const std::string& tokenizer, const std::string& ranks_path) {
+                                     const std::string& tokenizer, const std::string& ranks_path,
+                                     std::optional<DType> compute_dtype) {
   LoadedModel loaded;
   loaded.files = model_files(path);
   loaded.config = config_load(loaded.files.config);
@@ -169,7 +170,7 @@ LoadedModel load_model_for_inference(const std::string& path, Backend& backend,
            path, loaded.tokenizer->name(), loaded.tokenizer->vocab_size(),
            loaded.config.vocab_size, loaded.files.config);
 
-  loaded.model = std::make_unique<Model>(loaded.config, backend, DType::f32);
+  loaded.model = std::make_unique<Model>(loaded.config, backend, DType::f32, compute_dtype);
   model_load_weights(*loaded.model, loaded.files.weights);
   return loaded;
 }

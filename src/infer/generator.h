@@ -108,8 +108,11 @@ std::string model_tokenizer_path(const std::string& model_path);
 // kind ("byte", "gpt2"); `ranks_path` is the GPT-2 ranks file ("" = the default search).
 // Errors: missing files (naming them; a missing tokenizer.json suggests --tokenizer), and a
 // tokenizer with more ids than the model's vocab_size.
+// `compute_dtype`: the dtype the kernels read (BF16 working copies over F32 masters), as
+// Model's constructor takes it; nullopt: F32.
 LoadedModel load_model_for_inference(const std::string& path, Backend& backend,
                                      const std::string& tokenizer = "",
-                                     const std::string& ranks_path = "");
+                                     const std::string& ranks_path = "",
+                                     std::optional<DType> compute_dtype = std::nullopt);
 
 }  // namespace sf
