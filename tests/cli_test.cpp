@@ -58,6 +58,31 @@ TEST(Cli, EveryCommandHasHelp) {
   EXPECT_NE(stagformer("").exit_code, 0);
 }
 
+// A mistyped command or option is named, with the nearest one, and exits 1.
+TEST(Cli, TyposNameTheNearestCommandOrOption) {
+  CliRun r = stagformer("trian --config x");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("unknown command 'trian' (did you mean 'train'?)"), std::string::npos)
+      << r.output;
+  r = stagformer("xyzzy");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("unknown command 'xyzzy'; the commands are: prepare train"),
+            std::string::npos)
+      << r.output;
+  // The typo hides nothing: reported before the missing --data it would otherwise meet.
+  r = stagformer("train --config x --lrr 3");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("stagformer train: error: unknown option '--lrr' (did you mean '--lr'?)"),
+            std::string::npos)
+      << r.output;
+  r = stagformer("generate -m x --temperature=0.5");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("unknown option '--temperature' (did you mean '--temp'?)"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(stagformer("generate --help").exit_code, 0);
+}
+
 // bench-train on the CPU, with and without activation recomputation: the same loss (the same
 // arithmetic), fewer activation bytes with it, and the JSON says which.
 TEST(Cli, BenchTrainWithRecomputation) {

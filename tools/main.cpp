@@ -1,9 +1,13 @@
 // main.cpp — entry point of the `stagformer` command-line tool: dispatches to subcommands.
+#include <algorithm>
 #include <cstdio>
 #include <exception>
+#include <string>
+#include <vector>
 
 #include "commands.h"
 #include "core/error.h"
+#include "suggest.h"
 
 int main(int argc, char** argv) {
   CLI::App app{
@@ -19,9 +23,39 @@ int main(int argc, char** argv) {
   sf::cli::add_plot_command(app);
   sf::cli::add_bench_command(app);
   sf::cli::add_bench_train_command(app);
+  // A first word that is no command: name it and the nearest command (CLI11 would only say
+  // that a subcommand is required).
+  if (argc >= 2 && argv[1][0] != '-') {
+    std::vector<std::string> commands;
+    for (const CLI::App* sub : app.get_subcommands({})) commands.push_back(sub->get_name());
+    if (std::find(commands.begin(), commands.end(), argv[1]) == commands.end()) {
+      const std::string near = sf::cli::nearest_word(argv[1], commands);
+      std::fprintf(stderr, "stagformer: error: unknown command '%s'%s; the commands are:", argv[1],
+                   near.empty() ? "" : (" (did you mean '" + near + "'?)").c_str());
+      for (const std::string& c : commands) std::fprintf(stderr, " %s", c.c_str());
+      std::fprintf(stderr, "\n");
+      return 1;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    // An unknown option (CLI11 may first complain about a required one the typo hid): name it
+    // and the nearest option of its command.
+    const CLI::App* command = app.get_subcommands().empty() ? &app : app.get_subcommands()[0];
+    std::vector<std::string> names;
+    for (const CLI::Option* o : command->get_options())
+      for (const std::string& n : o->get_lnames()) names.push_back("--" + n);
+    for (const std::string& extra : command->remaining()) {
+      if (extra.rfind("--", 0) != 0) continue;
+      const std::string word = extra.substr(0, extra.find('='));
+      const std::string near = sf::cli::nearest_word(word, names);
+      std::fprintf(stderr, "stagformer%s: error: unknown option '%s'%s; see `stagformer%s --help`\n",
+                   command == &app ? "" : (" " + command->get_name()).c_str(), word.c_str(),
+                   near.empty() ? "" : (" (did you mean '" + near + "'?)").c_str(),
+                   command == &app ? "" : (" " + command->get_name()).c_str());
+      return 1;
+    }
     return app.exit(e);
   } catch (const sf::Error& e) {
     std::string command = app.get_subcommands().empty() ? "" : " " + app.get_subcommands()[0]->get_name();
