@@ -471,6 +471,49 @@ TEST_P(CudaKernels, DecodeCacheWriteAndAttention) {
   expect_close(out, ref, "attention_decode");
 }
 
+// One decode step of attention fused (RoPE, cache write, attention) against the CPU's three
+// operations: self-attention rows (new key at the query's position, GQA) and cross-attention
+// rows (new key at position i - 1 in a ring of 3 slots, rope on keys only), every row at its
+// own position.
+TEST_P(CudaKernels, DecodeAttentionStepMatchesTheUnfusedOperations) {
+  const int64_t N = 3, Hq = 4, Hkv = 2, hd = 8;
+  struct Layout {
+    int64_t capacity;
+    std::vector<int32_t> position, key_position, slot, begin, end;
+    bool rope_q, rope_k;
+  };
+  const Layout self{9, {0, 4, 8}, {0, 4, 8}, {0, 4, 8}, {0, 0, 0}, {1, 5, 9}, true, true};
+  const Layout cross{3, {1, 5, 9}, {0, 4, 8}, {0, 1, 2}, {0, 2, 6}, {1, 5, 9}, false, true};
+  for (const Layout& L : {self, cross}) {
+    Input q = input({N, Hq, hd}), k = input({N, Hkv, hd}), v = input({N, Hkv, hd});
+    Input k_cache = input({N, L.capacity, Hkv, hd}), v_cache = input({N, L.capacity, Hkv, hd});
+    auto indices = [&](const std::vector<int32_t>& values) {
+      Tensor t = Tensor::zeros({N}, DType::i32);
+      std::copy(values.begin(), values.end(), t.data<int32_t>());
+      return t;
+    };
+    AttentionStepRows host{indices(L.position), indices(L.key_position), indices(L.slot),
+                           indices(L.begin), indices(L.end)};
+    AttentionStepRows device{to_backend(*gpu_, host.position, DType::i32),
+                             to_backend(*gpu_, host.key_position, DType::i32),
+                             to_backend(*gpu_, host.slot, DType::i32),
+                             to_backend(*gpu_, host.key_begin, DType::i32),
+                             to_backend(*gpu_, host.key_end, DType::i32)};
+    Tensor q_ref = test::clone(q.host), k_ref = test::clone(k.host);
+    Tensor kc_ref = test::clone(k_cache.host), vc_ref = test::clone(v_cache.host);
+    Tensor out_ref = Tensor::zeros({N, Hq, hd});
+    cpu_.attention_step(out_ref, q_ref, k_ref, v.host, kc_ref, vc_ref, host, L.rope_q, L.rope_k,
+                        10000.0);
+    Tensor out = poisoned({N, Hq, hd}, dt());
+    gpu_->attention_step(out, q.device, k.device, v.device, k_cache.device, v_cache.device, device,
+                         L.rope_q, L.rope_k, 10000.0);
+    const std::string what = L.capacity == 3 ? "cross step" : "self step";
+    expect_close(out, out_ref, what + " output");
+    expect_close(k_cache.device, kc_ref, what + " key cache");
+    expect_close(v_cache.device, vc_ref, what + " value cache");
+  }
+}
+
 // A prefill's bulk cache write: positions first .. first + n - 1 of one sequence, with a ring
 // wrap-around and a prompt longer than the ring (only its last C positions stay), bit-exact.
 TEST_P(CudaKernels, DecodeCacheWriteRange) {

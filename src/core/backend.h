@@ -84,6 +84,14 @@ struct AdamWTensors {
 
 // One product of Backend::linear_many: out [M, N] = x [M, K] @ w [N, K]^T (w in the PyTorch
 // layout of a linear layer), added to out when `accumulate`. One dtype per task.
+// Where the rows of one decode step of attention sit (Backend::attention_step), I32 [N] each:
+// the query's position, its new key's position (the query's for self-attention, the memory
+// row's i - 1 for cross-attention), the cache slot the new key and value go to, and the cache
+// keys [key_begin, key_end) the query sees.
+struct AttentionStepRows {
+  Tensor position, key_position, slot, key_begin, key_end;
+};
+
 struct LinearTask {
   Tensor out, x, w;
   bool accumulate = false;
@@ -281,6 +289,23 @@ class Backend {
   virtual void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache,
                                 const Tensor& v_cache, const Tensor& key_begin,
                                 const Tensor& key_end) = 0;
+
+  // One decode step of attention for N rows: q [N, Hq, hd] rotated at rows.position (when
+  // rope_q), the row's new key k [N, Hkv, hd] rotated at rows.key_position (when rope_k) and
+  // written with v into slot rows.slot of k_cache / v_cache [N, C, Hkv, hd], then each row
+  // attends to its cache keys [key_begin, key_end) (attention_decode's rules) into out
+  // [N, Hq, hd]. q and k may be left rotated or not. This default runs rope_at, kv_cache_write
+  // and attention_decode in turn; a backend may do it in one pass.
+  virtual void attention_step(Tensor& out, Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache,
+                              Tensor& v_cache, const AttentionStepRows& rows, bool rope_q,
+                              bool rope_k, double theta) {
+    if (rope_q) rope_at(q, rows.position, theta);
+    if (rope_k) rope_at(k, rows.key_position, theta);
+    const int64_t n = k.dim(0);
+    kv_cache_write(k_cache, k.view({n, -1}), rows.slot);
+    kv_cache_write(v_cache, v.view({n, -1}), rows.slot);
+    attention_decode(out, q, k_cache, v_cache, rows.key_begin, rows.key_end);
+  }
 
   // ---- optimizer -------------------------------------------------------------------------------
   // One AdamW step on a parameter (F32) with its gradient and moments (F32, same shape).

@@ -560,6 +560,29 @@ class CudaBackend final : public Backend {
     cuda::kv_cache_write_range(cache.dtype(), cache.raw(), rows.raw(), sequence, first_position,
                                rows.dim(0), C, W, stream_);
   }
+  void attention_step(Tensor& out, Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache,
+                      Tensor& v_cache, const AttentionStepRows& rows, bool rope_q, bool rope_k,
+                      double theta) override {
+    const auto op_timer = profile("attention_step");
+    for (const Tensor* t : TensorList{&out, &q, &k, &v, &k_cache, &v_cache}) check(*t, "attention_step");
+    for (const Tensor* t : {&rows.position, &rows.key_position, &rows.slot, &rows.key_begin, &rows.key_end})
+      check_tokens(*t, "attention_step");
+    same_dtype({&out, &q, &k, &v, &k_cache, &v_cache}, "attention_step");
+    const int64_t N = q.dim(0);
+    SF_CHECK(q.ndim() == 3 && k.ndim() == 3 && k_cache.ndim() == 4 && out.shape() == q.shape() &&
+                 v.shape() == k.shape() && k_cache.shape() == v_cache.shape() && k.dim(0) == N &&
+                 k_cache.dim(0) == N && k.dim(1) == k_cache.dim(2) && k.dim(2) == q.dim(2) &&
+                 k_cache.dim(3) == q.dim(2) && q.dim(1) % k.dim(1) == 0 && q.dim(2) % 2 == 0 &&
+                 rows.position.numel() == N && rows.key_position.numel() == N &&
+                 rows.slot.numel() == N && rows.key_begin.numel() == N && rows.key_end.numel() == N,
+             "attention_step: q {} k {} v {} k_cache {} out {}", q.describe(), k.describe(),
+             v.describe(), k_cache.describe(), out.describe());
+    cuda::attention_step(q.dtype(), out.raw(), q.raw(), k.raw(), v.raw(), k_cache.raw(),
+                         v_cache.raw(), tokens_ptr(rows.position), tokens_ptr(rows.key_position),
+                         tokens_ptr(rows.slot), tokens_ptr(rows.key_begin),
+                         tokens_ptr(rows.key_end), N, k_cache.dim(1), q.dim(1), k.dim(1), q.dim(2),
+                         theta, rope_q, rope_k, stream_);
+  }
   void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache,
                         const Tensor& v_cache, const Tensor& key_begin,
                         const Tensor& key_end) override {

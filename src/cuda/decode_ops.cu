@@ -1,12 +1,14 @@
 // decode_ops.cu — the incremental-decoding kernels: key/value cache writes (one row per sequence,
-// or a prefill's range of positions) and attention of one query per sequence over its cache
-// (ring slots j % C), fp32 softmax.
+// or a prefill's range of positions), attention of one query per sequence over its cache (ring
+// slots j % C, fp32 softmax), and one decode step of attention fused (RoPE, cache write,
+// attention).
 //
 // attention_decode: one block per (sequence, query head); the block's threads split the keys
 // for the scores (one warp per key, lanes over head_dim), then the head_dim outputs. Scores
 // live in dynamic shared memory (C floats), so C is bounded by the shared-memory limit.
 #include "cuda/device_common.cuh"
 #include "cuda/kernels.h"
+#include "cuda/rope.cuh"
 
 namespace sf::cuda {
 
@@ -75,7 +77,117 @@ __global__ void attention_decode_kernel(T* out, const T* q, const T* k_cache, co
   }
 }
 
+// One decode step of attention in one pass (Backend::attention_step), one block per (row, query
+// head): the query is rotated into shared memory; the row's new key (rotated, rounded to the
+// cache's dtype) and value too, and the block of the kv head's first query head writes them
+// into the cache slot. The scores read the new position from shared memory and every other
+// visible position from the cache, whose other slots no block writes (the slot written held a
+// position the row no longer sees), so the blocks need no ordering among themselves.
+template <class T>
+__global__ void attention_step_kernel(T* out, const T* q, const T* k_new, const T* v_new,
+                                      T* k_cache, T* v_cache, const int32_t* position,
+                                      const int32_t* key_position, const int32_t* slot,
+                                      const int32_t* key_begin, const int32_t* key_end,
+                                      int64_t capacity, int64_t q_heads, int64_t kv_heads,
+                                      int64_t head_dim, double log_theta, bool rope_q,
+                                      bool rope_k) {
+  extern __shared__ float shared[];  // scores [capacity], then q, k, v [head_dim] each
+  float* scores = shared;
+  float* qs = scores + capacity;
+  float* ks = qs + head_dim;
+  float* vs = ks + head_dim;
+  __shared__ float scratch[32];
+  const int64_t b = blockIdx.x / q_heads, h = blockIdx.x % q_heads;
+  const int64_t group = q_heads / kv_heads, kvh = h / group;
+  const int64_t half = head_dim / 2;
+  const T* qh = q + (b * q_heads + h) * head_dim;
+  const T* kh = k_new + (b * kv_heads + kvh) * head_dim;
+  const T* vh = v_new + (b * kv_heads + kvh) * head_dim;
+  const bool writer = h % group == 0;
+  T* k_slot = k_cache + ((b * capacity + slot[b]) * kv_heads + kvh) * head_dim;
+  T* v_slot = v_cache + ((b * capacity + slot[b]) * kv_heads + kvh) * head_dim;
+  for (int64_t m = threadIdx.x; m < half; m += blockDim.x) {
+    float c = 1.f, s = 0.f;
+    const float q0 = to_float(qh[2 * m]), q1 = to_float(qh[2 * m + 1]);
+    if (rope_q) rotation(static_cast<double>(position[b]), m, head_dim, log_theta, 1.f, c, s);
+    // The rotated query rounded as a stored one would be (the unfused path stores it).
+    qs[2 * m] = to_float(from_float<T>(q0 * c - q1 * s));
+    qs[2 * m + 1] = to_float(from_float<T>(q0 * s + q1 * c));
+    c = 1.f;
+    s = 0.f;
+    const float k0 = to_float(kh[2 * m]), k1 = to_float(kh[2 * m + 1]);
+    if (rope_k) rotation(static_cast<double>(key_position[b]), m, head_dim, log_theta, 1.f, c, s);
+    const T r0 = from_float<T>(k0 * c - k1 * s), r1 = from_float<T>(k0 * s + k1 * c);
+    ks[2 * m] = to_float(r0);
+    ks[2 * m + 1] = to_float(r1);
+    if (writer) {
+      k_slot[2 * m] = r0;
+      k_slot[2 * m + 1] = r1;
+    }
+  }
+  for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    vs[d] = to_float(vh[d]);
+    if (writer) v_slot[d] = vh[d];
+  }
+  __syncthreads();
+  const int64_t begin = key_begin[b], end = key_end[b], fresh = key_position[b];
+  const float scale = rsqrtf(static_cast<float>(head_dim));
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  for (int64_t j = begin + warp; j < end; j += warps) {
+    const T* kj = k_cache + ((b * capacity + j % capacity) * kv_heads + kvh) * head_dim;
+    float dot = 0.f;
+    for (int64_t d = lane; d < head_dim; d += 32)
+      dot += qs[d] * (j == fresh ? ks[d] : to_float(kj[d]));
+    dot = warp_sum(dot);
+    if (lane == 0) scores[j - begin] = dot * scale;
+  }
+  __syncthreads();
+  float max_v = -INFINITY;
+  for (int64_t j = threadIdx.x; j < end - begin; j += blockDim.x) max_v = fmaxf(max_v, scores[j]);
+  max_v = block_max(max_v, scratch);
+  float sum = 0.f;
+  for (int64_t j = threadIdx.x; j < end - begin; j += blockDim.x) {
+    const float p = __expf(scores[j] - max_v);
+    scores[j] = p;
+    sum += p;
+  }
+  sum = block_sum(sum, scratch);  // its leading barrier also publishes scores[]
+  const float inv = end > begin ? 1.f / sum : 0.f;
+  T* o = out + (b * q_heads + h) * head_dim;
+  for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float acc = 0.f;
+    for (int64_t j = begin; j < end; ++j)
+      acc += scores[j - begin] *
+             (j == fresh ? vs[d]
+                         : to_float(v_cache[((b * capacity + j % capacity) * kv_heads + kvh) *
+                                                head_dim + d]));
+    o[d] = from_float<T>(acc * inv);
+  }
+}
+
 }  // namespace
+
+void attention_step(DType dtype, void* out, const void* q, const void* k_new, const void* v_new,
+                    void* k_cache, void* v_cache, const int32_t* position,
+                    const int32_t* key_position, const int32_t* slot, const int32_t* key_begin,
+                    const int32_t* key_end, int64_t rows, int64_t capacity, int64_t q_heads,
+                    int64_t kv_heads, int64_t head_dim, double theta, bool rope_q, bool rope_k,
+                    cudaStream_t stream) {
+  if (rows == 0) return;
+  const size_t shared = static_cast<size_t>(capacity + 3 * head_dim) * sizeof(float);
+  SF_DISPATCH_FLOAT(dtype, T, {
+    auto kernel = attention_step_kernel<T>;
+    if (shared > 48 * 1024)
+      SF_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(shared)));
+    kernel<<<rows * q_heads, 256, shared, stream>>>(
+        static_cast<T*>(out), static_cast<const T*>(q), static_cast<const T*>(k_new),
+        static_cast<const T*>(v_new), static_cast<T*>(k_cache), static_cast<T*>(v_cache),
+        position, key_position, slot, key_begin, key_end, capacity, q_heads, kv_heads, head_dim,
+        log(theta), rope_q, rope_k);
+  });
+  SF_CUDA_LAUNCH_CHECK("attention_step");
+}
 
 void kv_cache_write(DType dtype, void* cache, const void* rows, const int32_t* slots,
                     int64_t batch, int64_t capacity, int64_t width, cudaStream_t stream) {

@@ -132,6 +132,14 @@ void kv_cache_write(DType dtype, void* cache, const void* rows, const int32_t* s
 void kv_cache_write_range(DType dtype, void* cache, const void* rows, int64_t sequence,
                           int64_t first_position, int64_t n, int64_t capacity, int64_t width,
                           cudaStream_t stream);
+// RoPE of q and the new key, the new key and value into the caches, attention over the caches:
+// Backend::attention_step in one launch (one block per row and query head).
+void attention_step(DType dtype, void* out, const void* q, const void* k_new, const void* v_new,
+                    void* k_cache, void* v_cache, const int32_t* position,
+                    const int32_t* key_position, const int32_t* slot, const int32_t* key_begin,
+                    const int32_t* key_end, int64_t rows, int64_t capacity, int64_t q_heads,
+                    int64_t kv_heads, int64_t head_dim, double theta, bool rope_q, bool rope_k,
+                    cudaStream_t stream);
 // One query per sequence over its cache; see Backend::attention_decode.
 void attention_decode(DType dtype, void* out, const void* q, const void* k_cache,
                       const void* v_cache, const int32_t* key_begin, const int32_t* key_end,

@@ -1,8 +1,7 @@
 // rope.cu — rotary position embedding in place (training layout and the decode layout).
 //
-// Pair (2m, 2m+1) of a head at position p rotates by p * theta^(-2m/head_dim). The angle is
-// formed in fp64 and reduced before the fp32 sin/cos, as on the CPU: at position 1000 an fp32
-// angle would already be off by ~1e-4 rad.
+// Pair (2m, 2m+1) of a head at position p rotates by p * theta^(-2m/head_dim) (rope.cuh: the
+// angle in fp64, reduced before the fp32 sin/cos).
 //
 // Training rotates whole [B, T, H, hd] tensors: there the (cos, sin) of every (position, pair)
 // comes from a table built once per (theta, head_dim) with exactly that arithmetic, so the
@@ -11,18 +10,11 @@
 // directly.
 #include "cuda/device_common.cuh"
 #include "cuda/kernels.h"
+#include "cuda/rope.cuh"
 
 namespace sf::cuda {
 
 namespace {
-
-__device__ __forceinline__ void rotation(double position, int64_t pair, int64_t head_dim,
-                                         double log_theta, float sign, float& c, float& s) {
-  const double inv_freq = exp(-2.0 * static_cast<double>(pair) / head_dim * log_theta);
-  double angle = fmod(position * inv_freq, 6.283185307179586476925);
-  sincosf(static_cast<float>(angle), &s, &c);
-  s *= sign;
-}
 
 __global__ void rope_table_kernel(float2* table, int64_t positions, int64_t head_dim,
                                   double log_theta) {

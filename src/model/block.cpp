@@ -194,14 +194,11 @@ void attention_block_forward(Backend& be, const ModelConfig& c,
     // One new position per row: rotate at the rows' positions, append this step's key and value
     // to the cache, attend over the cache's visible keys.
     const int64_t N = a.q.dim(0) * a.q.dim(1);
-    Tensor q = a.q.view({N, a.q.dim(2), a.q.dim(3)}), k = a.k.view({N, a.k.dim(2), a.k.dim(3)});
-    if (spec.rope_q) be.rope_at(q, cache->position, c.rope_theta);
-    if (spec.rope_k) be.rope_at(k, cache->key_position, c.rope_theta);
+    auto rows_of = [N](const Tensor& t) { return t.view({N, t.dim(2), t.dim(3)}); };
+    Tensor q = rows_of(a.q), k = rows_of(a.k), out = rows_of(a.out);
     Tensor k_cache = cache->kv.k, v_cache = cache->kv.v;
-    be.kv_cache_write(k_cache, as_matrix(a.k), cache->slot);
-    be.kv_cache_write(v_cache, as_matrix(a.v), cache->slot);
-    Tensor out = a.out.view({N, a.out.dim(2), a.out.dim(3)});
-    be.attention_decode(out, q, k_cache, v_cache, cache->key_begin, cache->key_end);
+    be.attention_step(out, q, k, rows_of(a.v), k_cache, v_cache, cache->rows, spec.rope_q,
+                      spec.rope_k, c.rope_theta);
   } else {
     if (spec.rope_q && spec.rope_k && a.qkv.defined()) {
       // q and k are adjacent with one shape: rotated in one pass, as [2B, T, H, hd].

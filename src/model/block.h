@@ -121,8 +121,8 @@ BlockScratch block_scratch_allocate(ActivationAllocator& alloc, const ModelConfi
 struct AttentionCache {
   LayerKv kv;
   bool step = false;
-  Tensor position, key_position, slot, key_begin, key_end;  // step: I32 [rows]
-  int64_t sequence = 0, cached_rows = 0;                    // prefill
+  AttentionStepRows rows;                 // step
+  int64_t sequence = 0, cached_rows = 0;  // prefill
 };
 
 // x_out = x_in + Attn(RMSNorm(x_in)) for the rows of `stacks.size()` stacks, one equal row block

@@ -34,11 +34,11 @@ SubBlockCache sub_block_cache(const StackPass& pass, int64_t layer, bool cross, 
   using F = StepIndices::Field;
   const StepIndices& at = *pc.step;
   c.step = true;
-  c.position = at.rows(F::position, first, count);
-  c.key_position = at.rows(cross ? F::memory_position : F::position, first, count);
-  c.slot = at.rows(cross ? F::cross_slot : F::self_slot, first, count);
-  c.key_begin = at.rows(cross ? F::cross_begin : F::self_begin, first, count);
-  c.key_end = at.rows(cross ? F::cross_end : F::self_end, first, count);
+  c.rows.position = at.rows(F::position, first, count);
+  c.rows.key_position = at.rows(cross ? F::memory_position : F::position, first, count);
+  c.rows.slot = at.rows(cross ? F::cross_slot : F::self_slot, first, count);
+  c.rows.key_begin = at.rows(cross ? F::cross_begin : F::self_begin, first, count);
+  c.rows.key_end = at.rows(cross ? F::cross_end : F::self_end, first, count);
   return out;
 }
 
