@@ -536,16 +536,25 @@ TEST_P(CudaKernels, LinearManyMatchesTheCpu) {
     Input x1 = input({rows, 24}), x2 = input({rows, 24}), w1 = input({40, 24}), w2 = input({17, 24});
     Input w3 = input({24, 40}), h = input({rows, 40}), acc = input({rows, 24});
     Tensor o1 = poisoned({rows, 40}, dt()), o2 = poisoned({rows, 17}, dt());
+    // Product 4 normalises its input first (a decode step's fused RMSNorm), from x1's rows.
+    Input g = input({24}, 0.2, 1.0), w4 = input({9, 24});
+    Tensor o4 = poisoned({rows, 9}, dt());
+    const InputNorm gpu_norm{g.device, 1e-5, gpu_->zeros({rows, 24}, dt()),
+                             gpu_->zeros({rows}, DType::f32)};
+    const InputNorm cpu_norm{g.host, 1e-5, Tensor::zeros({rows, 24}), Tensor::zeros({rows})};
     std::vector<LinearTask> gpu_tasks = {{o1, x1.device, w1.device, false},
                                          {o2, x2.device, w2.device, false},
-                                         {acc.device, h.device, w3.device, true}};
+                                         {acc.device, h.device, w3.device, true},
+                                         {o4, x2.device, w4.device, false, gpu_norm}};
     Tensor r1 = Tensor::zeros({rows, 40}), r2 = Tensor::zeros({rows, 17}), r3 = test::clone(acc.host);
+    Tensor r4 = Tensor::zeros({rows, 9});
     cpu_.linear_many({{r1, x1.host, w1.host, false}, {r2, x2.host, w2.host, false},
-                      {r3, h.host, w3.host, true}});
+                      {r3, h.host, w3.host, true}, {r4, x2.host, w4.host, false, cpu_norm}});
     gpu_->linear_many(gpu_tasks);
     expect_close(o1, r1, "linear_many product 1");
     expect_close(o2, r2, "linear_many product 2");
     expect_close(acc.device, r3, "linear_many accumulated product");
+    expect_close(o4, r4, "linear_many product of normalised rows");
   }
 }
 

@@ -145,6 +145,28 @@ TEST(DecodeOps, LinearManyEqualsOneProductAtATimeBitForBit) {
   check_linear_many<double>(DType::f64);
 }
 
+// A product with an input norm (a decode step's fused RMSNorm) = rmsnorm_forward, then the
+// product, bit for bit; tasks sharing the scratch normalise once.
+TEST(DecodeOps, LinearManyInputNormEqualsNormThenProduct) {
+  CpuBackend cpu;
+  Rng rng(12);
+  const Tensor x = test::random_normal({2, 16}, DType::f32, rng), g = test::random_normal({16}, DType::f32, rng);
+  const Tensor w1 = test::random_normal({5, 16}, DType::f32, rng), w2 = test::random_normal({3, 16}, DType::f32, rng);
+  Tensor normed = Tensor::zeros({2, 16}), rstd = Tensor::zeros({2});
+  cpu.rmsnorm_forward(normed, rstd, x, g, 1e-5);
+  Tensor r1 = Tensor::zeros({2, 5}), r2 = Tensor::zeros({2, 3});
+  cpu.matmul(r1, normed, false, w1, true, 1.0, 0.0);
+  cpu.matmul(r2, normed, false, w2, true, 1.0, 0.0);
+  const InputNorm norm{g, 1e-5, Tensor::zeros({2, 16}), Tensor::zeros({2})};
+  Tensor o1 = Tensor::zeros({2, 5}), o2 = Tensor::zeros({2, 3});
+  cpu.linear_many({{o1, x, w1, false, norm}, {o2, x, w2, false, norm}});
+  EXPECT_EQ(std::memcmp(o1.raw(), r1.raw(), r1.nbytes()), 0);
+  EXPECT_EQ(std::memcmp(o2.raw(), r2.raw(), r2.nbytes()), 0);
+  EXPECT_EQ(std::memcmp(norm.out.raw(), normed.raw(), normed.nbytes()), 0);  // the scratch
+  const InputNorm no_scratch{g, 1e-5, Tensor(), Tensor()};
+  test::expect_error([&] { cpu.linear_many({{o1, x, w1, false, no_scratch}}); }, {"scratch"});
+}
+
 TEST(DecodeOps, LinearManyRejectsProductsThatDoNotConform) {
   CpuBackend cpu;
   Tensor out = Tensor::zeros({2, 4}), x = Tensor::zeros({2, 3}), w = Tensor::zeros({4, 5});

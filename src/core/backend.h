@@ -22,6 +22,7 @@
 //     lse, losses) are F32.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <memory>
@@ -92,9 +93,20 @@ struct AttentionStepRows {
   Tensor position, key_position, slot, key_begin, key_end;
 };
 
+// An RMSNorm a product applies to its input rows first (decoding: a sub-block's norm fused into
+// its projections): RMSNorm(x) = x / sqrt(mean(x^2) + eps) * weight. A backend that does not
+// fuse it writes the normalised rows into `out` and their rstd into `rstd` (scratch the caller
+// provides, [rows, K] and [rows]); tasks that share `out` share one normalisation.
+struct InputNorm {
+  Tensor weight;  // [K]; undefined: no norm
+  double eps = 0.0;
+  Tensor out, rstd;
+};
+
 struct LinearTask {
   Tensor out, x, w;
   bool accumulate = false;
+  InputNorm norm{};
 };
 
 class Backend {
@@ -200,7 +212,7 @@ class Backend {
   // output features over all its cores in one parallel region (CPU) or one launch (GPU). This
   // default runs them one by one.
   virtual void linear_many(const std::vector<LinearTask>& tasks) {
-    for (const LinearTask& t : tasks) {
+    for (const LinearTask& t : normalize_inputs(tasks)) {
       Tensor out = t.out;
       matmul(out, t.x, false, t.w, true, 1.0, t.accumulate ? 1.0 : 0.0);
     }
@@ -371,6 +383,24 @@ class Backend {
     SF_CHECK(out.ndim() == 3 && (a.ndim() == 2 || (a.ndim() == 3 && a.dim(0) == out.dim(0))) &&
                  (b.ndim() == 2 || (b.ndim() == 3 && b.dim(0) == out.dim(0))),
              "matmul_batched: out {} a {} b {}", out.describe(), a.describe(), b.describe());
+  }
+  // The tasks with their input norms applied: each distinct norm.out written once with
+  // rmsnorm_forward, and the tasks reading it (norm cleared).
+  std::vector<LinearTask> normalize_inputs(const std::vector<LinearTask>& tasks) {
+    std::vector<LinearTask> plain = tasks;
+    std::vector<const void*> done;
+    for (LinearTask& t : plain) {
+      if (!t.norm.weight.defined()) continue;
+      SF_CHECK(t.norm.out.defined() && t.norm.rstd.defined() && t.norm.out.shape() == t.x.shape(),
+               "linear_many: an input norm needs scratch rows like x {}", t.x.describe());
+      if (std::find(done.begin(), done.end(), t.norm.out.raw()) == done.end()) {
+        rmsnorm_forward(t.norm.out, t.norm.rstd, t.x, t.norm.weight, t.norm.eps);
+        done.push_back(t.norm.out.raw());
+      }
+      t.x = t.norm.out;
+      t.norm = InputNorm{};
+    }
+    return plain;
   }
   // A defined working output must be F32 or BF16 with the parameter's shape (checked for every
   // tensor before anything is updated, so a bad table changes nothing).

@@ -12,8 +12,9 @@ namespace sf {
 
 using namespace cpu;  // the argument checks of cpu_checks.h
 
-void CpuBackend::linear_many(const std::vector<LinearTask>& tasks) {
-  if (tasks.empty()) return;
+void CpuBackend::linear_many(const std::vector<LinearTask>& given) {
+  if (given.empty()) return;
+  const std::vector<LinearTask> tasks = normalize_inputs(given);  // the norms first
   bool small = true;
   for (const LinearTask& t : tasks) {
     check_float(t.x, "linear_many");

@@ -253,7 +253,7 @@ class CudaBackend final : public Backend {
     }
     if (small_product(out, a, ta, b, tb, alpha, beta)) {
       const cuda::SmallProduct p{out.raw(), a.raw(), b.raw(), beta == 1.0 ? out.raw() : nullptr,
-                                 M, N, K, false};
+                                 M, N, K};
       return cuda::linear_small_many(out.dtype(), &p, 1, stream_);
     }
     matmul_->run(out.raw(), out.dtype(), a.raw(), ta, b.raw(), tb, a.dtype(), M, N, K,
@@ -276,13 +276,21 @@ class CudaBackend final : public Backend {
       check_matmul(t.out, t.x, false, t.w, true);
       small = small && small_product(t.out, t.x, false, t.w, true, 1.0, t.accumulate ? 1.0 : 0.0) &&
               t.out.dtype() == tasks[0].out.dtype();
+      if (t.norm.weight.defined()) {
+        check(t.norm.weight, "linear_many");
+        SF_CHECK(t.norm.weight.numel() == t.x.dim(1), "linear_many: norm {} for rows {}",
+                 t.norm.weight.describe(), t.x.describe());
+        small = small && t.norm.weight.dtype() == t.x.dtype();
+      }
     }
-    if (!small) return Backend::linear_many(tasks);  // cuBLASLt, one product at a time
+    if (!small) return Backend::linear_many(tasks);  // norms, then cuBLASLt one by one
     const auto op_timer = profile("linear_many");
     std::vector<cuda::SmallProduct> products;
     for (const LinearTask& t : tasks)
       products.push_back({t.out.raw(), t.x.raw(), t.w.raw(), t.accumulate ? t.out.raw() : nullptr,
-                          t.out.dim(0), t.out.dim(1), t.x.dim(1), false});
+                          t.out.dim(0), t.out.dim(1), t.x.dim(1),
+                          t.norm.weight.defined() ? t.norm.weight.raw() : nullptr,
+                          static_cast<float>(t.norm.eps), false});
     cuda::linear_small_many(tasks[0].out.dtype(), products.data(),
                             static_cast<int>(products.size()), stream_);
   }
@@ -303,7 +311,7 @@ class CudaBackend final : public Backend {
         Tensor out_g = out.select(g);
         products.push_back({out_g.raw(), (a.ndim() == 3 ? a.select(g) : a).raw(),
                             (b.ndim() == 3 ? b.select(g) : b).raw(),
-                            beta == 1.0 ? out_g.raw() : nullptr, M, N, K, false});
+                            beta == 1.0 ? out_g.raw() : nullptr, M, N, K});
       }
       return cuda::linear_small_many(out.dtype(), products.data(), static_cast<int>(G), stream_);
     }
@@ -330,7 +338,7 @@ class CudaBackend final : public Backend {
     check_matmul(out, a, ta, b, tb);
     if (small_product(out, a, ta, b, tb, 1.0, 0.0)) {
       const cuda::SmallProduct p{out.raw(), a.raw(), b.raw(), addend.raw(), out.dim(0),
-                                 out.dim(1), a.dim(1), false};
+                                 out.dim(1), a.dim(1)};
       return cuda::linear_small_many(out.dtype(), &p, 1, stream_);
     }
     matmul_->run(out.raw(), out.dtype(), a.raw(), ta, b.raw(), tb, a.dtype(), out.dim(0),

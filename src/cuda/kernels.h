@@ -109,7 +109,9 @@ void cross_entropy_forward_backward(DType dtype, float* losses, void* dlogits, c
                                     cudaStream_t stream);
 
 // ---- products of a few rows (linear_small.cu) ------------------------------------------------
-// out [m, n] = x [m, k] @ w [n, k]^T (+ addend [m, n], which may be out itself), m <= 8.
+// out [m, n] = x' [m, k] @ w [n, k]^T (+ addend [m, n], which may be out itself), m <= 8, where
+// x' = x, or with `norm` (a [k] weight) x' = RMSNorm(x) * norm rounded to the dtype, as a norm
+// kernel would have written it.
 constexpr int kMaxSmallRows = 8;
 constexpr int kMaxSmallProducts = 32;  // per launch; more are launched in turns
 struct SmallProduct {
@@ -118,7 +120,9 @@ struct SmallProduct {
   const void* w;
   const void* addend;  // nullptr: none
   int64_t m, n, k;
-  bool vector_loads;   // set by the launcher
+  const void* norm = nullptr;  // nullptr: none
+  float eps = 0.f;
+  bool vector_loads = false;   // set by the launcher
 };
 // All products share `dtype` (F32 or BF16); one launch per kMaxSmallProducts.
 void linear_small_many(DType dtype, const SmallProduct* products, int count, cudaStream_t stream);

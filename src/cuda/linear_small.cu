@@ -6,7 +6,9 @@
 // Layout and conventions: W [N, K] row-major (a linear layer's PyTorch layout), x [M, K],
 // out and addend [M, N]; one dtype (F32 or BF16) for x, W, out and addend; fp32 accumulation.
 // One warp computes one output feature n for all M rows: its lanes stride over K (8 BF16 or 4
-// F32 values per 16-byte load), then a warp sum. Blocks of kWarps warps take consecutive
+// F32 values per 16-byte load), then a warp sum. With a norm (a decode step's RMSNorm fused
+// into its projections) each block first computes the rows' rstd from x (in L2) and forms the
+// normalised values on the fly, rounded as a norm kernel would store them. Blocks of kWarps warps take consecutive
 // features of one product; the products' blocks follow each other in the grid (first_block),
 // and the product table travels as a kernel parameter (no upload; CUDA graphs keep it).
 #include <algorithm>
@@ -42,29 +44,57 @@ __device__ __forceinline__ void load_chunk(const __nv_bfloat16* p, float* v) {
   }
 }
 
+// x'[c] of one row: x[c] itself, or normalised (scale = the row's rstd) and rounded to T.
+template <class T>
+__device__ __forceinline__ float input_value(float x, const T* norm, int64_t c, float scale) {
+  return norm ? to_float(from_float<T>(x * scale * to_float(norm[c]))) : x;
+}
+
 template <class T, int M>
 __global__ void __launch_bounds__(kWarps * 32) linear_small_kernel(const ProductTable table) {
   int t = 0;
   while (t + 1 < table.count && static_cast<int>(blockIdx.x) >= table.first_block[t + 1]) ++t;
   const SmallProduct& p = table.products[t];
+  const T* x = static_cast<const T*>(p.x);
+  const T* norm = static_cast<const T*>(p.norm);
+  // The rows' rstd when the product normalises its input: every thread of the block takes part
+  // (before any warp leaves), each block recomputing it from x in L2.
+  __shared__ float rstd[M];
+  if (norm) {
+    __shared__ float scratch[32];
+    for (int m = 0; m < M && m < p.m; ++m) {
+      float sum = 0.f;
+      for (int64_t c = threadIdx.x; c < p.k; c += blockDim.x) {
+        const float v = to_float(x[m * p.k + c]);
+        sum += v * v;
+      }
+      sum = block_sum(sum, scratch);
+      if (threadIdx.x == 0) rstd[m] = rsqrtf(sum / static_cast<float>(p.k) + p.eps);
+    }
+    __syncthreads();
+  }
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t n = static_cast<int64_t>(blockIdx.x - table.first_block[t]) * kWarps + warp;
   if (n >= p.n) return;
   const T* w = static_cast<const T*>(p.w) + n * p.k;
-  const T* x = static_cast<const T*>(p.x);
   constexpr int V = 16 / sizeof(T);  // values per 16-byte load
   float acc[M];
 #pragma unroll
   for (int m = 0; m < M; ++m) acc[m] = 0.f;
   if (p.vector_loads) {
     for (int64_t c = static_cast<int64_t>(lane) * V; c < p.k; c += 32 * V) {
-      float wv[V];
+      float wv[V], nv[V];
       load_chunk(w + c, wv);
+      if (norm) load_chunk(norm + c, nv);
 #pragma unroll
       for (int m = 0; m < M; ++m) {
         if (m < p.m) {
           float xv[V];
           load_chunk(x + m * p.k + c, xv);
+          if (norm) {
+#pragma unroll
+            for (int i = 0; i < V; ++i) xv[i] = to_float(from_float<T>(xv[i] * rstd[m] * nv[i]));
+          }
 #pragma unroll
           for (int i = 0; i < V; ++i) acc[m] = fmaf(wv[i], xv[i], acc[m]);
         }
@@ -75,7 +105,9 @@ __global__ void __launch_bounds__(kWarps * 32) linear_small_kernel(const Product
       const float wc = to_float(w[c]);
 #pragma unroll
       for (int m = 0; m < M; ++m)
-        if (m < p.m) acc[m] = fmaf(wc, to_float(x[m * p.k + c]), acc[m]);
+        if (m < p.m)
+          acc[m] = fmaf(wc, input_value(to_float(x[m * p.k + c]), norm, c, norm ? rstd[m] : 1.f),
+                        acc[m]);
     }
   }
 #pragma unroll
@@ -109,7 +141,8 @@ void linear_small_many(DType dtype, const SmallProduct* products, int count, cud
       SmallProduct p = products[first + i];
       const int64_t vector = 16 / static_cast<int64_t>(dtype_size(dtype));
       const auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
-      p.vector_loads = p.k % vector == 0 && aligned(p.w) && aligned(p.x);
+      p.vector_loads = p.k % vector == 0 && aligned(p.w) && aligned(p.x) &&
+                       (p.norm == nullptr || aligned(p.norm));
       table.products[i] = p;
       table.first_block[i] = blocks;
       blocks += static_cast<int>((p.n + kWarps - 1) / kWarps);

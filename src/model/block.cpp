@@ -118,6 +118,32 @@ void project_qkv(Backend& be, const std::vector<AttentionWeights>& w, const Tens
   be.linear_many(tasks);
 }
 
+// A decode step's projections: q (and k, v for self-attention) of every block as one
+// linear_many call, the sub-block's norm fused into the products that read the normalised input
+// (a backend that does not fuse it writes norm_out first); blocks that share their weights run
+// as one task over all their rows.
+void project_step(Backend& be, const ModelConfig& c, const std::vector<AttentionWeights>& w,
+                  const Tensor& x_in, const Tensor* kv_source, AttentionActivations& a) {
+  const size_t G = w.size();
+  const bool merged = one_weight(G, [&](size_t g) { return w[g].wq.value; }) &&
+                      one_weight(G, [&](size_t g) { return w[g].kv.value; }) &&
+                      one_weight(G, [&](size_t g) { return w[g].norm.value; });
+  const size_t blocks = merged ? 1 : G;
+  const Tensor q = as_matrix(a.q), k = as_matrix(a.k), v = as_matrix(a.v);
+  std::vector<LinearTask> tasks;
+  for (size_t g = 0; g < blocks; ++g) {
+    const InputNorm norm{w[g].norm.value, c.norm_eps, block_of(a.norm_out, g, blocks),
+                         block_of(a.rstd, g, blocks)};
+    const Tensor x = block_of(x_in, g, blocks);
+    tasks.push_back({block_of(q, g, blocks), x, w[g].wq.value, false, norm});
+    const Tensor kv_x = kv_source ? block_of(*kv_source, g, blocks) : x;
+    const InputNorm kv_norm = kv_source ? InputNorm{} : norm;  // the memory is normalised already
+    tasks.push_back({block_of(k, g, blocks), kv_x, w[g].wk.value, false, kv_norm});
+    tasks.push_back({block_of(v, g, blocks), kv_x, w[g].wv.value, false, kv_norm});
+  }
+  be.linear_many(tasks);
+}
+
 }  // namespace
 
 Tensor ActivationAllocator::zeros(const Shape& shape, DType dtype) {
@@ -186,10 +212,14 @@ void attention_block_forward(Backend& be, const ModelConfig& c,
                              const Tensor& x_in, const Tensor* kv_source, Tensor& x_out,
                              AttentionActivations& a, const AttentionCache* cache) {
   const size_t G = w.size();
-  rmsnorm_blocks(be, c.norm_eps, G, [&](size_t g) { return w[g].norm.value; }, a.norm_out, a.rstd,
-                 x_in);
-  const Tensor& kv_in = kv_source ? *kv_source : a.norm_out;
-  project_qkv(be, w, a.norm_out, kv_in, qkv_stacked(w[0], a, kv_source), a);
+  if (cache && cache->step) {
+    project_step(be, c, w, x_in, kv_source, a);
+  } else {
+    rmsnorm_blocks(be, c.norm_eps, G, [&](size_t g) { return w[g].norm.value; }, a.norm_out,
+                   a.rstd, x_in);
+    const Tensor& kv_in = kv_source ? *kv_source : a.norm_out;
+    project_qkv(be, w, a.norm_out, kv_in, qkv_stacked(w[0], a, kv_source), a);
+  }
   if (cache && cache->step) {
     // One new position per row: rotate at the rows' positions, append this step's key and value
     // to the cache, attend over the cache's visible keys.
@@ -276,19 +306,35 @@ void attention_block_backward(Backend& be, const ModelConfig& c, const Attention
 }
 
 void mlp_block_forward(Backend& be, const ModelConfig& c, const std::vector<const LayerWeights*>& w,
-                       const Tensor& x_in, Tensor& x_out, MlpActivations& m) {
+                       const Tensor& x_in, Tensor& x_out, MlpActivations& m, bool fuse_norm) {
   const size_t G = w.size();
-  rmsnorm_blocks(be, c.norm_eps, G, [&](size_t g) { return w[g]->mlp_norm.value; }, m.norm_out,
-                 m.rstd, x_in);
-  if (one_weight(G, [&](size_t g) { return w[g]->w13.value; })) {
-    be.matmul_batched(m.gate_up, m.norm_out, false, w[0]->w13.value, true, 1.0, 0.0);
-  } else {
+  if (fuse_norm) {
+    // A decode step: the norm fused into w1 and w3 (blocks sharing them as one task).
+    const bool merged = one_weight(G, [&](size_t g) { return w[g]->w13.value; }) &&
+                        one_weight(G, [&](size_t g) { return w[g]->mlp_norm.value; });
+    const size_t blocks = merged ? 1 : G;
     std::vector<LinearTask> tasks;
-    for (size_t g = 0; g < G; ++g) {
-      tasks.push_back({block_of(m.gate, g, G), block_of(m.norm_out, g, G), w[g]->w1.value});
-      tasks.push_back({block_of(m.up, g, G), block_of(m.norm_out, g, G), w[g]->w3.value});
+    for (size_t g = 0; g < blocks; ++g) {
+      const InputNorm norm{w[g]->mlp_norm.value, c.norm_eps, block_of(m.norm_out, g, blocks),
+                           block_of(m.rstd, g, blocks)};
+      const Tensor x = block_of(x_in, g, blocks);
+      tasks.push_back({block_of(m.gate, g, blocks), x, w[g]->w1.value, false, norm});
+      tasks.push_back({block_of(m.up, g, blocks), x, w[g]->w3.value, false, norm});
     }
     be.linear_many(tasks);
+  } else {
+    rmsnorm_blocks(be, c.norm_eps, G, [&](size_t g) { return w[g]->mlp_norm.value; }, m.norm_out,
+                   m.rstd, x_in);
+    if (one_weight(G, [&](size_t g) { return w[g]->w13.value; })) {
+      be.matmul_batched(m.gate_up, m.norm_out, false, w[0]->w13.value, true, 1.0, 0.0);
+    } else {
+      std::vector<LinearTask> tasks;
+      for (size_t g = 0; g < G; ++g) {
+        tasks.push_back({block_of(m.gate, g, G), block_of(m.norm_out, g, G), w[g]->w1.value});
+        tasks.push_back({block_of(m.up, g, G), block_of(m.norm_out, g, G), w[g]->w3.value});
+      }
+      be.linear_many(tasks);
+    }
   }
   be.swiglu_forward(m.hidden, m.gate, m.up);
   residual_products(be, G, [&](size_t g) { return w[g]->w2.value; }, x_out, m.hidden, x_in);

@@ -144,9 +144,11 @@ void attention_block_backward(Backend& backend, const ModelConfig& config,
                               BlockScratch& scratch, GradientWrites& writes);
 
 // x_out = x_in + SwiGLU(RMSNorm(x_in)), row blocks per stack as attention_block_forward.
+// fuse_norm (a decode step): the norm is handed to the projections (Backend::linear_many's
+// InputNorm), as a decode step's attention does, instead of being computed first.
 void mlp_block_forward(Backend& backend, const ModelConfig& config,
                        const std::vector<const LayerWeights*>& stacks, const Tensor& x_in,
-                       Tensor& x_out, MlpActivations& act);
+                       Tensor& x_out, MlpActivations& act, bool fuse_norm = false);
 void mlp_block_backward(Backend& backend, const ModelConfig& config, const LayerWeights& w,
                         const Tensor& x_in, const MlpActivations& act, Tensor& dx,
                         BlockScratch& scratch, GradientWrites& writes);

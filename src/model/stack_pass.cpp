@@ -113,7 +113,7 @@ void layer_pass(const StackPass& pass, int64_t layer, const Tensor& x_in, const 
                             act.cross, cross_cache.used ? &cross_cache.cache : nullptr);
     if (offset == 0) mlp_in = after_cross;
   }
-  mlp_block_forward(be, c, layer_w, mlp_in, x_out, act.mlp);
+  mlp_block_forward(be, c, layer_w, mlp_in, x_out, act.mlp, pass.caches.step != nullptr);
 }
 
 void memory_norm(Backend& be, const ModelConfig& c, const ModelWeights& w, int64_t stack,
