@@ -35,24 +35,19 @@ __global__ void kv_cache_write_range_kernel(T* cache, const T* rows, int64_t seq
   for (int64_t j = threadIdx.x; j < width; j += blockDim.x) dst[j] = src[j];
 }
 
-template <class T>
-__global__ void attention_decode_kernel(T* out, const T* q, const T* k_cache, const T* v_cache,
-                                        const int32_t* key_begin, const int32_t* key_end,
-                                        int64_t capacity, int64_t q_heads, int64_t kv_heads,
-                                        int64_t head_dim) {
-  extern __shared__ float scores[];  // [capacity]
+// One block's attention of one query over the keys [begin, end): query(d), key(j, d) and
+// value(j, d) give the values as floats; the scores live in `scores` ([end - begin] floats of
+// shared memory); the block's threads split the keys for the scores (one warp per key, lanes
+// over head_dim), then the head_dim outputs. An empty range writes zeros.
+template <class T, class Query, class Key, class Value>
+__device__ __forceinline__ void attend(T* o, float* scores, int64_t begin, int64_t end,
+                                       int64_t head_dim, Query query, Key key, Value value) {
   __shared__ float scratch[32];
-  const int64_t b = blockIdx.x / q_heads, h = blockIdx.x % q_heads;
-  const int64_t kvh = h / (q_heads / kv_heads);
-  const int64_t begin = key_begin[b], end = key_end[b];
-  const T* qh = q + (b * q_heads + h) * head_dim;
-  T* o = out + (b * q_heads + h) * head_dim;
   const float scale = rsqrtf(static_cast<float>(head_dim));
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   for (int64_t j = begin + warp; j < end; j += warps) {
-    const T* kj = k_cache + ((b * capacity + j % capacity) * kv_heads + kvh) * head_dim;
     float dot = 0.f;
-    for (int64_t d = lane; d < head_dim; d += 32) dot += to_float(qh[d]) * to_float(kj[d]);
+    for (int64_t d = lane; d < head_dim; d += 32) dot += query(d) * key(j, d);
     dot = warp_sum(dot);
     if (lane == 0) scores[j - begin] = dot * scale;
   }
@@ -70,11 +65,25 @@ __global__ void attention_decode_kernel(T* out, const T* q, const T* k_cache, co
   const float inv = end > begin ? 1.f / sum : 0.f;
   for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
     float acc = 0.f;
-    for (int64_t j = begin; j < end; ++j)
-      acc += scores[j - begin] *
-             to_float(v_cache[((b * capacity + j % capacity) * kv_heads + kvh) * head_dim + d]);
+    for (int64_t j = begin; j < end; ++j) acc += scores[j - begin] * value(j, d);
     o[d] = from_float<T>(acc * inv);
   }
+}
+
+template <class T>
+__global__ void attention_decode_kernel(T* out, const T* q, const T* k_cache, const T* v_cache,
+                                        const int32_t* key_begin, const int32_t* key_end,
+                                        int64_t capacity, int64_t q_heads, int64_t kv_heads,
+                                        int64_t head_dim) {
+  extern __shared__ float scores[];  // [capacity]
+  const int64_t b = blockIdx.x / q_heads, h = blockIdx.x % q_heads;
+  const int64_t kvh = h / (q_heads / kv_heads);
+  const T* qh = q + (b * q_heads + h) * head_dim;
+  auto at = [=](int64_t j) { return ((b * capacity + j % capacity) * kv_heads + kvh) * head_dim; };
+  attend(out + (b * q_heads + h) * head_dim, scores, key_begin[b], key_end[b], head_dim,
+         [=](int64_t d) { return to_float(qh[d]); },
+         [=](int64_t j, int64_t d) { return to_float(k_cache[at(j) + d]); },
+         [=](int64_t j, int64_t d) { return to_float(v_cache[at(j) + d]); });
 }
 
 // One decode step of attention in one pass (Backend::attention_step), one block per (row, query
@@ -96,7 +105,6 @@ __global__ void attention_step_kernel(T* out, const T* q, const T* k_new, const 
   float* qs = scores + capacity;
   float* ks = qs + head_dim;
   float* vs = ks + head_dim;
-  __shared__ float scratch[32];
   const int64_t b = blockIdx.x / q_heads, h = blockIdx.x % q_heads;
   const int64_t group = q_heads / kv_heads, kvh = h / group;
   const int64_t half = head_dim / 2;
@@ -130,39 +138,12 @@ __global__ void attention_step_kernel(T* out, const T* q, const T* k_new, const 
     if (writer) v_slot[d] = vh[d];
   }
   __syncthreads();
-  const int64_t begin = key_begin[b], end = key_end[b], fresh = key_position[b];
-  const float scale = rsqrtf(static_cast<float>(head_dim));
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  for (int64_t j = begin + warp; j < end; j += warps) {
-    const T* kj = k_cache + ((b * capacity + j % capacity) * kv_heads + kvh) * head_dim;
-    float dot = 0.f;
-    for (int64_t d = lane; d < head_dim; d += 32)
-      dot += qs[d] * (j == fresh ? ks[d] : to_float(kj[d]));
-    dot = warp_sum(dot);
-    if (lane == 0) scores[j - begin] = dot * scale;
-  }
-  __syncthreads();
-  float max_v = -INFINITY;
-  for (int64_t j = threadIdx.x; j < end - begin; j += blockDim.x) max_v = fmaxf(max_v, scores[j]);
-  max_v = block_max(max_v, scratch);
-  float sum = 0.f;
-  for (int64_t j = threadIdx.x; j < end - begin; j += blockDim.x) {
-    const float p = __expf(scores[j] - max_v);
-    scores[j] = p;
-    sum += p;
-  }
-  sum = block_sum(sum, scratch);  // its leading barrier also publishes scores[]
-  const float inv = end > begin ? 1.f / sum : 0.f;
-  T* o = out + (b * q_heads + h) * head_dim;
-  for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    float acc = 0.f;
-    for (int64_t j = begin; j < end; ++j)
-      acc += scores[j - begin] *
-             (j == fresh ? vs[d]
-                         : to_float(v_cache[((b * capacity + j % capacity) * kv_heads + kvh) *
-                                                head_dim + d]));
-    o[d] = from_float<T>(acc * inv);
-  }
+  const int64_t fresh = key_position[b];
+  auto at = [=](int64_t j) { return ((b * capacity + j % capacity) * kv_heads + kvh) * head_dim; };
+  attend(out + (b * q_heads + h) * head_dim, scores, key_begin[b], key_end[b], head_dim,
+         [=](int64_t d) { return qs[d]; },
+         [=](int64_t j, int64_t d) { return j == fresh ? ks[d] : to_float(k_cache[at(j) + d]); },
+         [=](int64_t j, int64_t d) { return j == fresh ? vs[d] : to_float(v_cache[at(j) + d]); });
 }
 
 }  // namespace
