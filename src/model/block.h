@@ -4,7 +4,9 @@
 //              x += CrossAttn(RMSNorm(x), mem)     (stacks >= 1 only)
 //              x += SwiGLU(RMSNorm(x))
 // Each function here is one residual sub-block. Forward writes x_out = x_in + f(x_in) and keeps
-// what backward needs in the activation struct. Backward receives d(x_out) in `dx` and leaves
+// what backward needs in the activation struct; it serves whole sequences (training, prefill)
+// and a decode step over caches (AttentionCache), for the row blocks of one stack or of several
+// run together (model/stack_pass.h wires them into layers). Backward receives d(x_out) in `dx` and leaves
 // d(x_in) there (the residual passes the gradient through; the branch adds its part). Weight
 // gradients are written or added to as `writes` says (GradientWrites: the first product into a
 // gradient may write it).
