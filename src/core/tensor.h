@@ -88,6 +88,10 @@ class Tensor {
   int64_t row_stride(int width_dims = 1) const;
 
   std::string describe() const;  // "F32[2, 3] cpu"
+  // Whether `other` views the same elements with the same shape (an operation writing in place).
+  bool same_view(const Tensor& other) const {
+    return defined() && other.defined() && raw() == other.raw() && shape_ == other.shape_;
+  }
 
  private:
   std::shared_ptr<Buffer> buffer_;

@@ -42,38 +42,19 @@ Tensor block_of(const Tensor& t, size_t g, size_t blocks) {
   return t.slice(0, static_cast<int64_t>(g) * rows, rows);
 }
 
-bool same_tensor(const Tensor& a, const Tensor& b) {
-  return a.defined() && b.defined() && a.raw() == b.raw() && a.shape() == b.shape();
-}
-
 // Whether every block reads the same tensor (shared weights, or one block): then one backend
 // call covers all the rows.
 template <class Get>
 bool one_weight(size_t blocks, Get&& weight_of) {
   for (size_t g = 1; g < blocks; ++g)
-    if (!same_tensor(weight_of(g), weight_of(0))) return false;
+    if (!weight_of(g).same_view(weight_of(0))) return false;
   return true;
-}
-
-// out = RMSNorm(x) with block g's weight weight_of(g): runs of blocks with one weight in one call.
-template <class Get>
-void rmsnorm_blocks(Backend& be, double eps, size_t blocks, Get&& weight_of, Tensor& out,
-                    Tensor& rstd, const Tensor& x) {
-  const int64_t rows = x.dim(0) / static_cast<int64_t>(blocks);
-  for (size_t g = 0; g < blocks;) {
-    size_t end = g + 1;
-    while (end < blocks && same_tensor(weight_of(end), weight_of(g))) ++end;
-    const int64_t first = static_cast<int64_t>(g) * rows, count = static_cast<int64_t>(end - g) * rows;
-    Tensor o = out.slice(0, first, count), r = rstd.slice(0, first, count);
-    be.rmsnorm_forward(o, r, x.slice(0, first, count), weight_of(g), eps);
-    g = end;
-  }
 }
 
 // x_out = x_in + y @ W^T: in place when x_out is x_in, else in one pass (matmul_add).
 void residual_product(Backend& be, Tensor& x_out, const Tensor& y, const Tensor& w,
                       const Tensor& x_in) {
-  if (same_tensor(x_out, x_in)) be.matmul(x_out, y, false, w, true, 1.0, 1.0);
+  if (x_out.same_view(x_in)) be.matmul(x_out, y, false, w, true, 1.0, 1.0);
   else be.matmul_add(x_out, y, false, w, true, x_in);
 }
 
@@ -85,37 +66,24 @@ void residual_products(Backend& be, size_t blocks, Get&& weight_of, Tensor& x_ou
     residual_product(be, x_out, y, weight_of(0), x_in);
     return;
   }
-  if (!same_tensor(x_out, x_in)) be.copy(x_out, x_in);
+  if (!x_out.same_view(x_in)) be.copy(x_out, x_in);
   std::vector<LinearTask> tasks;
   for (size_t g = 0; g < blocks; ++g)
     tasks.push_back({block_of(x_out, g, blocks), block_of(y, g, blocks), weight_of(g), true});
   be.linear_many(tasks);
 }
 
-// q, k, v of every block: one batched product when the weights stack and are shared by all
-// blocks (or there is one), else one task per block and projection in one linear_many call.
-void project_qkv(Backend& be, const std::vector<AttentionWeights>& w, const Tensor& q_in,
-                 const Tensor& kv_in, bool stacked, AttentionActivations& a) {
-  const size_t G = w.size();
-  if (one_weight(G, [&](size_t g) { return w[g].wq.value; }) &&
-      one_weight(G, [&](size_t g) { return w[g].kv.value; })) {
-    if (stacked) {
-      be.matmul_batched(a.qkv, q_in, false, w[0].qkv->value, true, 1.0, 0.0);
-      return;
-    }
-    Tensor q_matrix = as_matrix(a.q);
-    be.matmul(q_matrix, q_in, false, w[0].wq.value, true, 1.0, 0.0);
-    be.matmul_batched(a.kv, kv_in, false, w[0].kv.value, true, 1.0, 0.0);
+// q, k, v of one stack's rows: one batched product when the weights stack, else q alone and
+// (k, v) together.
+void project_qkv(Backend& be, const AttentionWeights& w, const Tensor& q_in, const Tensor& kv_in,
+                 bool stacked, AttentionActivations& a) {
+  if (stacked) {
+    be.matmul_batched(a.qkv, q_in, false, w.qkv->value, true, 1.0, 0.0);
     return;
   }
-  const Tensor q = as_matrix(a.q), k = as_matrix(a.k), v = as_matrix(a.v);
-  std::vector<LinearTask> tasks;
-  for (size_t g = 0; g < G; ++g) {
-    tasks.push_back({block_of(q, g, G), block_of(q_in, g, G), w[g].wq.value});
-    tasks.push_back({block_of(k, g, G), block_of(kv_in, g, G), w[g].wk.value});
-    tasks.push_back({block_of(v, g, G), block_of(kv_in, g, G), w[g].wv.value});
-  }
-  be.linear_many(tasks);
+  Tensor q_matrix = as_matrix(a.q);
+  be.matmul(q_matrix, q_in, false, w.wq.value, true, 1.0, 0.0);
+  be.matmul_batched(a.kv, kv_in, false, w.kv.value, true, 1.0, 0.0);
 }
 
 // A decode step's projections: q (and k, v for self-attention) of every block as one
@@ -213,16 +181,10 @@ void attention_block_forward(Backend& be, const ModelConfig& c,
                              AttentionActivations& a, const AttentionCache* cache) {
   const size_t G = w.size();
   if (cache && cache->step) {
+    // One new position per row of every block: the projections with the norm fused, then RoPE
+    // at the rows' positions, this step's key and value into the cache, attention over the
+    // cache's visible keys.
     project_step(be, c, w, x_in, kv_source, a);
-  } else {
-    rmsnorm_blocks(be, c.norm_eps, G, [&](size_t g) { return w[g].norm.value; }, a.norm_out,
-                   a.rstd, x_in);
-    const Tensor& kv_in = kv_source ? *kv_source : a.norm_out;
-    project_qkv(be, w, a.norm_out, kv_in, qkv_stacked(w[0], a, kv_source), a);
-  }
-  if (cache && cache->step) {
-    // One new position per row: rotate at the rows' positions, append this step's key and value
-    // to the cache, attend over the cache's visible keys.
     const int64_t N = a.q.dim(0) * a.q.dim(1);
     auto rows_of = [N](const Tensor& t) { return t.view({N, t.dim(2), t.dim(3)}); };
     Tensor q = rows_of(a.q), k = rows_of(a.k), out = rows_of(a.out);
@@ -230,6 +192,11 @@ void attention_block_forward(Backend& be, const ModelConfig& c,
     be.attention_step(out, q, k, rows_of(a.v), k_cache, v_cache, cache->rows, spec.rope_q,
                       spec.rope_k, c.rope_theta);
   } else {
+    // Whole sequences of one stack (training, prefill).
+    SF_CHECK(G == 1, "attention_block_forward: whole sequences run one stack at a time, not {}", G);
+    be.rmsnorm_forward(a.norm_out, a.rstd, x_in, w[0].norm.value, c.norm_eps);
+    const Tensor& kv_in = kv_source ? *kv_source : a.norm_out;
+    project_qkv(be, w[0], a.norm_out, kv_in, qkv_stacked(w[0], a, kv_source), a);
     if (spec.rope_q && spec.rope_k && a.qkv.defined()) {
       // q and k are adjacent with one shape: rotated in one pass, as [2B, T, H, hd].
       Tensor qk = a.qkv.slice(0, 0, 2).view({2 * a.q.dim(0), a.q.dim(1), a.q.dim(2), a.q.dim(3)});
@@ -323,18 +290,10 @@ void mlp_block_forward(Backend& be, const ModelConfig& c, const std::vector<cons
     }
     be.linear_many(tasks);
   } else {
-    rmsnorm_blocks(be, c.norm_eps, G, [&](size_t g) { return w[g]->mlp_norm.value; }, m.norm_out,
-                   m.rstd, x_in);
-    if (one_weight(G, [&](size_t g) { return w[g]->w13.value; })) {
-      be.matmul_batched(m.gate_up, m.norm_out, false, w[0]->w13.value, true, 1.0, 0.0);
-    } else {
-      std::vector<LinearTask> tasks;
-      for (size_t g = 0; g < G; ++g) {
-        tasks.push_back({block_of(m.gate, g, G), block_of(m.norm_out, g, G), w[g]->w1.value});
-        tasks.push_back({block_of(m.up, g, G), block_of(m.norm_out, g, G), w[g]->w3.value});
-      }
-      be.linear_many(tasks);
-    }
+    // Whole sequences of one stack (training, prefill).
+    SF_CHECK(G == 1, "mlp_block_forward: whole sequences run one stack at a time, not {}", G);
+    be.rmsnorm_forward(m.norm_out, m.rstd, x_in, w[0]->mlp_norm.value, c.norm_eps);
+    be.matmul_batched(m.gate_up, m.norm_out, false, w[0]->w13.value, true, 1.0, 0.0);
   }
   be.swiglu_forward(m.hidden, m.gate, m.up);
   residual_products(be, G, [&](size_t g) { return w[g]->w2.value; }, x_out, m.hidden, x_in);

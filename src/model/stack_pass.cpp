@@ -42,10 +42,6 @@ SubBlockCache sub_block_cache(const StackPass& pass, int64_t layer, bool cross, 
   return out;
 }
 
-bool same_tensor(const Tensor& a, const Tensor& b) {
-  return a.defined() && b.defined() && a.raw() == b.raw() && a.shape() == b.shape();
-}
-
 }  // namespace
 
 AttentionSpec self_attention_spec(const ModelConfig&) {
@@ -106,7 +102,7 @@ void layer_pass(const StackPass& pass, int64_t layer, const Tensor& x_in, const 
     const int64_t rows = group.cross_count() * rows_per_stack;
     const Tensor cross_in = after_attn.slice(0, offset, rows);
     Tensor after_cross = act.x_after_cross.defined() ? act.x_after_cross : cross_in;
-    SF_CHECK(offset == 0 || same_tensor(after_cross, cross_in),
+    SF_CHECK(offset == 0 || after_cross.same_view(cross_in),
              "layer_pass: a group with stack 0 and stacks >= 1 runs in place");
     const SubBlockCache cross_cache = sub_block_cache(pass, layer, true, rows_per_stack);
     attention_block_forward(be, c, cross_w, cross_attention_spec(c), cross_in, memory, after_cross,
