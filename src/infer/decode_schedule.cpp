@@ -41,13 +41,7 @@ DecodeSchedule::DecodeSchedule(const ModelConfig& c, DecodeMode mode) : config_(
 }
 
 std::string DecodeSchedule::unsupported(const ModelConfig& c, DecodeMode mode) {
-  if (mode != DecodeMode::recurrent ||
-      (c.n_stacks >= 2 && c.weights == WeightSharing::shared && c.combine == CombineMode::last))
-    return "";
-  return fmt::format("needs a model with shared weights, n_stacks >= 2 and combine = last (it "
-                     "runs one pass of the shared blocks per step); this model has weights {}, "
-                     "n_stacks {}, combine {}",
-                     to_string(c.weights), c.n_stacks, to_string(c.combine));
+  return mode == DecodeMode::recurrent ? recurrent_unsupported(c) : "";
 }
 
 int64_t DecodeSchedule::weight_values_per_step(bool distinct) const {

@@ -23,15 +23,8 @@ void check_plan(const StepPlan& plan, const ModelConfig& c) {
     next = g.first + g.count;
   }
   SF_CHECK(next == c.n_stacks, "decode plan: groups must cover stacks {}..{}", first, c.n_stacks - 1);
-  if (plan.recurrent) {
-    SF_CHECK(c.n_stacks >= 2 && c.weights == WeightSharing::shared,
-             "recurrent decoding needs a shared-weights model with n_stacks >= 2 (this one: "
-             "n_stacks {}, weights {})",
-             c.n_stacks, to_string(c.weights));
-    SF_CHECK(c.combine == CombineMode::last,
-             "recurrent decoding runs one pass per step, so it needs combine = last (the linear "
-             "combination needs every stack's output)");
-  }
+  if (plan.recurrent)
+    if (const std::string why = recurrent_unsupported(c); !why.empty()) fail("recurrent decoding " + why);
 }
 
 // The structure whose buffers every prefill reuses: a stack with cross-attention when the model
@@ -40,14 +33,24 @@ StackGroup prefill_group(const ModelConfig& c) { return StackGroup{c.n_stacks > 
 
 }  // namespace
 
+std::string recurrent_unsupported(const ModelConfig& c) {
+  if (c.n_stacks >= 2 && c.weights == WeightSharing::shared && c.combine == CombineMode::last)
+    return "";
+  return fmt::format("needs a model with shared weights, n_stacks >= 2 and combine = last (it "
+                     "runs one pass of the shared blocks per step); this model has weights {}, "
+                     "n_stacks {}, combine {}",
+                     to_string(c.weights), c.n_stacks, to_string(c.combine));
+}
+
 // Views of the prefill's activations for a prompt of n tokens (ActivationAllocator reuse).
 struct DecodingState::PrefillViews {
   Tensor tokens, embedded, x, memory, memory_rstd;
   LayerActivations layer;
 };
 
-DecodingState::PrefillViews DecodingState::prefill_views(int64_t n) {
-  ActivationAllocator alloc(prefill_buffers_);
+// The prefill's activations for a prompt of n tokens, from `alloc`: allocated once for the
+// longest prompt, then views of those buffers for each prompt (the same requests in order).
+DecodingState::PrefillViews DecodingState::prefill_plan(ActivationAllocator& alloc, int64_t n) const {
   PrefillViews v;
   const int64_t D = config_.d_model;
   v.embedded = alloc.zeros({n, D}, dtype_);
@@ -55,6 +58,12 @@ DecodingState::PrefillViews DecodingState::prefill_views(int64_t n) {
   v.memory = alloc.zeros({n, D}, dtype_);
   v.memory_rstd = alloc.zeros({n}, statistics_dtype(dtype_));
   v.layer = layer_activations_allocate(alloc, config_, dtype_, prefill_group(config_), 1, n, false);
+  return v;
+}
+
+DecodingState::PrefillViews DecodingState::prefill_views(int64_t n) {
+  ActivationAllocator alloc(prefill_buffers_);
+  PrefillViews v = prefill_plan(alloc, n);
   v.tokens = prefill_tokens_.slice(0, 0, n);
   return v;
 }
@@ -88,11 +97,7 @@ DecodingState::DecodingState(Model& model, int64_t batch, StepPlan plan)
     prefill_tokens_ = alloc.zeros({T}, DType::i32);
     // The prefill's activations, for the longest prompt; shorter ones take views of them.
     ActivationAllocator prefill(backend_);
-    prefill.zeros({T, D}, dtype_);  // embedded, x, memory, memory_rstd: as prefill_views()
-    prefill.zeros({T, D}, dtype_);
-    prefill.zeros({T, D}, dtype_);
-    prefill.zeros({T}, stat);
-    (void)layer_activations_allocate(prefill, c, dtype_, prefill_group(c), 1, T, false);
+    (void)prefill_plan(prefill, T);
     prefill_buffers_ = prefill.allocated();
     bytes_ = cache_.bytes() + alloc.bytes() + prefill.bytes();
     for (const StackGroup& g : plan_.groups) (void)step_activations(g);  // adds its bytes

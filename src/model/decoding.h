@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <map>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -36,6 +37,9 @@ struct StepPlan {
   // decoding: shared weights, combine = last).
   bool recurrent = false;
 };
+
+// Why `config` cannot decode recurrently ("needs ...; this model has ..."), or "" when it can.
+std::string recurrent_unsupported(const ModelConfig& config);
 
 class DecodingState {
  public:
@@ -76,6 +80,7 @@ class DecodingState {
 
  private:
   struct PrefillViews;
+  PrefillViews prefill_plan(ActivationAllocator& alloc, int64_t n) const;
   PrefillViews prefill_views(int64_t n);
   void run_step();  // the step's device work
   LayerActivations& step_activations(const StackGroup& group);
