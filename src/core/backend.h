@@ -384,6 +384,22 @@ class Backend {
                  (b.ndim() == 2 || (b.ndim() == 3 && b.dim(0) == out.dim(0))),
              "matmul_batched: out {} a {} b {}", out.describe(), a.describe(), b.describe());
   }
+  // kv_cache_write_range's shapes (cache [B, C, ...], rows [n, W] of its width, a sequence of
+  // the batch, a position >= 0), for every backend; returns W.
+  static int64_t check_kv_cache_write_range(const Tensor& cache, const Tensor& rows,
+                                            int64_t sequence, int64_t first_position) {
+    SF_CHECK(cache.ndim() >= 2, "kv_cache_write_range: cache {} must be [B, C, ...]",
+             cache.describe());
+    const int64_t B = cache.dim(0), C = cache.dim(1);
+    const int64_t W = cache.numel() / std::max<int64_t>(B * C, 1);
+    SF_CHECK(rows.dtype() == cache.dtype() && rows.ndim() >= 1 && rows.numel() == rows.dim(0) * W,
+             "kv_cache_write_range: rows {} are not rows of cache {}", rows.describe(),
+             cache.describe());
+    SF_CHECK(sequence >= 0 && sequence < B && first_position >= 0,
+             "kv_cache_write_range: sequence {} of {}, first position {}", sequence, B,
+             first_position);
+    return W;
+  }
   // The tasks with their input norms applied: each distinct norm.out written once with
   // rmsnorm_forward, and the tasks reading it (norm cleared).
   std::vector<LinearTask> normalize_inputs(const std::vector<LinearTask>& tasks) {

@@ -77,18 +77,11 @@ void CpuBackend::kv_cache_write_range(Tensor& cache, const Tensor& rows, int64_t
                                       int64_t first_position) {
   check_float(cache, "kv_cache_write_range");
   check_float(rows, "kv_cache_write_range");
-  SF_CHECK(cache.ndim() >= 2, "kv_cache_write_range: cache {} must be [B, C, ...]", cache.describe());
-  const int64_t B = cache.dim(0), C = cache.dim(1), W = cache.numel() / std::max<int64_t>(B * C, 1);
-  SF_CHECK(rows.dtype() == cache.dtype() && rows.ndim() >= 1 && rows.numel() == rows.dim(0) * W,
-           "kv_cache_write_range: rows {} are not rows of cache {}", rows.describe(),
-           cache.describe());
-  SF_CHECK(sequence >= 0 && sequence < B && first_position >= 0,
-           "kv_cache_write_range: sequence {} of {}, first position {}", sequence, B,
-           first_position);
+  const int64_t W = check_kv_cache_write_range(cache, rows, sequence, first_position);
   dispatch(cache, [&](auto z) {
     using T = decltype(z);
     cpu::kv_cache_write_range<T>(cache.data<T>(), rows.data<T>(), sequence, first_position,
-                                 rows.dim(0), C, W);
+                                 rows.dim(0), cache.dim(1), W);
   });
 }
 

@@ -179,13 +179,7 @@ class CudaBackend final : public Backend {
   void synchronize() override { SF_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
   std::optional<MemoryBandwidth> measure_memory_bandwidth() override {
     SF_CHECK(!capturing_, "measure_memory_bandwidth: not while recording");
-    const cuda::DeviceBandwidth d = cuda::measure_device_bandwidth(stream_);
-    MemoryBandwidth m;
-    m.copy_gb_s = d.copy_gb_s;
-    m.read_gb_s = d.read_gb_s;
-    m.array_bytes = d.array_bytes;
-    m.repetitions = d.repetitions;
-    return m;
+    return cuda::measure_device_bandwidth(stream_);
   }
 
   // ---- recording: CUDA graphs captured from the stream ---------------------------------------
@@ -556,17 +550,9 @@ class CudaBackend final : public Backend {
     const auto op_timer = profile("kv_cache_write_range");
     check(cache, "kv_cache_write_range");
     check(rows, "kv_cache_write_range");
-    SF_CHECK(cache.ndim() >= 2, "kv_cache_write_range: cache {} must be [B, C, ...]",
-             cache.describe());
-    const int64_t B = cache.dim(0), C = cache.dim(1), W = cache.numel() / std::max<int64_t>(B * C, 1);
-    SF_CHECK(cache.dtype() == rows.dtype() && rows.ndim() >= 1 && rows.numel() == rows.dim(0) * W,
-             "kv_cache_write_range: rows {} are not rows of cache {}", rows.describe(),
-             cache.describe());
-    SF_CHECK(sequence >= 0 && sequence < B && first_position >= 0,
-             "kv_cache_write_range: sequence {} of {}, first position {}", sequence, B,
-             first_position);
+    const int64_t W = check_kv_cache_write_range(cache, rows, sequence, first_position);
     cuda::kv_cache_write_range(cache.dtype(), cache.raw(), rows.raw(), sequence, first_position,
-                               rows.dim(0), C, W, stream_);
+                               rows.dim(0), cache.dim(1), W, stream_);
   }
   void attention_step(Tensor& out, Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache,
                       Tensor& v_cache, const AttentionStepRows& rows, bool rope_q, bool rope_k,

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/memory_bandwidth.h"
 
 namespace sf::cuda {
 
@@ -151,13 +152,9 @@ void attention_decode(DType dtype, void* out, const void* q, const void* k_cache
                       int64_t head_dim, cudaStream_t stream);
 
 // ---- the GPU's memory bandwidth (memory_bandwidth.cu) ---------------------------------------
-struct DeviceBandwidth {
-  double copy_gb_s = 0.0;  // device-to-device copy, bytes read + written
-  double read_gb_s = 0.0;  // a streaming read kernel, bytes read
-  int64_t array_bytes = 0;
-  int repetitions = 0;     // best of this many timed passes
-};
-DeviceBandwidth measure_device_bandwidth(cudaStream_t stream);
+// copy_gb_s: a device-to-device copy, bytes read + written; read_gb_s: a streaming read kernel;
+// threads 0 (a device measurement); triad not measured.
+MemoryBandwidth measure_device_bandwidth(cudaStream_t stream);
 
 // ---- optimizer ----------------------------------------------------------------------------------
 // Per-step constants, computed in double on the host and rounded once (as the CPU kernel does).

@@ -53,8 +53,8 @@ double best_seconds(cudaStream_t stream, int passes, Work&& work) {
 
 }  // namespace
 
-DeviceBandwidth measure_device_bandwidth(cudaStream_t stream) {
-  DeviceBandwidth result;
+MemoryBandwidth measure_device_bandwidth(cudaStream_t stream) {
+  MemoryBandwidth result;
   size_t free_bytes = 0, total_bytes = 0;
   SF_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
   // 1 GiB per array, less where the GPU has less free (two arrays, room left for others).
