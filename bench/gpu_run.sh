@@ -27,7 +27,7 @@ if [[ $what == *tests* ]]; then
   # cuda_data_parallel_test skips itself on a machine with fewer than 2 GPUs (nvidia-h200-x2 runs it)
   for t in cuda_kernels_test cuda_attention_test cuda_model_test cuda_decode_test twin_test cuda_data_parallel_test; do
     [[ -x .devbin/$t ]] || { summary+=("$t: not built"); continue; }
-    ./.devbin/$t --gtest_brief=1 > "$out/$t.log" 2>&1
+    timeout ${TEST_TIMEOUT:-240} ./.devbin/$t --gtest_brief=1 > "$out/$t.log" 2>&1  # a hang costs one test, not the call
     rc=$?
     summary+=("$t: exit $rc, $(grep -c '^\[  FAILED' "$out/$t.log") failed lines")
   done

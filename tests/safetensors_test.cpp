@@ -348,14 +348,14 @@ TEST(Safetensors, RejectsEveryMalformedHeader) {
   const std::vector<uint8_t> twelve = le_bytes<float>({1.5f, -2.5f, 4.0f});
 
   // Sizes and lengths.
-  expect_rejected(dir, {1, 2, 3, 4, 5}, "shorter than the 8-byte header length");
-  expect_rejected(dir, {}, "shorter than the 8-byte header length");
+  expect_rejected(dir, {1, 2, 3, 4, 5}, "too short for the 8-byte header length");
+  expect_rejected(dir, {}, "too short for the 8-byte header length");
   {
     std::vector<uint8_t> bytes;
     append_u64(bytes, 1000);
     bytes.push_back('{');
     bytes.push_back('}');
-    expect_rejected(dir, bytes, "exceeds the 2 bytes that follow it");
+    expect_rejected(dir, bytes, "reaches past the end of the 10-byte file");
     bytes.clear();
     append_u64(bytes, uint64_t{1} << 62);  // a lying length must not be allocated
     expect_rejected(dir, bytes, "exceeds the 100000000-byte limit");

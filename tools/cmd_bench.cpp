@@ -60,6 +60,7 @@ void run(BenchArgs& a) {
              "--set applies to --config only: a MODEL's config must describe its weights");
     files = model_files(a.model_path);
     config = config_load(files.config);
+    model_weights_check(files.weights, config);  // before the model is allocated
   }
   bench_options_check(o, config);
   std::vector<std::string> notes;

@@ -30,6 +30,7 @@ void run(const EvalArgs& a) {
   auto backend = make_backend(a.device);
   const ModelFiles files = model_files(a.model_path);
   const ModelConfig config = config_load(files.config);
+  model_weights_check(files.weights, config);  // before the model is allocated
   Model model(config, *backend, DType::f32);
   model_load_weights(model, files.weights);
   const int64_t seq = a.seq > 0 ? a.seq : std::min<int64_t>(config.max_seq_len, 256);

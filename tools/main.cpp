@@ -1,5 +1,6 @@
 // main.cpp — entry point of the `stagformer` command-line tool: dispatches to subcommands.
 #include <algorithm>
+#include <new>
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -61,7 +62,14 @@ int main(int argc, char** argv) {
     std::string command = app.get_subcommands().empty() ? "" : " " + app.get_subcommands()[0]->get_name();
     std::fprintf(stderr, "stagformer%s: error: %s\n", command.c_str(), e.what());
     return 1;
+  } catch (const std::bad_alloc&) {
+    // Not our bug: the input asked for more host memory than this machine has (sizes from files
+    // are checked first, so this is a large but valid request).
+    std::string command = app.get_subcommands().empty() ? "" : " " + app.get_subcommands()[0]->get_name();
+    std::fprintf(stderr, "stagformer%s: error: out of host memory\n", command.c_str());
+    return 1;
   } catch (const std::exception& e) {
+    // Reserved for our bugs: every error a user can cause is an sf::Error.
     std::fprintf(stderr, "stagformer: internal error: %s\n", e.what());
     return 2;
   }

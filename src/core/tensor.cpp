@@ -14,9 +14,22 @@ std::string shape_str(const Shape& shape) {
 }
 
 int64_t shape_numel(const Shape& shape) {
+  // Checked: shapes come from files and configs, and a product that wrapped around would
+  // allocate a small buffer that kernels then index as a large one.
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape) {
+    SF_CHECK(d >= 0, "shape {} has a negative dimension", shape_str(shape));
+    SF_CHECK(!__builtin_mul_overflow(n, d, &n), "shape {} has more elements than 64 bits count",
+             shape_str(shape));
+  }
   return n;
+}
+
+size_t shape_nbytes(const Shape& shape, DType dtype) {
+  size_t bytes = 0;
+  SF_CHECK(!__builtin_mul_overflow(static_cast<size_t>(shape_numel(shape)), dtype_size(dtype), &bytes),
+           "shape {} of {} has more bytes than 64 bits count", shape_str(shape), dtype_name(dtype));
+  return bytes;
 }
 
 Buffer::Buffer(Device device, void* data, size_t bytes, std::function<void(void*)> release)
@@ -57,7 +70,7 @@ Tensor::Tensor(std::shared_ptr<Buffer> buffer, DType dtype, Shape shape, int64_t
 }
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype) {
-  return Tensor(Buffer::allocate_cpu(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype)),
+  return Tensor(Buffer::allocate_cpu(shape_nbytes(shape, dtype)),
                 dtype, shape);
 }
 

@@ -19,7 +19,10 @@ namespace sf {
 using Shape = std::vector<int64_t>;
 
 std::string shape_str(const Shape& shape);
+// Element count; throws sf::Error for a negative dimension or a count past int64.
 int64_t shape_numel(const Shape& shape);
+// Bytes of a contiguous tensor of that shape and dtype, checked the same way.
+size_t shape_nbytes(const Shape& shape, DType dtype);
 
 class Buffer {
  public:

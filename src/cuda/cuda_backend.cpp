@@ -63,7 +63,7 @@ class CudaBackend final : public Backend {
   int index() const { return device_; }
 
   Tensor zeros(const Shape& shape, DType dtype) override {
-    const size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
+    const size_t bytes = shape_nbytes(shape, dtype);
     void* data = nullptr;
     if (bytes > 0) {
       const cudaError_t status = cudaMalloc(&data, bytes);

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/json_input.h"
 
 namespace sf {
 
@@ -27,24 +28,17 @@ void tokenizer_spec_save(const TokenizerSpec& spec, const std::string& path) {
 }
 
 TokenizerSpec tokenizer_spec_load(const std::string& path) {
-  std::ifstream in(path);
-  SF_CHECK(in.good(), "{}: cannot open tokenizer description", path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  const json j = json::parse(buffer.str(), nullptr, /*allow_exceptions=*/false);
-  SF_CHECK(!j.is_discarded() && j.is_object(), "{}: not a JSON object", path);
+  const json j = json_read_file(path, kJsonSmallFileBytes);
+  SF_CHECK(j.is_object(), "{}: not a tokenizer description (a JSON object), got {}", path,
+           json_excerpt(j));
+  auto field = [&](const char* key) -> const json& { return json_member(j, key, path); };
+  auto where = [&](const char* key) { return fmt::format("{}: field '{}'", path, key); };
   TokenizerSpec spec;
-  SF_CHECK(j.contains("kind") && j["kind"].is_string(), "{}: field 'kind' missing or not a string",
-           path);
-  spec.kind = j["kind"].get<std::string>();
+  spec.kind = json_string(field("kind"), where("kind"));
   SF_CHECK(spec.kind == "gpt2" || spec.kind == "byte",
-           "{}: field 'kind': expected gpt2 or byte, got '{}'", path, spec.kind);
-  for (const char* key : {"vocab_size", "eot_id"})
-    SF_CHECK(j.contains(key) && j[key].is_number_integer() && j[key].get<int64_t>() >= 0 &&
-                 j[key].get<int64_t>() <= INT32_MAX,
-             "{}: field '{}' missing or not a non-negative integer", path, key);
-  spec.vocab_size = j["vocab_size"].get<int32_t>();
-  spec.eot_id = j["eot_id"].get<int32_t>();
+           "{}: expected gpt2 or byte, got {}", where("kind"), json_excerpt(field("kind")));
+  spec.vocab_size = static_cast<int32_t>(json_int(field("vocab_size"), where("vocab_size"), 1, INT32_MAX));
+  spec.eot_id = static_cast<int32_t>(json_int(field("eot_id"), where("eot_id"), 0, INT32_MAX));
   SF_CHECK(spec.eot_id < spec.vocab_size, "{}: eot_id {} is not below vocab_size {}", path,
            spec.eot_id, spec.vocab_size);
   return spec;

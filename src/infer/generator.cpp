@@ -170,6 +170,7 @@ LoadedModel load_model_for_inference(const std::string& path, Backend& backend,
            path, loaded.tokenizer->name(), loaded.tokenizer->vocab_size(),
            loaded.config.vocab_size, loaded.files.config);
 
+  model_weights_check(loaded.files.weights, loaded.config);  // before anything is allocated
   loaded.model = std::make_unique<Model>(loaded.config, backend, DType::f32, compute_dtype);
   model_load_weights(*loaded.model, loaded.files.weights);
   return loaded;

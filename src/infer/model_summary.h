@@ -53,9 +53,8 @@ struct SafetensorsHeaderSummary {
   std::map<std::string, int64_t> elements_by_dtype;  // "F32" -> number of values
   std::map<std::string, std::string> metadata;
 };
-// Errors name the file: too short, header length beyond the file or the 100 MB cap, not a JSON
-// object, an entry without a known dtype or a valid shape, data offsets that disagree with the
-// shape or lie outside the file.
+// Built on io/safetensors.h's header reader (safetensors_read_header): every check of the
+// weights loader, without reading the data. Errors name the file.
 SafetensorsHeaderSummary safetensors_header_read(const std::string& path);
 
 // The step of the latest checkpoint of a run folder (run/checkpoints/latest.json, written by

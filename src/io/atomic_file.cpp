@@ -120,7 +120,7 @@ void write_file_atomic(const std::string& path, std::string_view contents) {
   writer.commit();
 }
 
-std::vector<uint8_t> read_file(const std::string& path) {
+std::vector<uint8_t> read_file(const std::string& path, uint64_t max_bytes) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     int error_number = errno;
@@ -137,6 +137,11 @@ std::vector<uint8_t> read_file(const std::string& path) {
     fail(fmt::format("{}: cannot stat: {}", path, system_error_text(error_number)));
   }
   SF_CHECK(!S_ISDIR(info.st_mode), "{}: is a directory, not a file", path);
+  auto check_size = [&](uint64_t size) {
+    SF_CHECK(size <= max_bytes, "{}: {} bytes or more, larger than the {} bytes this kind of file may have",
+             path, size, max_bytes);
+  };
+  if (S_ISREG(info.st_mode)) check_size(static_cast<uint64_t>(info.st_size));
 
   // The size is a hint: read until end of file, so pipes and files that change size work too.
   std::vector<uint8_t> bytes;
@@ -153,6 +158,7 @@ std::vector<uint8_t> read_file(const std::string& path) {
     }
     if (got == 0) break;
     used += static_cast<size_t>(got);
+    check_size(used);
   }
   bytes.resize(used);
   return bytes;

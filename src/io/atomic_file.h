@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -61,7 +62,9 @@ void write_file_atomic(const std::string& path, const std::function<void(std::FI
 void write_file_atomic(const std::string& path, std::string_view contents);
 
 // Reads a whole file; throws sf::Error naming the file and the system error if it is missing,
-// unreadable or not a regular file.
-std::vector<uint8_t> read_file(const std::string& path);
+// unreadable or not a regular file, and naming the limit if it holds more than max_bytes (so a
+// small file format is never read into memory from a huge or endless file).
+std::vector<uint8_t> read_file(const std::string& path,
+                               uint64_t max_bytes = std::numeric_limits<uint64_t>::max());
 
 }  // namespace sf

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -179,35 +181,32 @@ void copy_into_strided(const uint8_t* src, Tensor& dst) {
   }
 }
 
-}  // namespace
-
-SafetensorsFile::SafetensorsFile(const std::string& path)
-    : SafetensorsFile(read_file(path), path) {}
-
-SafetensorsFile::SafetensorsFile(std::vector<uint8_t> bytes, std::string source_name)
-    : path_(std::move(source_name)), file_bytes_(std::move(bytes)) {
-  parse();
-}
-
-void SafetensorsFile::parse() {
-  const uint64_t file_size = file_bytes_.size();
-  SF_CHECK(file_size >= 8, "{}: file is {} bytes, shorter than the 8-byte header length", path_,
+// The header length, checked against the cap and against the file's size.
+uint64_t header_length(const std::string& path, const uint8_t* first_8_bytes, uint64_t file_size) {
+  SF_CHECK(file_size >= 8, "{}: file is {} bytes, too short for the 8-byte header length", path,
            file_size);
   uint64_t header_bytes = 0;
-  std::memcpy(&header_bytes, file_bytes_.data(), 8);  // little-endian (static_assert above)
+  std::memcpy(&header_bytes, first_8_bytes, 8);  // little-endian (static_assert above)
   SF_CHECK(header_bytes <= kSafetensorsMaxHeaderBytes,
-           "{}: header length {} exceeds the {}-byte limit (not a safetensors file?)", path_,
+           "{}: header length {} exceeds the {}-byte limit (not a safetensors file?)", path,
            header_bytes, kSafetensorsMaxHeaderBytes);
   SF_CHECK(header_bytes <= file_size - 8,
-           "{}: header length {} exceeds the {} bytes that follow it (file truncated?)", path_,
-           header_bytes, file_size - 8);
-  data_start_ = 8 + header_bytes;
-  const uint64_t data_block_bytes = file_size - data_start_;
+           "{}: header length {} reaches past the end of the {}-byte file (file truncated?)", path,
+           header_bytes, file_size);
+  return header_bytes;
+}
+
+// Parses and validates the header JSON (at `text`, header_bytes long) of a file of file_size.
+SafetensorsHeader parse_header_entries(const std::string& path, const uint8_t* text,
+                                       uint64_t header_bytes, uint64_t file_size) {
+  SafetensorsHeader result;
+  result.file_bytes = file_size;
+  result.data_start = 8 + header_bytes;
+  const uint64_t data_block_bytes = file_size - result.data_start;
 
   HeaderScan scan;
-  const uint8_t* header_begin = file_bytes_.data() + 8;
-  Json header = parse_header(path_, header_begin, header_begin + header_bytes, scan);
-  SF_CHECK(header.is_object(), "{}: header is not a JSON object but {}", path_,
+  Json header = parse_header(path, text, text + header_bytes, scan);
+  SF_CHECK(header.is_object(), "{}: header is not a JSON object but {}", path,
            header.type_name());
 
   std::vector<ParsedEntry> parsed;
@@ -215,16 +214,16 @@ void SafetensorsFile::parse() {
   for (const std::string& key : scan.top_level_keys) {
     const Json& value = header.at(key);
     if (key == "__metadata__") {
-      SF_CHECK(value.is_object(), "{}: __metadata__ is not a JSON object but {}", path_,
+      SF_CHECK(value.is_object(), "{}: __metadata__ is not a JSON object but {}", path,
                value.type_name());
       for (const auto& [meta_key, meta_value] : value.items()) {
         SF_CHECK(meta_value.is_string(), "{}: __metadata__ value for {} is not a string but {}",
-                 path_, quoted(meta_key), meta_value.type_name());
-        metadata_[meta_key] = meta_value.get<std::string>();
+                 path, quoted(meta_key), meta_value.type_name());
+        result.metadata[meta_key] = meta_value.get<std::string>();
       }
       continue;
     }
-    parsed.push_back(parse_entry(path_, key, value, data_block_bytes));
+    parsed.push_back(parse_entry(path, key, value, data_block_bytes));
     parsed.back().header_index = parsed.size() - 1;
   }
 
@@ -238,46 +237,75 @@ void SafetensorsFile::parse() {
   const ParsedEntry* previous = nullptr;
   for (const ParsedEntry& p : parsed) {
     if (p.entry.data_begin < cursor) {
-      fail(fmt::format("{}: tensor {} data [{}, {}) overlaps tensor {} data [{}, {})", path_,
+      fail(fmt::format("{}: tensor {} data [{}, {}) overlaps tensor {} data [{}, {})", path,
                        quoted(p.name), p.entry.data_begin, p.entry.data_end,
                        quoted(previous->name), previous->entry.data_begin,
                        previous->entry.data_end));
     }
     SF_CHECK(p.entry.data_begin == cursor,
-             "{}: gap of {} unused bytes in the data block before tensor {} at offset {}", path_,
+             "{}: gap of {} unused bytes in the data block before tensor {} at offset {}", path,
              p.entry.data_begin - cursor, quoted(p.name), p.entry.data_begin);
     cursor = p.entry.data_end;
     previous = &p;
   }
   SF_CHECK(cursor == data_block_bytes,
            "{}: data block has {} trailing bytes after the last tensor (header and data disagree)",
-           path_, data_block_bytes - cursor);
+           path, data_block_bytes - cursor);
 
-  names_.reserve(parsed.size());
+  result.names.reserve(parsed.size());
   for (ParsedEntry& p : parsed) {
-    names_.push_back(p.name);
-    entries_.emplace(std::move(p.name), std::move(p.entry));
+    result.names.push_back(p.name);
+    result.entries.emplace(std::move(p.name), std::move(p.entry));
   }
+  return result;
+}
+
+}  // namespace
+
+SafetensorsHeader safetensors_read_header(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  SF_CHECK(in.good(), "{}: cannot open", path);
+  std::error_code ec;
+  SF_CHECK(!std::filesystem::is_directory(path, ec), "{}: is a directory, not a file", path);
+  const uint64_t file_size = std::filesystem::file_size(path, ec);
+  SF_CHECK(!ec, "{}: cannot read the file size ({})", path, ec.message());
+  uint8_t length_bytes[8] = {};
+  in.read(reinterpret_cast<char*>(length_bytes), file_size >= 8 ? 8 : 0);
+  const uint64_t header_bytes = header_length(path, length_bytes, file_size);
+  std::vector<uint8_t> text(header_bytes);
+  in.read(reinterpret_cast<char*>(text.data()), static_cast<std::streamsize>(header_bytes));
+  SF_CHECK(in.good() || header_bytes == 0, "{}: cannot read the {}-byte header", path,
+           header_bytes);
+  return parse_header_entries(path, text.data(), header_bytes, file_size);
+}
+
+SafetensorsFile::SafetensorsFile(const std::string& path)
+    : SafetensorsFile(read_file(path), path) {}
+
+SafetensorsFile::SafetensorsFile(std::vector<uint8_t> bytes, std::string source_name)
+    : path_(std::move(source_name)), file_bytes_(std::move(bytes)) {
+  const uint64_t header_bytes = header_length(path_, file_bytes_.data(), file_bytes_.size());
+  header_ = parse_header_entries(path_, file_bytes_.data() + 8, header_bytes, file_bytes_.size());
 }
 
 const SafetensorsEntry& SafetensorsFile::info(const std::string& name) const {
-  auto it = entries_.find(name);
-  if (it == entries_.end()) {
+  auto it = header_.entries.find(name);
+  if (it == header_.entries.end()) {
     std::string some_names;
-    for (size_t i = 0; i < names_.size() && i < 5; ++i) {
+    for (size_t i = 0; i < header_.names.size() && i < 5; ++i) {
       if (i) some_names += ", ";
-      some_names += quoted(names_[i]);
+      some_names += quoted(header_.names[i]);
     }
-    if (names_.size() > 5) some_names += ", ...";
+    if (header_.names.size() > 5) some_names += ", ...";
     fail(fmt::format("{}: no tensor named {} (the file has {} tensors: {})", path_, quoted(name),
-                     names_.size(), some_names));
+                     header_.names.size(), some_names));
   }
   return it->second;
 }
 
 std::span<const uint8_t> SafetensorsFile::bytes(const std::string& name) const {
   const SafetensorsEntry& entry = info(name);
-  return {file_bytes_.data() + data_start_ + entry.data_begin,
+  return {file_bytes_.data() + header_.data_start + entry.data_begin,
           static_cast<size_t>(entry.data_end - entry.data_begin)};
 }
 

@@ -42,6 +42,22 @@ struct SafetensorsEntry {
   uint64_t data_end = 0;
 };
 
+// A validated safetensors header: the tensors' entries (every check of SafetensorsFile, which
+// needs only the header and the file size) without the data.
+struct SafetensorsHeader {
+  uint64_t file_bytes = 0;
+  uint64_t data_start = 0;  // 8 + header length
+  // Tensor names in the order their data lies in the file (zero-byte tensors at one offset keep
+  // their header order).
+  std::vector<std::string> names;
+  std::map<std::string, SafetensorsEntry> entries;
+  std::map<std::string, std::string> metadata;  // "__metadata__" (empty if the file has none)
+};
+
+// Reads and validates only the header of `path` (its first 8 + N bytes) and checks it against
+// the file's size: for looking at a large weights file without reading it.
+SafetensorsHeader safetensors_read_header(const std::string& path);
+
 // A validated safetensors file held in memory.
 class SafetensorsFile {
  public:
@@ -51,14 +67,15 @@ class SafetensorsFile {
   SafetensorsFile(std::vector<uint8_t> bytes, std::string source_name);
 
   const std::string& path() const { return path_; }
+  const SafetensorsHeader& header() const { return header_; }
   // Tensor names in the order their data lies in the file (for files we write: the order given
   // to write_safetensors). Zero-byte tensors at one offset keep their header order.
-  const std::vector<std::string>& names() const { return names_; }
-  bool has(const std::string& name) const { return entries_.count(name) != 0; }
+  const std::vector<std::string>& names() const { return header_.names; }
+  bool has(const std::string& name) const { return header_.entries.count(name) != 0; }
   // Throws sf::Error naming the tensor and the file if there is no such tensor.
   const SafetensorsEntry& info(const std::string& name) const;
   // The "__metadata__" map (empty if the file has none).
-  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const std::map<std::string, std::string>& metadata() const { return header_.metadata; }
 
   // The tensor's raw little-endian bytes inside the loaded file.
   std::span<const uint8_t> bytes(const std::string& name) const;
@@ -69,14 +86,9 @@ class SafetensorsFile {
   void load_into(const std::string& name, Tensor& dst) const;
 
  private:
-  void parse();
-
   std::string path_;
   std::vector<uint8_t> file_bytes_;
-  uint64_t data_start_ = 0;  // 8 + header length
-  std::vector<std::string> names_;
-  std::map<std::string, SafetensorsEntry> entries_;
-  std::map<std::string, std::string> metadata_;
+  SafetensorsHeader header_;
 };
 
 // Writes `tensors` (defined, contiguous CPU tensors; unique names other than "__metadata__") in

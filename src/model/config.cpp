@@ -1,12 +1,14 @@
 // config.cpp — ModelConfig JSON parsing with per-field errors, validation, overrides.
 #include "model/config.h"
 
-#include <fstream>
+#include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/json_input.h"
+#include "model/parameter_counts.h"
 
 namespace sf {
 
@@ -29,30 +31,31 @@ struct Problems {
   }
 };
 
-void read_int(const json& j, const char* key, int64_t& out, Problems& p) {
-  if (!j.contains(key)) return;
-  const json& v = j.at(key);
-  if (v.is_number_integer()) {
-    out = v.get<int64_t>();
-  } else if (v.is_number_float() && v.get<double>() == static_cast<double>(static_cast<int64_t>(v.get<double>()))) {
-    out = static_cast<int64_t>(v.get<double>());
-  } else {
-    p.add(fmt::format("field '{}': expected an integer, got {}", key, v.dump()));
+// Each reader records a problem instead of throwing, so that one error lists every bad field.
+// The checks themselves are json_input.h's: no value read from the file is converted unchecked.
+template <class Read>
+void read_field(const json& j, const char* key, Problems& p, Read read) {
+  const auto it = j.find(key);
+  if (it == j.end()) return;
+  try {
+    read(*it, fmt::format("field '{}'", key));
+  } catch (const Error& e) {
+    p.add(e.what());
   }
 }
 
+void read_int(const json& j, const char* key, int64_t& out, Problems& p) {
+  read_field(j, key, p, [&](const json& v, const std::string& where) {
+    out = json_int(v, where, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max());
+  });
+}
+
 void read_double(const json& j, const char* key, double& out, Problems& p) {
-  if (!j.contains(key)) return;
-  const json& v = j.at(key);
-  if (v.is_number()) out = v.get<double>();
-  else p.add(fmt::format("field '{}': expected a number, got {}", key, v.dump()));
+  read_field(j, key, p, [&](const json& v, const std::string& where) { out = json_finite(v, where); });
 }
 
 void read_bool(const json& j, const char* key, bool& out, Problems& p) {
-  if (!j.contains(key)) return;
-  const json& v = j.at(key);
-  if (v.is_boolean()) out = v.get<bool>();
-  else p.add(fmt::format("field '{}': expected true or false, got {}", key, v.dump()));
+  read_field(j, key, p, [&](const json& v, const std::string& where) { out = json_bool(v, where); });
 }
 
 template <class Enum>
@@ -68,7 +71,7 @@ void read_enum(const json& j, const char* key, Enum& out,
       return;
     }
   }
-  p.add(fmt::format("field '{}': expected one of {}, got {}", key, names, v.dump()));
+  p.add(fmt::format("field '{}': expected one of {}, got {}", key, names, json_excerpt(v)));
 }
 
 const char* const kKnownKeys[] = {
@@ -79,21 +82,23 @@ const char* const kKnownKeys[] = {
 
 // Appends a problem for every field of `c` out of range; resolves n_kv_heads = 0.
 void check_fields(ModelConfig& c, Problems& p) {
-  auto positive = [&](const char* name, int64_t v) {
+  using L = ModelConfigLimits;
+  auto in_range = [&](const char* name, int64_t v, int64_t max, const char* why) {
     if (v <= 0) p.add(fmt::format("field '{}': must be a positive integer, got {}", name, v));
+    else if (v > max) p.add(fmt::format("field '{}': {} is above the limit {} ({})", name, v, max, why));
   };
-  positive("vocab_size", c.vocab_size);
-  positive("d_model", c.d_model);
-  positive("n_heads", c.n_heads);
-  positive("ffn_hidden", c.ffn_hidden);
-  positive("max_seq_len", c.max_seq_len);
-  positive("n_stacks", c.n_stacks);
-  positive("layers_per_stack", c.layers_per_stack);
-  if (c.vocab_size > INT32_MAX)
-    p.add(fmt::format("field 'vocab_size': {} does not fit 32-bit token ids", c.vocab_size));
+  in_range("vocab_size", c.vocab_size, L::vocab_size, "token ids are 32-bit");
+  in_range("d_model", c.d_model, L::d_model, "see docs/reliability.md");
+  in_range("n_heads", c.n_heads, L::d_model, "at most d_model");
+  in_range("ffn_hidden", c.ffn_hidden, L::ffn_hidden, "see docs/reliability.md");
+  in_range("max_seq_len", c.max_seq_len, L::max_seq_len, "positions are 32-bit on the device");
+  in_range("n_stacks", c.n_stacks, L::n_stacks, "see docs/reliability.md");
+  in_range("layers_per_stack", c.layers_per_stack, L::layers_per_stack, "see docs/reliability.md");
   if (c.n_kv_heads == 0) c.n_kv_heads = c.n_heads;
   if (c.n_kv_heads < 0) p.add(fmt::format("field 'n_kv_heads': must be positive, got {}", c.n_kv_heads));
-  if (c.n_heads > 0 && c.d_model > 0) {
+  const bool heads_valid = c.n_heads > 0 && c.n_heads <= L::d_model && c.d_model > 0 &&
+                           c.d_model <= L::d_model;
+  if (heads_valid) {
     if (c.d_model % c.n_heads != 0)
       p.add(fmt::format("field 'n_heads': d_model {} is not divisible by n_heads {}", c.d_model,
                         c.n_heads));
@@ -104,15 +109,31 @@ void check_fields(ModelConfig& c, Problems& p) {
       p.add(fmt::format("field 'n_kv_heads': n_heads {} is not a multiple of n_kv_heads {}",
                         c.n_heads, c.n_kv_heads));
   }
-  if (!(c.rope_theta > 0)) p.add(fmt::format("field 'rope_theta': must be > 0, got {}", c.rope_theta));
-  if (!(c.norm_eps > 0)) p.add(fmt::format("field 'norm_eps': must be > 0, got {}", c.norm_eps));
-  if (!(c.init_std > 0)) p.add(fmt::format("field 'init_std': must be > 0, got {}", c.init_std));
+  if (!(c.rope_theta > 0) || !std::isfinite(c.rope_theta))
+    p.add(fmt::format("field 'rope_theta': must be a finite number > 0, got {}", c.rope_theta));
+  if (!(c.norm_eps > 0 && c.norm_eps <= 1))
+    p.add(fmt::format("field 'norm_eps': must be in (0, 1], got {}", c.norm_eps));
+  if (!(c.init_std > 0 && c.init_std <= 1))
+    p.add(fmt::format("field 'init_std': must be in (0, 1], got {}", c.init_std));
   if (c.cross_window < 0)
     p.add(fmt::format("field 'cross_window': must be >= 0 (0 = unbounded), got {}", c.cross_window));
+  else if (c.max_seq_len > 0 && c.cross_window > c.max_seq_len)
+    p.add(fmt::format("field 'cross_window': {} is larger than max_seq_len {} (0 means unbounded)",
+                      c.cross_window, c.max_seq_len));
+  if (c.seed > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+    p.add(fmt::format("field 'seed': must be at most {}, got {}",
+                      std::numeric_limits<int64_t>::max(), c.seed));
   if (c.n_stacks == 1 && c.weights == WeightSharing::shared)
     p.add("field 'weights': 'shared' needs n_stacks >= 2 (a single stack has nothing to share)");
   if (c.n_stacks == 1 && c.combine == CombineMode::linear)
     p.add("field 'combine': 'linear' needs n_stacks >= 2");
+  // The total, once every field is within its limit (which keeps each product exact in 64 bits).
+  if (p.items.empty()) {
+    const int64_t parameters = parameter_counts_for(c).at("total");
+    if (parameters > L::parameters)
+      p.add(fmt::format("the model would have {} parameters, above the limit {} (see "
+                        "docs/reliability.md)", parameters, L::parameters));
+  }
 }
 
 }  // namespace
@@ -170,10 +191,9 @@ ModelConfig config_from_json(const json& j, const std::string& source) {
   read_enum(j, "combine", c.combine, {{"last", CombineMode::last}, {"linear", CombineMode::linear}},
             p);
   read_double(j, "init_std", c.init_std, p);
-  int64_t seed = static_cast<int64_t>(c.seed);
-  read_int(j, "seed", seed, p);
-  if (seed < 0) p.add(fmt::format("field 'seed': must be >= 0, got {}", seed));
-  c.seed = static_cast<uint64_t>(seed);
+  read_field(j, "seed", p, [&](const json& v, const std::string& where) {
+    c.seed = static_cast<uint64_t>(json_int(v, where, 0, std::numeric_limits<int64_t>::max()));
+  });
   check_fields(c, p);
   p.raise_if_any(source);
   return c;
@@ -182,16 +202,7 @@ ModelConfig config_from_json(const json& j, const std::string& source) {
 ModelConfig config_load(const std::string& path) { return config_load(path, {}); }
 
 ModelConfig config_load(const std::string& path, const std::vector<std::string>& overrides) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(fmt::format("{}: cannot open model config", path));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  json j;
-  try {
-    j = json::parse(buffer.str());
-  } catch (const json::parse_error& e) {
-    fail(fmt::format("{}: not valid JSON ({})", path, e.what()));
-  }
+  json j = json_read_file(path, kConfigMaxFileBytes);
   for (const std::string& assignment : overrides) config_apply_override(j, assignment);
   return config_from_json(j, path);
 }
@@ -207,8 +218,14 @@ void config_apply_override(json& j, const std::string& assignment) {
     fail(fmt::format("--set '{}': expected key=value", assignment));
   const std::string key = assignment.substr(0, eq);
   const std::string value = assignment.substr(eq + 1);
-  json parsed = json::parse(value, nullptr, /*allow_exceptions=*/false);
-  j[key] = parsed.is_discarded() ? json(value) : parsed;
+  SF_CHECK(j.is_object(), "--set '{}': the config is not a JSON object", assignment);
+  json parsed;
+  try {
+    parsed = json_parse(value, fmt::format("--set {}", key));
+  } catch (const Error&) {
+    parsed = json(value);  // not JSON: the text itself ("weights=shared")
+  }
+  j[key] = std::move(parsed);
 }
 
 }  // namespace sf

@@ -14,6 +14,24 @@
 namespace sf {
 
 enum class WeightSharing { separate, shared };
+
+// The largest config accepted (validate() names the field above its limit). The reasons, in
+// full in docs/reliability.md: each limit is far above any model this engine can hold in
+// memory, and together they keep every size computed from a config (parameter counts, tensor
+// elements and bytes) exact in 64-bit arithmetic, so a hostile config.json is refused with a
+// message instead of building a model on wrapped-around sizes.
+struct ModelConfigLimits {
+  static constexpr int64_t vocab_size = 2147483647;      // token ids are 32-bit
+  static constexpr int64_t d_model = 65536;              // also the limit of n_heads
+  static constexpr int64_t ffn_hidden = 1048576;
+  static constexpr int64_t max_seq_len = 1048576;        // positions are 32-bit on the device
+  static constexpr int64_t n_stacks = 16;
+  static constexpr int64_t layers_per_stack = 1024;
+  static constexpr int64_t parameters = int64_t{1} << 40;  // 1.1e12: 4.4 TB of F32 values
+};
+
+// A config.json is a few hundred bytes; anything past this is not one.
+inline constexpr uint64_t kConfigMaxFileBytes = 1 << 20;
 enum class CombineMode { last, linear };
 
 struct ModelConfig {

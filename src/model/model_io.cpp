@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
+#include "model/parameter_counts.h"
 
 namespace sf {
 
@@ -48,6 +49,19 @@ void model_save(Model& model, const std::string& dir) {
 }
 
 ModelConfig model_load_config(const std::string& path) { return config_load(model_files(path).config); }
+
+void model_weights_check(const std::string& weights_path, const ModelConfig& config) {
+  const SafetensorsHeader header = safetensors_read_header(weights_path);
+  int64_t values = 0;  // exact: the sum of counts is at most the file's size in bytes
+  for (const auto& [name, entry] : header.entries) values += shape_numel(entry.shape);
+  const int64_t parameters = parameter_counts_for(config).at("total");
+  SF_CHECK(values == parameters,
+           "{}: the file holds {} values in {} tensors, but its config describes a model of {} "
+           "parameters (d_model {}, {} x {} layers, vocab {}): the config does not belong to "
+           "these weights",
+           weights_path, values, header.entries.size(), parameters, config.d_model,
+           config.n_stacks, config.layers_per_stack, config.vocab_size);
+}
 
 void model_load_weights(Model& model, const std::string& weights_path) {
   SafetensorsFile file(weights_path);

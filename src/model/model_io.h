@@ -30,6 +30,12 @@ void model_save(Model& model, const std::string& dir);
 // Reads the config of a MODEL argument.
 ModelConfig model_load_config(const std::string& path);
 
+// Checks, from the file's header alone, that the weights file holds exactly as many values as
+// the config's model has parameters. Called before the model is built: a config that does not
+// belong to the weights (or a hostile one) is refused before its model is allocated, so the
+// memory a model load takes is bounded by the size of the weights file.
+void model_weights_check(const std::string& weights_path, const ModelConfig& config);
+
 // Loads weights into an already constructed model: every parameter must be present with its
 // exact shape and dtype and no unknown tensor may be in the file (errors name the file and the
 // tensor).

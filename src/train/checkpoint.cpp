@@ -6,11 +6,11 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "io/atomic_file.h"
+#include "io/json_input.h"
 #include "io/safetensors.h"
 #include "model/model_io.h"
 
@@ -34,19 +34,16 @@ void fsync_dir(const fs::path& dir) {
 }
 
 json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  SF_CHECK(in.good(), "{}: cannot open", path.string());
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  json j = json::parse(buffer.str(), nullptr, /*allow_exceptions=*/false);
-  SF_CHECK(!j.is_discarded() && j.is_object(), "{}: not a valid JSON object", path.string());
+  json j = json_read_file(path.string(), kJsonSmallFileBytes);
+  SF_CHECK(j.is_object(), "{}: expected a JSON object, got {}", path.string(), json_excerpt(j));
   return j;
 }
 
-int64_t get_int(const json& j, const char* key, const fs::path& file) {
-  SF_CHECK(j.contains(key) && j[key].is_number_integer(), "{}: field '{}' missing or not an integer",
-           file.string(), key);
-  return j[key].get<int64_t>();
+// A non-negative integer field of a checkpoint file (steps, counts, positions).
+int64_t get_count(const json& j, const char* key, const fs::path& file) {
+  return json_int(json_member(j, key, file.string()),
+                  fmt::format("{}: field '{}'", file.string(), key), 0,
+                  std::numeric_limits<int64_t>::max());
 }
 
 void copy_to_host_and(Backend& backend, const Tensor& t, std::vector<std::pair<std::string, Tensor>>& out,
@@ -124,17 +121,23 @@ bool checkpoint_exists(const std::string& run_dir) {
   return fs::exists(checkpoints_dir(run_dir) / "latest.json");
 }
 
-TrainingState checkpoint_load(const std::string& run_dir, Model& model, AdamW& optimizer) {
+std::string checkpoint_latest_dir(const std::string& run_dir) {
   const fs::path root = checkpoints_dir(run_dir);
   const fs::path latest_path = root / "latest.json";
   SF_CHECK(fs::exists(latest_path), "{}: no checkpoint to resume from ({} missing)", run_dir,
            latest_path.string());
   const json latest = read_json(latest_path);
-  SF_CHECK(latest.contains("dir") && latest["dir"].is_string(), "{}: field 'dir' missing",
-           latest_path.string());
-  const fs::path dir = root / latest["dir"].get<std::string>();
-  SF_CHECK(dir.parent_path() == root && fs::is_directory(dir),
+  const fs::path dir =
+      root / json_string(json_member(latest, "dir", latest_path.string()),
+                         fmt::format("{}: field 'dir'", latest_path.string()));
+  std::error_code ec;
+  SF_CHECK(dir.parent_path() == root && fs::is_directory(dir, ec),
            "{}: names checkpoint folder {} which does not exist", latest_path.string(), dir.string());
+  return dir.string();
+}
+
+TrainingState checkpoint_load(const std::string& run_dir, Model& model, AdamW& optimizer) {
+  const fs::path dir = checkpoint_latest_dir(run_dir);
 
   // The saved config must be the model's config: resuming with other shapes cannot work.
   const ModelConfig saved = config_load((dir / "config.json").string());
@@ -165,24 +168,24 @@ TrainingState checkpoint_load(const std::string& run_dir, Model& model, AdamW& o
   const fs::path state_path = dir / "state.json";
   const json st = read_json(state_path);
   TrainingState state;
-  state.step = get_int(st, "step", state_path);
-  optimizer.set_step_count(get_int(st, "adamw_step", state_path));
-  SF_CHECK(st.contains("data") && st["data"].is_object(), "{}: field 'data' missing",
-           state_path.string());
-  state.data.shard = get_int(st["data"], "shard", state_path);
-  state.data.offset = get_int(st["data"], "offset", state_path);
-  state.data.epoch = get_int(st["data"], "epoch", state_path);
-  SF_CHECK(st.contains("rng") && st["rng"].is_array() && st["rng"].size() == state.rng.size(),
-           "{}: field 'rng' must be an array of {} integers", state_path.string(), state.rng.size());
-  for (size_t i = 0; i < state.rng.size(); ++i) {
-    SF_CHECK(st["rng"][i].is_number_unsigned() || st["rng"][i].is_number_integer(),
-             "{}: field 'rng' must hold integers", state_path.string());
-    state.rng[i] = st["rng"][i].get<uint64_t>();
-  }
-  SF_CHECK(st.contains("elapsed_seconds") && st["elapsed_seconds"].is_number(),
-           "{}: field 'elapsed_seconds' missing", state_path.string());
-  state.elapsed_seconds = st["elapsed_seconds"].get<double>();
-  state.tokens_seen = get_int(st, "tokens_seen", state_path);
+  const std::string where = state_path.string();
+  state.step = get_count(st, "step", state_path);
+  optimizer.set_step_count(get_count(st, "adamw_step", state_path));
+  const json& data = json_member(st, "data", where);
+  state.data.shard = get_count(data, "shard", state_path);
+  state.data.offset = get_count(data, "offset", state_path);
+  state.data.epoch = get_count(data, "epoch", state_path);
+  const json& rng = json_member(st, "rng", where);
+  SF_CHECK(rng.is_array() && rng.size() == state.rng.size(),
+           "{}: field 'rng' must be an array of {} integers, got {}", where, state.rng.size(),
+           json_excerpt(rng));
+  for (size_t i = 0; i < state.rng.size(); ++i)
+    state.rng[i] = json_uint64(rng[i], fmt::format("{}: field 'rng'[{}]", where, i));
+  state.elapsed_seconds =
+      json_finite(json_member(st, "elapsed_seconds", where), where + ": field 'elapsed_seconds'");
+  SF_CHECK(state.elapsed_seconds >= 0, "{}: field 'elapsed_seconds' is negative ({})", where,
+           state.elapsed_seconds);
+  state.tokens_seen = get_count(st, "tokens_seen", state_path);
   return state;
 }
 

@@ -47,6 +47,10 @@ std::string checkpoint_save(const std::string& run_dir, Model& model, const Adam
 // True when run_dir/checkpoints/latest.json exists.
 bool checkpoint_exists(const std::string& run_dir);
 
+// The folder of the latest checkpoint (run_dir/checkpoints/step_NNNNNNNN), as latest.json names
+// it; errors name latest.json when it is missing, invalid or names no folder of checkpoints/.
+std::string checkpoint_latest_dir(const std::string& run_dir);
+
 // Restores the latest checkpoint into an already constructed model and optimizer (same config)
 // and returns the training state. Every file is validated; errors name the file.
 TrainingState checkpoint_load(const std::string& run_dir, Model& model, AdamW& optimizer);

@@ -2,26 +2,35 @@
 #include "train/metrics_log.h"
 
 #include <fstream>
+#include <limits>
+#include <string_view>
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/json_input.h"
 
 namespace sf {
 
 using json = nlohmann::json;
 
 std::vector<json> metrics_read(const std::string& path) {
-  std::ifstream in(path);
-  SF_CHECK(in.good(), "{}: cannot open metrics log", path);
+  const std::vector<uint8_t> bytes = read_file(path, kMetricsMaxFileBytes);
+  const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
   std::vector<json> records;
-  std::string line;
   int64_t number = 0;
-  while (std::getline(in, line)) {
+  for (size_t begin = 0; begin < text.size();) {
+    size_t end = text.find('\n', begin);
+    if (end == std::string_view::npos) end = text.size();
+    const std::string_view line = text.substr(begin, end - begin);
+    begin = end + 1;
     ++number;
     if (line.empty()) continue;
-    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    SF_CHECK(!j.is_discarded() && j.is_object() && j.contains("step"),
-             "{}:{}: not a metrics record (a JSON object with a 'step')", path, number);
+    const std::string where = fmt::format("{}:{}", path, number);
+    json j = json_parse(line, where);
+    SF_CHECK(j.is_object(), "{}: not a metrics record (a JSON object with a 'step')", where);
+    // Readers use the step as a number: checked here, once.
+    json_int(json_member(j, "step", where), where + ": field 'step'", 0,
+             std::numeric_limits<int64_t>::max());
     records.push_back(std::move(j));
   }
   return records;

@@ -33,7 +33,11 @@ class MetricsLog {
   std::FILE* file_ = nullptr;
 };
 
-// Every record of a metrics log; malformed lines give an error naming the file and line.
+// A metrics log holds one short line per logged step: a million steps fit in this limit.
+inline constexpr uint64_t kMetricsMaxFileBytes = uint64_t{1} << 30;
+
+// Every record of a metrics log; malformed lines give an error naming the file and line. Every
+// record is a JSON object whose "step" is a non-negative integer.
 std::vector<nlohmann::json> metrics_read(const std::string& path);
 
 }  // namespace sf

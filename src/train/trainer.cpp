@@ -106,6 +106,10 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
   if (!list_shards(o.data_dir, "val").empty())
     val_data = std::make_unique<BatchLoader>(o.data_dir, "val", o.batch, o.seq, tokenizer.vocab_size);
 
+  // A resumed run's config is checked against its weights before the model is allocated.
+  if (o.resume)
+    model_weights_check((fs::path(checkpoint_latest_dir(o.run_dir)) / "model.safetensors").string(),
+                        config);
   Model model(config, backend, DType::f32, o.compute_dtype);
   model.set_activation_recomputation(o.recompute);
   AdamWConfig adamw_config;
