@@ -8,6 +8,12 @@
 // CPU decoder's on the same weights. Tolerances (norm-wise relative error of each logits row):
 //   * F32 (random weights of std 0.5, attention far from uniform): 1e-4. Both sides compute in
 //     fp32; only summation orders differ (~1e-7 per operation over a few dozen operations).
+//     Recurrent decoding feeds each step's output back as the next step's memory, and with these
+//     strong weights the recurrence amplifies rounding step after step: the CPU decoder's own
+//     fp32 logits drift from its fp64 ones by up to 8e-4 after 19 steps (measured; the
+//     staggered schedule stays below 3e-5). So each prediction may differ from the CPU's by
+//     max(1e-4, 4 x the CPU fp32 decoder's distance from the fp64 one at that prediction): the
+//     GPU must be as close to the truth as fp32 allows, not closer than fp32 itself is.
 //   * BF16 (the standard initialisation; the CPU reference reads the same bf16-rounded weights
 //     in fp32): 3e-2. Every activation the GPU keeps is rounded to bf16 (relative 2^-9 = 2e-3 per
 //     rounding, ~10 roundings per layer, 4 layers, partly cancelling); measured below 1e-2. A
@@ -110,14 +116,27 @@ class CudaDecode : public ::testing::TestWithParam<Case> {
     if (dt == DType::bf16) copy_parameters(model, reference, dt);  // the rounded values
     const Decoded want = decode(reference, c.mode), got = decode(model, c.mode);
     ASSERT_EQ(got.logits.size(), want.logits.size());
+    // F32: the fp64 decoder on the same weights, for fp32's own error at each prediction.
+    Decoded truth;
+    if (dt == DType::f32) {
+      Model exact(c.config, cpu_, DType::f64);
+      for (Parameter& p : exact.params().all())
+        cpu_.copy(p.value, test::convert(reference.params().get(p.name).value, DType::f64));
+      truth = decode(exact, c.mode);
+    }
     double worst = 0.0;
     for (size_t k = 0; k < want.logits.size(); ++k)
       for (int64_t b = 0; b < 2; ++b) {
         const double e = test::norm_relative_error(got.logits[k].slice(0, b, 1),
                                                    want.logits[k].slice(0, b, 1));
+        double allowed = tolerance;
+        if (dt == DType::f32)
+          allowed = std::max(tolerance, 4 * test::norm_relative_error(
+                                                want.logits[k].slice(0, b, 1),
+                                                truth.logits[k].slice(0, b, 1)));
         worst = std::max(worst, e);
-        EXPECT_LT(e, tolerance) << c.name << " " << dtype_name(dt) << " prediction " << k
-                                << " sequence " << b;
+        EXPECT_LT(e, allowed) << c.name << " " << dtype_name(dt) << " prediction " << k
+                              << " sequence " << b;
       }
     RecordProperty("worst_" + std::string(dtype_name(dt)), std::to_string(worst));
     std::printf("%s %s: worst relative error %.3g\n", c.name.c_str(), std::string(dtype_name(dt)).c_str(), worst);

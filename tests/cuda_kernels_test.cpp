@@ -475,16 +475,28 @@ TEST_P(CudaKernels, DecodeCacheWriteAndAttention) {
 // operations: self-attention rows (new key at the query's position, GQA) and cross-attention
 // rows (new key at position i - 1 in a ring of 3 slots, rope on keys only), every row at its
 // own position.
+// The cases of the fused decode attention: three rows of different lengths each.
+struct StepLayout {
+  std::string name;
+  int64_t capacity;
+  std::vector<int32_t> position, key_position, slot, begin, end;
+  bool rope_q, rope_k;
+};
+
+// One decode step of attention (RoPE, cache write, attention) against the CPU's unfused
+// operations: short contexts at head_dim 8 (scalar loads), and contexts of up to 700 positions
+// at head_dim 64 (16-byte loads, several tiles of 128 keys and several splits of 256, whose
+// partial results are merged), over a plain cache and a ring of 260 slots that wraps around.
 TEST_P(CudaKernels, DecodeAttentionStepMatchesTheUnfusedOperations) {
-  const int64_t N = 3, Hq = 4, Hkv = 2, hd = 8;
-  struct Layout {
-    int64_t capacity;
-    std::vector<int32_t> position, key_position, slot, begin, end;
-    bool rope_q, rope_k;
-  };
-  const Layout self{9, {0, 4, 8}, {0, 4, 8}, {0, 4, 8}, {0, 0, 0}, {1, 5, 9}, true, true};
-  const Layout cross{3, {1, 5, 9}, {0, 4, 8}, {0, 1, 2}, {0, 2, 6}, {1, 5, 9}, false, true};
-  for (const Layout& L : {self, cross}) {
+  const int64_t N = 3, Hq = 4, Hkv = 2;
+  const std::vector<std::pair<int64_t, StepLayout>> cases{
+      {8, {"self step", 9, {0, 4, 8}, {0, 4, 8}, {0, 4, 8}, {0, 0, 0}, {1, 5, 9}, true, true}},
+      {8, {"cross step", 3, {1, 5, 9}, {0, 4, 8}, {0, 1, 2}, {0, 2, 6}, {1, 5, 9}, false, true}},
+      {64, {"long self step", 700, {0, 300, 699}, {0, 300, 699}, {0, 300, 699}, {0, 0, 0},
+            {1, 301, 700}, true, true}},
+      {64, {"long ring step", 260, {5, 259, 600}, {5, 259, 600}, {5, 259, 80}, {0, 0, 341},
+            {6, 260, 601}, true, true}}};
+  for (const auto& [hd, L] : cases) {
     Input q = input({N, Hq, hd}), k = input({N, Hkv, hd}), v = input({N, Hkv, hd});
     Input k_cache = input({N, L.capacity, Hkv, hd}), v_cache = input({N, L.capacity, Hkv, hd});
     auto indices = [&](const std::vector<int32_t>& values) {
@@ -507,7 +519,7 @@ TEST_P(CudaKernels, DecodeAttentionStepMatchesTheUnfusedOperations) {
     Tensor out = poisoned({N, Hq, hd}, dt());
     gpu_->attention_step(out, q.device, k.device, v.device, k_cache.device, v_cache.device, device,
                          L.rope_q, L.rope_k, 10000.0);
-    const std::string what = L.capacity == 3 ? "cross step" : "self step";
+    const std::string& what = L.name;
     expect_close(out, out_ref, what + " output");
     expect_close(k_cache.device, kc_ref, what + " key cache");
     expect_close(v_cache.device, vc_ref, what + " value cache");

@@ -13,12 +13,8 @@
 // (the tight check of every kernel) and bf16 compute with F32 master weights and gradients (the
 // mixed-precision path; its tolerances are those of bf16 rounding).
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <array>
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -31,6 +27,7 @@
 #include "model/model_io.h"
 #include "support/device_tensors.h"
 #include "support/gradcheck.h"
+#include "support/python_twin.h"
 #include "support/test_util.h"
 #include "support/tiny_models.h"
 #ifdef SF_HAVE_CUDA
@@ -45,48 +42,9 @@ namespace fs = std::filesystem;
 constexpr int64_t kBatch = 2;
 constexpr int64_t kSeq = 7;
 
-// ---- running the twin ----------------------------------------------------------------------
-
-// $SF_PYTHON when set (e.g. an interpreter with torch outside PATH), else python3.
-std::string python_interpreter() {
-  const char* python = std::getenv("SF_PYTHON");
-  return python && *python ? python : "python3";
-}
-
-std::string shell_quote(const std::string& s) {
-  std::string quoted = "'";
-  for (char c : s) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return quoted + "'";
-}
-
-struct CommandResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-CommandResult run_command(const std::string& command) {
-  CommandResult result;
-  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
-  if (!pipe) return result;
-  std::array<char, 4096> chunk;
-  size_t n;
-  while ((n = std::fread(chunk.data(), 1, chunk.size(), pipe)) > 0) result.output.append(chunk.data(), n);
-  const int status = ::pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
-}
-
-bool python_has_torch() {
-  static const bool has_torch =
-      run_command(python_interpreter() + " -c 'import torch'").exit_code == 0;
-  return has_torch;
-}
-
 // Runs python/twin_check.py on `dir`; expects exit 0 and shows its report otherwise.
 void expect_twin_agrees(const std::string& dir) {
-  const std::string script = std::string(SF_SOURCE_DIR) + "/python/twin_check.py";
-  const CommandResult r =
-      run_command(python_interpreter() + " " + shell_quote(script) + " " + shell_quote(dir));
+  const test::ShellResult r = test::run_twin_script("twin_check.py", {dir});
   EXPECT_EQ(r.exit_code, 0) << "twin_check.py " << dir << " said:\n" << r.output;
 }
 
@@ -142,8 +100,8 @@ void check_against_twin(Model& model, const test::Variant& v, const std::string&
 class TwinCheck : public ::testing::TestWithParam<test::Variant> {
  protected:
   void SetUp() override {
-    if (!python_has_torch())
-      GTEST_SKIP() << "no PyTorch: '" << python_interpreter()
+    if (!test::python_has_torch())
+      GTEST_SKIP() << "no PyTorch: '" << test::python_interpreter()
                    << " -c \"import torch\"' fails (set SF_PYTHON to an interpreter with torch)";
   }
 };

@@ -47,6 +47,7 @@ class CudaBackend final : public Backend {
     matmul_.reset();
     cudaStreamSynchronize(stream_);
     if (workspace_) cudaFree(workspace_);
+    if (step_partials_) cudaFree(step_partials_);
     if (sum_results_) cudaFree(sum_results_);
     if (scalars_) cudaFree(scalars_);
     for (auto& [key, table] : tables_) cudaFree(table);
@@ -187,6 +188,7 @@ class CudaBackend final : public Backend {
   bool can_record() const override { return !profiler_; }
   void begin_recording() override {
     SF_CHECK(!capturing_, "begin_recording: a recording is already open");
+    allocate_step_partials();  // attention_step may need it, and no allocation can be captured
     // Relaxed: the launchers' cudaFuncSetAttribute and attribute queries are not stream work.
     SF_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
     capturing_ = true;
@@ -571,11 +573,15 @@ class CudaBackend final : public Backend {
                  rows.slot.numel() == N && rows.key_begin.numel() == N && rows.key_end.numel() == N,
              "attention_step: q {} k {} v {} k_cache {} out {}", q.describe(), k.describe(),
              v.describe(), k_cache.describe(), out.describe());
+    SF_CHECK(q.dim(2) <= cuda::kAttentionStepMaxHeadDim,
+             "attention_step: head_dim {} is above the {} the decode kernel holds", q.dim(2),
+             cuda::kAttentionStepMaxHeadDim);
+    if (!capturing_) allocate_step_partials();  // (a recording allocated it before capturing)
     cuda::attention_step(q.dtype(), out.raw(), q.raw(), k.raw(), v.raw(), k_cache.raw(),
                          v_cache.raw(), tokens_ptr(rows.position), tokens_ptr(rows.key_position),
                          tokens_ptr(rows.slot), tokens_ptr(rows.key_begin),
                          tokens_ptr(rows.key_end), N, k_cache.dim(1), q.dim(1), k.dim(1), q.dim(2),
-                         theta, rope_q, rope_k, stream_);
+                         theta, rope_q, rope_k, step_partials_, kStepPartialFloats, stream_);
   }
   void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache,
                         const Tensor& v_cache, const Tensor& key_begin,
@@ -924,6 +930,13 @@ class CudaBackend final : public Backend {
     return d;
   }
 
+  // attention_step's workspace for the partial results of its key splits: a fixed size, so
+  // that the split count (and a recorded step's launch shape) depends on the shapes alone.
+  void allocate_step_partials() {
+    if (!step_partials_)
+      SF_CUDA_CHECK(cudaMalloc(&step_partials_, kStepPartialFloats * sizeof(float)));
+  }
+
   // A device scratch buffer that grows to `bytes` (never shrinks); its contents are not kept.
   void* grown(void*& buffer, size_t& capacity, size_t bytes) {
     if (bytes > capacity) {
@@ -969,6 +982,11 @@ class CudaBackend final : public Backend {
   std::unique_ptr<cuda::Matmul> matmul_;
   double* scalars_ = nullptr;     // small device results (dot, counts)
   void* workspace_ = nullptr;     // attention backward scratch, grown on demand
+  // 8 MiB. Splits of 256 keys: a 2048-position cache at batch 1 takes 8 (270 K floats for 32
+  // heads of 128 dimensions); at batch 32 the same heads get 15 splits, and fewer splits of
+  // longer chunks beyond that.
+  static constexpr int64_t kStepPartialFloats = int64_t{2} << 20;
+  float* step_partials_ = nullptr;
   size_t workspace_bytes_ = 0;
   void* sum_results_ = nullptr;   // sum_squares_many's per-tensor sums
   size_t sum_results_bytes_ = 0;

@@ -138,13 +138,17 @@ void kv_cache_write_range(DType dtype, void* cache, const void* rows, int64_t se
                           int64_t first_position, int64_t n, int64_t capacity, int64_t width,
                           cudaStream_t stream);
 // RoPE of q and the new key, the new key and value into the caches, attention over the caches:
-// Backend::attention_step in one launch (one block per row and query head).
+// Backend::attention_step, its keys split over blocks (decode_ops.cu says how). `partials`
+// (partial_floats floats, may be null: one split) holds the splits' partial results; the number
+// of splits depends only on the shapes and partial_floats, so a recorded step keeps one shape.
+// head_dim <= kAttentionStepMaxHeadDim.
+inline constexpr int64_t kAttentionStepMaxHeadDim = 256;
 void attention_step(DType dtype, void* out, const void* q, const void* k_new, const void* v_new,
                     void* k_cache, void* v_cache, const int32_t* position,
                     const int32_t* key_position, const int32_t* slot, const int32_t* key_begin,
                     const int32_t* key_end, int64_t rows, int64_t capacity, int64_t q_heads,
                     int64_t kv_heads, int64_t head_dim, double theta, bool rope_q, bool rope_k,
-                    cudaStream_t stream);
+                    float* partials, int64_t partial_floats, cudaStream_t stream);
 // One query per sequence over its cache; see Backend::attention_decode.
 void attention_decode(DType dtype, void* out, const void* q, const void* k_cache,
                       const void* v_cache, const int32_t* key_begin, const int32_t* key_end,

@@ -82,21 +82,34 @@ __global__ void __launch_bounds__(kWarps * 32) linear_small_kernel(const Product
 #pragma unroll
   for (int m = 0; m < M; ++m) acc[m] = 0.f;
   if (p.vector_loads) {
-    for (int64_t c = static_cast<int64_t>(lane) * V; c < p.k; c += 32 * V) {
-      float wv[V], nv[V];
-      load_chunk(w + c, wv);
-      if (norm) load_chunk(norm + c, nv);
+    // kUnroll 16-byte loads of W in flight per lane before they are used: a decode product is
+    // a few MB, read in one wave, so the time is the loads' latency unless many are in flight.
+    constexpr int kUnroll = 4;
+    for (int64_t c0 = static_cast<int64_t>(lane) * V; c0 < p.k; c0 += 32 * V * kUnroll) {
+      float wv[kUnroll][V];
 #pragma unroll
-      for (int m = 0; m < M; ++m) {
-        if (m < p.m) {
-          float xv[V];
-          load_chunk(x + m * p.k + c, xv);
-          if (norm) {
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t c = c0 + u * 32 * V;
+        if (c < p.k) load_chunk(w + c, wv[u]);
+      }
 #pragma unroll
-            for (int i = 0; i < V; ++i) xv[i] = to_float(from_float<T>(xv[i] * rstd[m] * nv[i]));
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t c = c0 + u * 32 * V;
+        if (c >= p.k) break;
+        float nv[V];
+        if (norm) load_chunk(norm + c, nv);
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+          if (m < p.m) {
+            float xv[V];
+            load_chunk(x + m * p.k + c, xv);
+            if (norm) {
+#pragma unroll
+              for (int i = 0; i < V; ++i) xv[i] = to_float(from_float<T>(xv[i] * rstd[m] * nv[i]));
+            }
+#pragma unroll
+            for (int i = 0; i < V; ++i) acc[m] = fmaf(wv[u][i], xv[i], acc[m]);
           }
-#pragma unroll
-          for (int i = 0; i < V; ++i) acc[m] = fmaf(wv[i], xv[i], acc[m]);
         }
       }
     }

@@ -13,6 +13,7 @@
 #include <queue>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 
 namespace sf {
 
@@ -124,10 +125,10 @@ BpeTokenizer::BpeTokenizer(const std::string& ranks_path) : ranks_path_(ranks_pa
 BpeTokenizer::~BpeTokenizer() = default;
 
 void BpeTokenizer::load_ranks(const std::string& ranks_path) {
-  std::ifstream file(ranks_path, std::ios::binary);
-  SF_CHECK(file.good(), "cannot open tokenizer ranks file {}", ranks_path);
-  std::string contents((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-  SF_CHECK(!file.bad(), "error reading tokenizer ranks file {}", ranks_path);
+  // r50k_base is 1.6 MB and the largest tiktoken file (o200k_base) 3.6 MB: 64 MiB bounds what
+  // a wrong path (a data set, /dev/zero) can make us read.
+  const std::vector<uint8_t> bytes = read_file(ranks_path, uint64_t{64} << 20);
+  const std::string contents(bytes.begin(), bytes.end());
 
   std::vector<std::pair<std::string, int64_t>> entries;  // (token bytes, rank) in file order
   std::vector<size_t> entry_line;                        // 1-based line number of each entry

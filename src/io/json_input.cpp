@@ -69,13 +69,10 @@ int64_t json_int(const Json& value, const std::string& where, int64_t min, int64
     return v;
   }
   if (value.is_number_float()) {
-    const double v = value.get<double>();
-    // Compared as doubles before any conversion: casting 1e20 to int64 is undefined. Every
-    // double in [-2^63, 2^63) converts exactly once it is integral.
-    if (!(v >= -0x1p63 && v < 0x1p63) || v != std::trunc(v)) fail(out_of_range());
-    const int64_t i = static_cast<int64_t>(v);
-    if (i < min || i > max) fail(out_of_range());
-    return i;
+    // 1e12 or 768.0 where an integer belongs: refused rather than converted, since a float
+    // there is a mistake (and casting 1e20 to int64 would be undefined behaviour).
+    fail(fmt::format("{}: expected an integer in [{}, {}], got the floating-point number {}",
+                     where, min, max, json_excerpt(value)));
   }
   fail(out_of_range());
 }

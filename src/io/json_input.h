@@ -43,8 +43,8 @@ std::string json_excerpt(const nlohmann::json& value, size_t max_chars = 60);
 // Each throws sf::Error "<where>: expected ..., got <excerpt>".
 const nlohmann::json& json_member(const nlohmann::json& object, const char* key,
                                   const std::string& where);  // object with key present
-// An integer in [min, max]. A float with an integral value in range (3.0, 1e3) is accepted, as
-// JSON writers that know one number type produce them; 1e20 or 2.5 is not.
+// A JSON integer in [min, max]. Numbers written as floats (768.0, 1e12, 2.5) are refused: in
+// our files they are always a mistake, and converting one out of range would be undefined.
 int64_t json_int(const nlohmann::json& value, const std::string& where, int64_t min,
                  int64_t max);
 uint64_t json_uint64(const nlohmann::json& value, const std::string& where);  // any unsigned
