@@ -163,6 +163,86 @@ TEST(Cli, TrainEvalGenerateInfoAndPromptErrors) {
   EXPECT_NE(r.output.find("--resume"), std::string::npos) << r.output;
 }
 
+// `train --resume --out RUN` and nothing else continues with the run's own options (train.json),
+// bit for bit; a different option is refused by name unless --override-resume; a larger --steps
+// extends the run at the documented LR; a finished run has nothing to do and says so.
+TEST(Cli, ResumeKeepsTheRunsOptions) {
+  const std::string dir = test::fresh_temp_dir("cli_resume");
+  test::write_tiny_dataset(dir + "/data", 4000, 1000);
+  const std::string cfg = write_config(dir, kSmallConfig);
+  const std::string options = " --data " + dir + "/data --steps 6 --batch 2 --seq 16 --lr 2e-3 "
+                              "--warmup 1 --eval-every 2 --checkpoint-every 2 --eval-batches 2 "
+                              "--no-progress";
+  CliRun r = stagformer("train --config " + cfg + " --out " + dir + "/straight" + options);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* run : {"/halves", "/other"}) {
+    r = stagformer("train --config " + cfg + " --out " + dir + run + options + " --stop-after 3");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("stopped after 3 steps (of 6 planned)"), std::string::npos) << r.output;
+  }
+
+  r = stagformer("train --resume --out " + dir + "/halves");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("finished after 6 steps"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("segment 2: steps 4-6 (3 steps, 96 tokens)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("whole run: 6 steps, 192 tokens"), std::string::npos) << r.output;
+  std::ifstream a(dir + "/straight/model.safetensors", std::ios::binary);
+  std::ifstream b(dir + "/halves/model.safetensors", std::ios::binary);
+  const std::string straight_weights((std::istreambuf_iterator<char>(a)), {});
+  const std::string resumed_weights((std::istreambuf_iterator<char>(b)), {});
+  EXPECT_TRUE(straight_weights == resumed_weights) << "resumed weights differ";
+  auto metrics_of = [](const std::string& run) {
+    std::vector<std::string> lines;
+    for (const auto& m : metrics_read(run + "/metrics.jsonl"))
+      if (m.contains("loss") || m.contains("val_loss")) {
+        nlohmann::json kept = m;
+        kept.erase("tok_per_s");
+        lines.push_back(kept.dump());
+      }
+    return lines;
+  };
+  EXPECT_EQ(metrics_of(dir + "/straight"), metrics_of(dir + "/halves"));
+
+  // A different option is refused, naming it and both values; the override records it.
+  r = stagformer("train --resume --out " + dir + "/other --lr 1e-3 --no-progress");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("--lr 0.001 (the run's: 0.002)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("--override-resume"), std::string::npos) << r.output;
+  r = stagformer("train --resume --out " + dir + "/other --lr 1e-3 --override-resume --no-progress");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("resume: --override-resume: --lr 0.001 instead of the run's 0.002 from "
+                          "step 4 on"),
+            std::string::npos)
+      << r.output;
+  const auto record = nlohmann::json::parse(std::ifstream(dir + "/other/train.json"));
+  EXPECT_EQ(record["segments"][1]["overridden"][0]["option"], "lr") << record.dump();
+  // The model config cannot change on resume.
+  r = stagformer("train --resume --out " + dir + "/other --set d_model=32 --no-progress");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("--set"), std::string::npos) << r.output;
+
+  // A finished run: nothing to do, said plainly, with the last logged losses.
+  r = stagformer("train --resume --out " + dir + "/straight");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("is already at step 6 of its planned 6: nothing to train"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("last logged: train loss "), std::string::npos) << r.output;
+  for (const char* bogus : {"tok/s", "step/s", "0.0000", "nan"})
+    EXPECT_EQ(r.output.find(bogus), std::string::npos) << bogus << " in " << r.output;
+
+  // Extending it: the added steps train at the LR the schedule ended with (its floor, 2e-4).
+  r = stagformer("train --resume --out " + dir + "/straight --steps 8 --no-progress");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("resume: extending the run from 6 to 8 steps at step 6"),
+            std::string::npos)
+      << r.output;
+  for (const auto& m : metrics_read(dir + "/straight/metrics.jsonl"))
+    if (m.contains("lr") && m["step"].get<int64_t>() >= 6) {
+      EXPECT_DOUBLE_EQ(m["lr"].get<double>(), 2e-4) << m.dump();
+    }
+}
+
 TEST(Cli, CtrlCWritesACheckpointAndExitsCleanly) {
   const std::string dir = test::fresh_temp_dir("cli_sigint");
   test::write_tiny_dataset(dir + "/data", 20000, 1000);

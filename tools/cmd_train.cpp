@@ -8,9 +8,11 @@
 #include "cli_common.h"
 #include "commands.h"
 #include "core/error.h"
+#include "core/progress.h"
 #include "distributed/collective.h"
 #include "distributed/rendezvous.h"
 #include "model/config.h"
+#include "train/run_record.h"
 #include "train/trainer.h"
 #ifdef SF_HAVE_CUDA
 #include "cuda/cuda_backend.h"
@@ -29,7 +31,68 @@ struct TrainArgs {
   int threads = 0;
   bool no_progress = false;
   TrainOptions options;
+  // The options train.json records, by their train.json name: on --resume those given on the
+  // command line are checked against the run's (train/run_record.h), the others restored.
+  std::vector<std::pair<CLI::Option*, std::string>> recorded;
+  CLI::Option* device_option = nullptr;
+  CLI::Option* precision_option = nullptr;
 };
+
+std::string seconds_text(double seconds) {
+  return seconds >= 60 ? fmt::format("{:.1f} s ({})", seconds, format_duration(seconds))
+                       : fmt::format("{:.1f} s", seconds);
+}
+
+std::string rate_text(double amount, double seconds) {
+  if (!(seconds > 0)) return "?";
+  const double rate = amount / seconds;
+  return rate >= 100 ? fmt::format("{:.0f}", rate) : fmt::format("{:.3g}", rate);
+}
+
+// The summary: this segment's true rate (its own steps over its own time) apart from the run's
+// totals over all its segments.
+void print_summary(const TrainOptions& options, const TrainResult& r) {
+  if (r.nothing_to_do) {
+    std::printf("%s is already at step %lld of its planned %lld: nothing to train (to train "
+                "longer, resume with a larger --steps: docs/training.md, \"Extending a run\")\n",
+                options.run_dir.c_str(), static_cast<long long>(r.steps_done),
+                static_cast<long long>(r.planned_steps));
+  } else {
+    if (r.interrupted)
+      std::printf("stopped after %lld steps (of %lld planned)\n",
+                  static_cast<long long>(r.steps_done), static_cast<long long>(r.planned_steps));
+    else
+      std::printf("finished after %lld steps\n", static_cast<long long>(r.steps_done));
+    std::printf("%s: steps %lld-%lld (%lld step%s, %lld tokens) in %s: %s step/s, %s tok/s\n",
+                r.segment == 1 ? "this run" : fmt::format("segment {}", r.segment).c_str(),
+                static_cast<long long>(r.segment_start_step + 1),
+                static_cast<long long>(r.steps_done), static_cast<long long>(r.segment_steps),
+                r.segment_steps == 1 ? "" : "s",
+                static_cast<long long>(r.segment_tokens), seconds_text(r.segment_seconds).c_str(),
+                rate_text(static_cast<double>(r.segment_steps), r.segment_seconds).c_str(),
+                rate_text(static_cast<double>(r.segment_tokens), r.segment_seconds).c_str());
+  }
+  if (r.nothing_to_do || r.segment > 1)
+    std::printf("whole run: %lld steps, %lld tokens, %s of training over %d segment%s\n",
+                static_cast<long long>(r.steps_done), static_cast<long long>(r.tokens),
+                seconds_text(r.run_seconds).c_str(), r.segment, r.segment == 1 ? "" : "s");
+  auto loss = [](double v) { return std::isnan(v) ? std::string("n/a") : fmt::format("{:.4f}", v); };
+  // A loss logged before the last step says at which step.
+  auto at = [&](int64_t step) {
+    return step != r.steps_done ? fmt::format(" (step {})", step) : std::string();
+  };
+  std::string line = fmt::format("{}train loss {}", r.nothing_to_do ? "last logged: " : "",
+                                 loss(r.last_train_loss));
+  if (!std::isnan(r.last_train_loss)) line += at(r.last_loss_step);
+  line += " | val loss " + loss(r.last_val_loss);
+  if (!std::isnan(r.last_val_loss))
+    line += fmt::format(" (ppl {:.2f}{})", std::exp(r.last_val_loss),
+                        r.last_val_step != r.steps_done
+                            ? fmt::format(", step {}", r.last_val_step)
+                            : std::string());
+  line += " | unigram val loss " + loss(r.unigram_val_loss);
+  std::printf("%s\n", line.c_str());
+}
 
 ModelConfig config_from_args(const TrainArgs& a) {
   if (a.config_path.empty()) {
@@ -66,29 +129,56 @@ std::unique_ptr<Collective> join_job(const DistEnv& dist, const std::string& dev
 
 void run(const TrainArgs& a) {
   set_threads(a.threads);
-  std::unique_ptr<Backend> backend;
-  const std::unique_ptr<Collective> collective =
-      join_job(dist_env_from_process(), a.device, backend);
+  const DistEnv dist = dist_env_from_process();
   TrainOptions options = a.options;
-  options.collective = collective.get();
   options.progress = !a.no_progress;
-  options.compute_dtype = compute_dtype_for(a.device, a.precision);
+  std::string device = a.device;
   ModelConfig config = config_from_args(a);
-  if (a.options.resume && !a.config_path.empty()) {
-    // Resuming keeps the run's own config; a --config given as well must agree with it.
-    const ModelConfig saved = config_load(options.run_dir + "/config.json");
-    SF_CHECK(config_to_json(saved) == config_to_json(config),
-             "--resume: {} differs from the run's config {}/config.json; drop --config to resume",
-             a.config_path, options.run_dir);
+  if (!options.resume) {
+    SF_CHECK(!options.data_dir.empty(), "--data is required (a folder made by `stagformer prepare`)");
+    SF_CHECK(!options.override_resume, "--override-resume applies only with --resume");
+    options.compute_dtype = compute_dtype_for(device, a.precision);
+  } else {
+    const std::string saved_path = options.run_dir + "/config.json";
+    if (!a.config_path.empty()) {
+      // Resuming keeps the run's own config; a --config given as well must agree with it.
+      const ModelConfig saved = config_load(saved_path);
+      SF_CHECK(config_to_json(saved) == config_to_json(config),
+               "--resume: {} differs from the run's config {}; drop --config to resume",
+               a.config_path, saved_path);
+    } else if (!a.overrides.empty()) {
+      SF_CHECK(config_to_json(config_load(saved_path, a.overrides)) ==
+                   config_to_json(config_load(saved_path)),
+               "--resume: --set would change the run's model config {} (a model cannot change "
+               "shape or seed on resume); drop --set to resume",
+               saved_path);
+    }
+    for (const auto& [option, key] : a.recorded)
+      if (option->count() > 0) options.resume_given.push_back(key);
+    const bool device_given = a.device_option->count() > 0;
+    if (a.precision_option->count() > 0) {
+      options.resume_given.push_back("compute_dtype");
+      SF_CHECK(a.precision == "f32" || a.precision == "bf16",
+               "--precision '{}': expected bf16 or f32", a.precision);
+      options.compute_dtype = a.precision == "bf16" ? DType::bf16 : DType::f32;
+    } else {
+      options.compute_dtype = compute_dtype_for(device, "");  // if the run did not record it
+    }
+    // The run's options (refusing any given differently without --override-resume), before a
+    // device is set up for them.
+    const ResumePlan plan = plan_resume(options, device_given ? device : "", dist.world_size);
+    device = plan.device;
+    compute_dtype_for(device, plan.options.compute_dtype == DType::bf16 ? "bf16" : "f32");
+    if (dist.rank == 0)
+      for (const std::string& line : describe_resume(plan)) std::printf("resume: %s\n", line.c_str());
+    std::fflush(stdout);
   }
+  std::unique_ptr<Backend> backend;
+  const std::unique_ptr<Collective> collective = join_job(dist, device, backend);
+  options.collective = collective.get();
   const TrainResult r = train(config, options, *backend);
   if (!collective->is_root()) return;  // rank 0 reports for the job
-  std::printf("%s after %lld steps (%lld tokens, %.1f s, %.0f tok/s)\n",
-              r.interrupted ? "stopped" : "finished", static_cast<long long>(r.steps_done),
-              static_cast<long long>(r.tokens), r.seconds,
-              r.seconds > 0 ? static_cast<double>(r.tokens) / r.seconds : 0.0);
-  std::printf("train loss %.4f | val loss %.4f (ppl %.2f) | unigram val loss %.4f\n",
-              r.last_train_loss, r.last_val_loss, std::exp(r.last_val_loss), r.unigram_val_loss);
+  print_summary(options, r);
   std::printf("model: %s (resume with --resume --out %s)\n", options.run_dir.c_str(),
               options.run_dir.c_str());
 }
@@ -107,28 +197,47 @@ void add_train_command(CLI::App& app) {
       "stagformer train ... --device cuda");
   cmd->add_option("--config", args->config_path, "Model config JSON (see docs/model.md)");
   cmd->add_option("--set", args->overrides, "Override a config field: key=value (repeatable)");
-  cmd->add_option("--data", o.data_dir, "Folder of shards made by `stagformer prepare`")->required();
+  // The options train.json records: on --resume each is restored from the run unless given.
+  auto recorded = [&](CLI::Option* option, const char* key) {
+    args->recorded.emplace_back(option, key);
+    return option;
+  };
+  recorded(cmd->add_option("--data", o.data_dir,
+                           "Folder of shards made by `stagformer prepare` (required, except with "
+                           "--resume)"),
+           "data_dir");
   cmd->add_option("--out", o.run_dir, "Run folder (weights, checkpoints, metrics, loss plot)")->required();
-  cmd->add_option("--steps", o.steps, "Optimizer updates in the whole run")->capture_default_str();
-  cmd->add_option("--batch", o.batch, "Sequences per micro-batch (per process)")->capture_default_str();
-  cmd->add_option("--seq", o.seq, "Tokens per sequence")->capture_default_str();
-  cmd->add_option("--grad-accum", o.grad_accum, "Micro-batches per update (per process)")->capture_default_str();
-  cmd->add_option("--lr", o.lr, "Peak learning rate")->capture_default_str();
-  cmd->add_option("--min-lr-ratio", o.min_lr_ratio, "Cosine floor / peak")->capture_default_str();
-  cmd->add_option("--warmup", o.warmup, "Warmup updates (-1: min(100, steps/10))")->capture_default_str();
-  cmd->add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
-  cmd->add_option("--grad-clip", o.grad_clip, "Global gradient-norm clip (0: off)")->capture_default_str();
-  cmd->add_option("--eval-every", o.eval_every, "Validate every N updates (0: only at the end)")->capture_default_str();
-  cmd->add_option("--eval-batches", o.eval_batches, "Validation batches")->capture_default_str();
-  cmd->add_option("--checkpoint-every", o.checkpoint_every, "Checkpoint every N updates (0: at the end)")->capture_default_str();
-  cmd->add_option("--keep-checkpoints", o.keep_checkpoints, "Checkpoints kept on disk")->capture_default_str();
-  cmd->add_flag("--resume", o.resume, "Continue the run in --out from its latest checkpoint");
+  recorded(cmd->add_option("--steps", o.steps,
+                           "Optimizer updates in the whole run (with --resume: more than the "
+                           "run's extends it)")->capture_default_str(), "steps");
+  recorded(cmd->add_option("--batch", o.batch, "Sequences per micro-batch (per process)")->capture_default_str(), "batch");
+  recorded(cmd->add_option("--seq", o.seq, "Tokens per sequence")->capture_default_str(), "seq");
+  recorded(cmd->add_option("--grad-accum", o.grad_accum, "Micro-batches per update (per process)")->capture_default_str(), "grad_accum");
+  recorded(cmd->add_option("--lr", o.lr, "Peak learning rate")->capture_default_str(), "lr");
+  recorded(cmd->add_option("--min-lr-ratio", o.min_lr_ratio, "Cosine floor / peak")->capture_default_str(), "min_lr_ratio");
+  recorded(cmd->add_option("--warmup", o.warmup, "Warmup updates (-1: min(100, steps/10))")->capture_default_str(), "warmup");
+  recorded(cmd->add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay")->capture_default_str(), "weight_decay");
+  recorded(cmd->add_option("--beta1", o.beta1, "AdamW beta1")->capture_default_str(), "beta1");
+  recorded(cmd->add_option("--beta2", o.beta2, "AdamW beta2")->capture_default_str(), "beta2");
+  recorded(cmd->add_option("--grad-clip", o.grad_clip, "Global gradient-norm clip (0: off)")->capture_default_str(), "grad_clip");
+  recorded(cmd->add_option("--eval-every", o.eval_every, "Validate every N updates (0: only at the end)")->capture_default_str(), "eval_every");
+  recorded(cmd->add_option("--eval-batches", o.eval_batches, "Validation batches")->capture_default_str(), "eval_batches");
+  recorded(cmd->add_option("--checkpoint-every", o.checkpoint_every, "Checkpoint every N updates (0: at the end)")->capture_default_str(), "checkpoint_every");
+  recorded(cmd->add_option("--keep-checkpoints", o.keep_checkpoints, "Checkpoints kept on disk")->capture_default_str(), "keep_checkpoints");
+  cmd->add_flag("--resume", o.resume,
+                "Continue the run in --out from its latest checkpoint, with the options its "
+                "train.json records (docs/training.md)");
+  cmd->add_flag("--override-resume", o.override_resume,
+                "With --resume: allow options that differ from the run's (recorded in train.json)");
   cmd->add_option("--stop-after", o.stop_after, "Stop after this update with a checkpoint (resume later)");
-  cmd->add_option("--device", args->device, "cpu or cuda")->capture_default_str();
-  cmd->add_option("--precision", args->precision,
-                  "Activations: bf16 (mixed precision, cuda default) or f32 (cpu default)");
-  cmd->add_flag("--recompute", o.recompute,
-                "Recompute each layer's activations in backward (long sequences in less memory)");
+  args->device_option = cmd->add_option("--device", args->device, "cpu or cuda")->capture_default_str();
+  args->precision_option = cmd->add_option(
+      "--precision", args->precision,
+      "Activations: bf16 (mixed precision, cuda default) or f32 (cpu default)");
+  recorded(cmd->add_flag("--recompute,!--no-recompute", o.recompute,
+                         "Recompute each layer's activations in backward (long sequences in less "
+                         "memory)"),
+           "recompute");
   cmd->add_option("-t,--threads", args->threads, "CPU threads (0: all cores)");
   cmd->add_flag("--no-progress", args->no_progress, "No progress bar");
   cmd->callback([args] { run(*args); });

@@ -80,8 +80,9 @@ std::string format_progress_line(const ProgressSnapshot& s, int bar_width) {
   } else {
     line += format_human_count(s.done) + unit;
   }
-  const double rate = s.elapsed_seconds > 0 ? static_cast<double>(s.done) / s.elapsed_seconds
-                                            : std::nan("");
+  const double rate = s.elapsed_seconds > 0
+                          ? static_cast<double>(s.done - s.start) / s.elapsed_seconds
+                          : std::nan("");
   line += fmt::format("  {}{}/s", format_human_rate(rate), unit);
   for (const auto& [key, value] : s.fields) line += "  " + key + " " + value;
   if (s.finished) {
@@ -148,6 +149,7 @@ ProgressSnapshot ProgressBar::snapshot() const {
   s.label = label_;
   s.done = done_;
   s.total = total_;
+  s.start = done_before_;
   s.unit = unit_;
   s.elapsed_seconds = elapsed_seconds();
   s.fields = fields_;

@@ -8,7 +8,8 @@
 // (the unit "B" is glued to the multiplier, as in "MB"; other units stand apart).
 // When the stream is not a terminal (CI logs, files) a plain line is printed at most every ~5 s,
 // so logs stay short, and always one final line. The rate is the average since the bar started:
-// steadier than an instantaneous rate, which makes a steadier ETA. With an unknown total
+// steadier than an instantaneous rate, which makes a steadier ETA. Work done before the bar
+// started (a resumed training run: start_from) counts in "done" but not in the rate or the ETA. With an unknown total
 // (total = 0) the bar and the percentage are left out and the elapsed time replaces the ETA.
 //
 // No global state. Thread-compatible: one ProgressBar is driven from one thread.
@@ -48,9 +49,11 @@ struct ProgressSnapshot {
   double elapsed_seconds = 0;
   std::vector<std::pair<std::string, std::string>> fields;  // extra "key value" pairs
   bool finished = false;  // the final line shows the elapsed time instead of the ETA
+  int64_t start = 0;      // done before elapsed_seconds began: not part of the rate or the ETA
 };
 // One line of text, without '\r' or '\n':
 //   "label [####......] 45% 1.23M/2.70M tok  512k tok/s  loss 3.21  ETA 0:03"
+// The rate is (done - start) / elapsed_seconds.
 // Unknown total: "label 1.23M tok  512k tok/s  loss 3.21  0:05". Finished: "... in 0:05".
 std::string format_progress_line(const ProgressSnapshot& snapshot, int bar_width);
 
@@ -83,6 +86,12 @@ class ProgressBar {
   void update(int64_t done);
   // Adds `amount` to the amount done.
   void advance(int64_t amount) { update(done_ + amount); }
+  // Sets the amount done before this bar's work began (e.g. the steps of a resumed run's earlier
+  // segments): shown as done, left out of the rate and the ETA. Call before the first update.
+  void start_from(int64_t done) {
+    done_before_ = done;
+    done_ = done;
+  }
   // Sets (or replaces) an extra field shown after the rate, e.g. set_field("loss", "3.21").
   // Shown from the next redraw on.
   void set_field(const std::string& key, const std::string& value);
@@ -107,6 +116,7 @@ class ProgressBar {
   std::string unit_;
   int64_t total_ = 0;
   int64_t done_ = 0;
+  int64_t done_before_ = 0;  // start_from
   std::vector<std::pair<std::string, std::string>> fields_;
   ProgressOptions options_;
   ProgressOutput output_;  // resolved: never automatic

@@ -136,6 +136,20 @@ std::string checkpoint_latest_dir(const std::string& run_dir) {
   return dir.string();
 }
 
+CheckpointProgress checkpoint_latest_progress(const std::string& run_dir) {
+  const fs::path state_path = fs::path(checkpoint_latest_dir(run_dir)) / "state.json";
+  const std::string where = state_path.string();
+  const json st = read_json(state_path);
+  CheckpointProgress p;
+  p.step = get_count(st, "step", state_path);
+  p.tokens_seen = get_count(st, "tokens_seen", state_path);
+  p.elapsed_seconds =
+      json_finite(json_member(st, "elapsed_seconds", where), where + ": field 'elapsed_seconds'");
+  SF_CHECK(p.elapsed_seconds >= 0, "{}: field 'elapsed_seconds' is negative ({})", where,
+           p.elapsed_seconds);
+  return p;
+}
+
 TrainingState checkpoint_load(const std::string& run_dir, Model& model, AdamW& optimizer) {
   const fs::path dir = checkpoint_latest_dir(run_dir);
 

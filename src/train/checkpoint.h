@@ -51,6 +51,15 @@ bool checkpoint_exists(const std::string& run_dir);
 // it; errors name latest.json when it is missing, invalid or names no folder of checkpoints/.
 std::string checkpoint_latest_dir(const std::string& run_dir);
 
+// Where the latest checkpoint is (its state.json), read without loading weights; errors name
+// the file.
+struct CheckpointProgress {
+  int64_t step = 0;
+  int64_t tokens_seen = 0;
+  double elapsed_seconds = 0;
+};
+CheckpointProgress checkpoint_latest_progress(const std::string& run_dir);
+
 // Restores the latest checkpoint into an already constructed model and optimizer (same config)
 // and returns the training state. Every file is validated; errors name the file.
 TrainingState checkpoint_load(const std::string& run_dir, Model& model, AdamW& optimizer);

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "core/progress.h"
 #include "data/batch_loader.h"
@@ -22,6 +23,7 @@
 #include "train/loss_plot.h"
 #include "train/lr_schedule.h"
 #include "train/metrics_log.h"
+#include "train/run_record.h"
 #include "train/step_pipeline.h"
 
 namespace sf {
@@ -31,20 +33,46 @@ using json = nlohmann::json;
 
 namespace {
 
-json options_json(const TrainOptions& o, int world_size) {
-  return json{{"data_dir", o.data_dir},         {"steps", o.steps},
-              {"world_size", world_size},
-              {"batch", o.batch},               {"seq", o.seq},
-              {"grad_accum", o.grad_accum},     {"lr", o.lr},
-              {"min_lr_ratio", o.min_lr_ratio}, {"warmup", o.warmup},
-              {"weight_decay", o.weight_decay}, {"beta1", o.beta1},
-              {"beta2", o.beta2},               {"grad_clip", o.grad_clip},
-              {"eval_every", o.eval_every},     {"eval_batches", o.eval_batches},
-              {"checkpoint_every", o.checkpoint_every}};
-}
-
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The last losses a resumed run's metrics log holds up to `step` (its checkpoint), so that a
+// segment that trains no step or no validation still reports the run's latest numbers.
+void last_logged_losses(const std::string& run_dir, int64_t step, TrainResult& r) {
+  const fs::path metrics = fs::path(run_dir) / "metrics.jsonl";
+  if (!fs::exists(metrics)) return;
+  for (const json& record : metrics_read(metrics.string())) {
+    const int64_t at = record["step"].get<int64_t>();
+    if (at > step) continue;  // a later attempt that saved nothing
+    if (record.contains("loss") && record["loss"].is_number()) {
+      r.last_train_loss = record["loss"].get<double>();
+      r.last_loss_step = at;
+    }
+    if (record.contains("val_loss") && record["val_loss"].is_number()) {
+      r.last_val_loss = record["val_loss"].get<double>();
+      r.last_val_step = at;
+    }
+    if (record.contains("unigram_val_loss") && record["unigram_val_loss"].is_number())
+      r.unigram_val_loss = record["unigram_val_loss"].get<double>();
+  }
+}
+
+// A resumed run that has nothing left to do: its totals from the checkpoint and its last losses
+// from the metrics log, nothing trained, nothing written.
+TrainResult finished_run_result(const ResumePlan& plan) {
+  TrainResult r;
+  const CheckpointProgress progress = checkpoint_latest_progress(plan.options.run_dir);
+  r.steps_done = progress.step;
+  r.planned_steps = plan.options.steps;
+  r.nothing_to_do = true;
+  r.segment = plan.segment - 1;
+  r.segment_start_step = progress.step;
+  r.tokens = progress.tokens_seen;
+  r.run_seconds = progress.elapsed_seconds;
+  r.last_train_loss = r.last_val_loss = r.unigram_val_loss = std::nan("");
+  last_logged_losses(plan.options.run_dir, progress.step, r);
+  return r;
 }
 
 }  // namespace
@@ -69,12 +97,21 @@ void train_options_validate(const TrainOptions& o) {
   if (!problems.empty()) fail("invalid training options:" + problems);
 }
 
-TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Backend& backend) {
-  train_options_validate(o);
+TrainResult train(const ModelConfig& requested_config, const TrainOptions& requested,
+                  Backend& backend) {
   const auto t0 = std::chrono::steady_clock::now();
   SingleProcessCollective single_process;
-  Collective& world = o.collective != nullptr ? *o.collective : single_process;
+  Collective& world = requested.collective != nullptr ? *requested.collective : single_process;
   const bool root = world.is_root();  // only rank 0 writes files (docs/data-parallel.md)
+  const std::string device(device_name(backend.device()));
+  // A resumed run trains with the options recorded in its train.json (run_record.h).
+  std::optional<ResumePlan> plan;
+  if (requested.resume) {
+    plan = plan_resume(requested, device, world.world_size());
+    if (plan->nothing_to_do()) return finished_run_result(*plan);
+  }
+  const TrainOptions& o = plan ? plan->options : requested;
+  train_options_validate(o);
   const fs::path run(o.run_dir);
   std::error_code ec;
 
@@ -117,11 +154,7 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
   adamw_config.beta2 = o.beta2;
   adamw_config.weight_decay = o.weight_decay;
   AdamW optimizer(backend, model.params(), adamw_config);
-  LrSchedule schedule;
-  schedule.peak_lr = o.lr;
-  schedule.min_lr_ratio = o.min_lr_ratio;
-  schedule.warmup_steps = o.warmup >= 0 ? o.warmup : std::min<int64_t>(100, o.steps / 10);
-  schedule.total_steps = o.steps;
+  const RunLrSchedule schedule = plan ? plan->schedule : lr_schedule_for_new_run(o);
   validate_lr_schedule(schedule);
 
   TrainingState state;
@@ -138,15 +171,22 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
   check_ranks_agree(world, backend, model.params(), state.step);  // same weights, same step
   if (root) {
     tokenizer_spec_save(tokenizer, (run / "tokenizer.json").string());
-    write_file_atomic((run / "train.json").string(),
-                      options_json(o, world.world_size()).dump(2) + "\n");
+    // Written once every rank has read the old one (check_ranks_agree is collective).
+    const json record = plan ? run_record_resumed(*plan)
+                             : run_record_new(o, device, world.world_size(), schedule);
+    write_file_atomic((run / "train.json").string(), record.dump(2) + "\n");
   }
 
   TrainResult result;
   result.unigram_val_loss = val_data && root
                                ? unigram_cross_entropy(o.data_dir, tokenizer.vocab_size)
                                : std::nan("");
-  result.last_val_loss = std::nan("");
+  result.last_val_loss = result.last_train_loss = std::nan("");
+  if (o.resume && root) {  // until this segment logs its own
+    const double unigram = result.unigram_val_loss;
+    last_logged_losses(o.run_dir, state.step, result);
+    result.unigram_val_loss = unigram;
+  }
   const fs::path metrics_path = run / "metrics.jsonl";
   std::unique_ptr<MetricsLog> metrics;  // rank 0's
   if (root) {
@@ -160,6 +200,8 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
     nlohmann::json first{{"step", 0}, {"parameters", model.params().count_elements()}};
     if (val_data) first["unigram_val_loss"] = result.unigram_val_loss;
     log(first);
+  } else {
+    log(resume_metrics_record(*plan));  // the segment, and every option it changed
   }
 
   // Every rank evaluates, identically (same weights, same batches): no rank waits for another.
@@ -167,6 +209,7 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
     if (!val_data) return;
     const EvalResult r = evaluate_loader(model, *val_data, o.eval_batches);
     result.last_val_loss = r.loss;
+    result.last_val_step = state.step;
     log({{"step", state.step}, {"val_loss", r.loss}, {"val_ppl", r.perplexity},
          {"val_tokens", r.tokens}});
   };
@@ -196,8 +239,9 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
   const int64_t tokens_per_step = o.batch * o.seq * micro_batches.per_update();
   ProgressOptions progress_options;
   if (!o.progress || !root) progress_options.output = ProgressOutput::quiet;
+  progress_options.stream = o.progress_stream;
   ProgressBar bar("train", o.steps, "step", progress_options);
-  bar.update(state.step);
+  bar.start_from(state.step);  // the rate and ETA count this segment's steps only
   Tensor tokens, targets;
   const auto loop_start = std::chrono::steady_clock::now();
   const int64_t first_step = state.step + 1;
@@ -210,6 +254,7 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
              "training diverged at step {}: loss {}, gradient norm {} (try a lower --lr); {}",
              r.step, r.loss, r.grad_norm, last_checkpoint_note());
     result.last_train_loss = r.loss;
+    result.last_loss_step = r.step;
     const int64_t tokens_now = (r.step - first_step + 1) * tokens_per_step;  // in this segment
     const double tok_per_s = static_cast<double>(tokens_now) / seconds_since(loop_start);
     log({{"step", r.step}, {"loss", r.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm},
@@ -226,6 +271,7 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
     }
     if (pipeline.pending()) report(pipeline.finish());  // the previous step, while this one runs
     pipeline.queue_update(step, lr_at(schedule, step), o.grad_clip);
+    if (o.after_step) o.after_step(step);
     state.step = step;
     state.data = train_data.position();
     state.tokens_seen += tokens_per_step;
@@ -246,11 +292,18 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& o, Ba
       break;
     }
   }
+  result.segment_seconds = seconds_since(loop_start);
   bar.finish();
   world.barrier();  // every rank returns once rank 0's files are complete
   result.steps_done = state.step;
+  result.planned_steps = o.steps;
   result.tokens = state.tokens_seen;
   result.seconds = seconds_since(t0);
+  result.segment = plan ? plan->segment : 1;
+  result.segment_start_step = first_step - 1;
+  result.segment_steps = state.step - (first_step - 1);
+  result.segment_tokens = state.tokens_seen - tokens_before;
+  result.run_seconds = elapsed_before + result.seconds;
   return result;
 }
 

@@ -4,13 +4,19 @@
 // optionally data-parallel over several processes (TrainOptions::collective).
 //
 // A run folder holds: config.json + model.safetensors (the latest weights, loadable by
-// generate/eval/info), tokenizer.json (copied from the data folder), train.json (the options),
+// generate/eval/info), tokenizer.json (copied from the data folder), train.json (the options,
+// the learning-rate schedule and the history of the run's segments: train/run_record.h),
 // metrics.jsonl, loss.svg, and checkpoints/ (see train/checkpoint.h).
+//
+// Resuming (TrainOptions::resume) restores every training option from train.json; see
+// train/run_record.h for which options may be given again, changed, or extend the run.
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "core/backend.h"
 #include "model/config.h"
@@ -38,8 +44,20 @@ struct TrainOptions {
   int64_t checkpoint_every = 100;  // 0: only at the end (and on Ctrl-C)
   int keep_checkpoints = 2;
   bool resume = false;       // continue the run in run_dir from its latest checkpoint
+  // Resume only (train/run_record.h): the options the caller chose, by their train.json names
+  // ("lr", "eval_every", "steps", ...; the CLI: those given on the command line). Every other
+  // recorded option is restored from the run's train.json. A chosen value that differs from the
+  // run's is refused, naming the option and both values, unless override_resume (then the
+  // change is recorded in train.json and metrics.jsonl); `steps` beyond the run's plan extends
+  // the run (train/lr_schedule.h). Empty: everything is restored.
+  std::vector<std::string> resume_given;
+  bool override_resume = false;
   int64_t stop_after = 0;    // > 0: stop (with a checkpoint) after this update, as if interrupted
-  bool progress = true;      // progress bar on stderr
+  bool progress = true;      // progress bar
+  std::FILE* progress_stream = stderr;  // where the bar goes (tests read it from a file)
+  // Test hook: called after each update is queued, with its step (a test sleeps here to make a
+  // run of known speed).
+  std::function<void(int64_t step)> after_step;
   // Activations and working weights: F32, or BF16 mixed precision (CUDA; F32 master weights,
   // gradients and optimizer state either way).
   DType compute_dtype = DType::f32;
@@ -53,13 +71,29 @@ struct TrainOptions {
 };
 
 struct TrainResult {
-  int64_t steps_done = 0;
+  int64_t steps_done = 0;        // the run's step at the end (over all segments)
+  int64_t planned_steps = 0;     // the run's planned length (TrainOptions::steps, as resumed)
+  // The last logged losses, with their steps; a resumed run starts from those of its metrics
+  // log (a segment may train no step, or validate at no step); NaN where there is none (never
+  // evaluated, no validation split).
   double last_train_loss = 0.0;
-  double last_val_loss = 0.0;    // NaN when never evaluated (or no validation split)
+  double last_val_loss = 0.0;
+  int64_t last_loss_step = 0;    // the step of last_train_loss
+  int64_t last_val_step = 0;     // the step of last_val_loss
   double unigram_val_loss = 0.0; // the context-free reference on the validation data (NaN: none)
   bool interrupted = false;      // stopped by Ctrl-C / SIGTERM / stop_after before `steps`
-  double seconds = 0.0;
-  int64_t tokens = 0;
+  bool nothing_to_do = false;    // resumed a run already at its planned end: nothing trained
+  double seconds = 0.0;          // this call, from start to end (setup included)
+  int64_t tokens = 0;            // tokens trained on over the whole run (all segments)
+  // This segment (this call) alone: its first step - 1, the updates and tokens it trained, and
+  // the time of its training loop (evaluations and checkpoints inside it included, setup not).
+  // Its rates are segment_steps / segment_seconds and segment_tokens / segment_seconds.
+  int segment = 1;               // 1 for a new run, +1 for each resumed segment that trained
+  int64_t segment_start_step = 0;
+  int64_t segment_steps = 0;
+  int64_t segment_tokens = 0;
+  double segment_seconds = 0.0;
+  double run_seconds = 0.0;      // training time over all segments (the checkpoints' elapsed)
 };
 
 // Trains `config` (ignored when resuming: the run folder's config is used and must match) on
