@@ -2,6 +2,20 @@
 # Installs every Debian package that building and testing stagformer needs.
 # Idempotent: packages already present are left alone. Run as root (or with sudo available).
 set -euo pipefail
+#
+# Options:
+#   --twin   also install Debian's PyTorch and NumPy (python3-torch, python3-numpy) for the
+#            PyTorch twin on the CPU (python/: twin_check.py, twin_decode.py). Optional: the
+#            default run (what CI runs) does not install them, and the tests that need torch skip.
+
+with_twin=0
+for arg in "$@"; do
+  case "$arg" in
+    --twin) with_twin=1 ;;
+    -h|--help) sed -n '2,3p;6,10p' "$0"; exit 0 ;;
+    *) echo "setup: unknown option '$arg' (expected --twin)" >&2; exit 2 ;;
+  esac
+done
 
 packages=(
   build-essential cmake ninja-build pkg-config git
@@ -11,7 +25,12 @@ packages=(
   libfmt-dev             # formatting
   libgtest-dev libgmock-dev googletest  # tests
   libpcre2-dev           # GPT-2 pre-tokenisation regex (Unicode classes)
+  clang-14 libclang-rt-14-dev libomp-14-dev llvm-14  # scripts/fuzz.sh: libFuzzer + ASan/UBSan
+                                                     # runtimes, OpenMP for clang, llvm-symbolizer
 )
+if ((with_twin)); then
+  packages+=(python3-torch python3-numpy)  # --twin: the PyTorch twin on the CPU (torch 1.13)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -26,6 +45,16 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
   echo "setup: all Debian packages present"
+fi
+
+if ((with_twin)); then
+  # Debian's torch lives in /usr/lib/python3/dist-packages: visible to /usr/bin/python3, not to
+  # a python3 from pyenv/conda/venv earlier on PATH (point SF_PYTHON at /usr/bin/python3 then).
+  if /usr/bin/python3 -c "import torch" 2>/dev/null; then
+    echo "setup: twin: $(/usr/bin/python3 -c 'import torch; print("torch", torch.__version__)') for /usr/bin/python3"
+  else
+    echo "setup: twin: /usr/bin/python3 cannot import torch" >&2
+  fi
 fi
 
 # ---- data files (tokenizer ranks, demo corpus) ----
