@@ -16,14 +16,25 @@ std::string shell_quote(const std::string& s) {
 
 }  // namespace
 
+bool imports_torch(const std::string& python) {
+  return run_shell(python + " -c 'import torch'").exit_code == 0;
+}
+
 std::string python_interpreter() {
-  const char* python = std::getenv("SF_PYTHON");
-  return python && *python ? python : "python3";
+  static const std::string python = [] {
+    const char* chosen = std::getenv("SF_PYTHON");
+    if (chosen && *chosen) return std::string(chosen);
+    // Debian's python3-torch (scripts/setup.sh --twin) is visible to /usr/bin/python3 only,
+    // which a pyenv or venv python3 earlier on PATH hides.
+    for (const char* candidate : {"python3", "/usr/bin/python3"})
+      if (imports_torch(candidate)) return std::string(candidate);
+    return std::string("python3");
+  }();
+  return python;
 }
 
 bool python_has_torch() {
-  static const bool has_torch =
-      run_shell(python_interpreter() + " -c 'import torch'").exit_code == 0;
+  static const bool has_torch = imports_torch(python_interpreter());
   return has_torch;
 }
 

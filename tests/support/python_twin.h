@@ -9,7 +9,8 @@
 
 namespace sf::test {
 
-// $SF_PYTHON when set (e.g. an interpreter with torch outside PATH), else python3.
+// $SF_PYTHON when set; else the first of python3 and /usr/bin/python3 that imports torch
+// (scripts/setup.sh --twin installs Debian's), else python3.
 std::string python_interpreter();
 // True when `python_interpreter() -c "import torch"` succeeds (asked once per process).
 bool python_has_torch();
