@@ -113,6 +113,13 @@ TEST(Cli, MissingFilesAreNamed) {
   r = stagformer("generate -m /nonexistent/run -p hi -n 3");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("/nonexistent/run"), std::string::npos) << r.output;
+  // A missing data folder is named as such (not as a missing tokenizer.json inside it).
+  const std::string dir = test::fresh_temp_dir("cli_missing_data");
+  const std::string cfg = write_config(dir, kSmallConfig);
+  r = stagformer("train --config " + cfg + " --data /nonexistent/data --out " + dir + "/run --steps 2 --seq 16");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("--data /nonexistent/data: no such folder"), std::string::npos) << r.output;
+  fs::remove_all(dir);
 }
 
 TEST(Cli, BadConfigFieldIsNamed) {
@@ -146,6 +153,10 @@ TEST(Cli, TrainEvalGenerateInfoAndPromptErrors) {
   r = stagformer("generate -m " + dir + "/run -p 'the whale' -n 5 --seed 3");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output.rfind("the whale", 0), 0u) << r.output;  // the prompt is echoed first
+  // Text and statistics in one pipe: the statistics start a line of their own (the generated
+  // text rarely ends with a newline, and a redirected stdout gets none added).
+  EXPECT_NE(r.output.find("\ngenerate: prompt"), std::string::npos) << r.output;
+  EXPECT_EQ(stagformer("generate -m " + dir + "/run -p x -n 1 --top-p 2").exit_code, 1);
 
   // A prompt longer than the context (32) is refused with both numbers.
   r = stagformer("generate -m " + dir + "/run -p '" + std::string(40, 'x') + "' -n 5");
@@ -253,6 +264,7 @@ TEST(Cli, CtrlCWritesACheckpointAndExitsCleanly) {
     const std::string out = dir + "/run";
     const std::string data = dir + "/data";
     std::freopen("/dev/null", "w", stdout);
+    std::freopen((dir + "/stderr.txt").c_str(), "w", stderr);
     ::execl(SF_STAGFORMER_BIN, SF_STAGFORMER_BIN, "train", "--config", cfg.c_str(), "--data",
             data.c_str(), "--out", out.c_str(), "--steps", "100000", "--batch", "2", "--seq", "16",
             "--eval-every", "0", "--checkpoint-every", "0", "--no-progress", "-t", "1",
@@ -275,6 +287,10 @@ TEST(Cli, CtrlCWritesACheckpointAndExitsCleanly) {
   ASSERT_TRUE(WIFEXITED(status)) << "killed by the signal instead of stopping cleanly";
   EXPECT_EQ(WEXITSTATUS(status), 0);
   EXPECT_TRUE(fs::exists(dir + "/run/checkpoints/latest.json"));
+  // The stop was announced when the signal came (a user must not have to wait for the step).
+  std::ifstream err(dir + "/stderr.txt");
+  const std::string said((std::istreambuf_iterator<char>(err)), std::istreambuf_iterator<char>());
+  EXPECT_NE(said.find("stopping after this step"), std::string::npos) << said;
   // And the run resumes from there.
   const CliRun r = stagformer("train --resume --data " + dir + "/data --out " + dir +
                            "/run --steps 100000 --stop-after 1 --batch 2 --seq 16 --no-progress -t 1");

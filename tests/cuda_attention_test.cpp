@@ -15,6 +15,8 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <ostream>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -161,6 +163,11 @@ struct Param {
   Case c;
   DType dtype;
 };
+
+// GoogleTest (and ctest's listing) prints a parameter with this, not its bytes.
+void PrintTo(const Param& p, std::ostream* os) {
+  *os << p.c.name << (p.dtype == DType::bf16 ? " bf16" : " f32");
+}
 
 std::string param_name(const ::testing::TestParamInfo<Param>& info) {
   return std::string(info.param.c.name) + (info.param.dtype == DType::bf16 ? "_bf16" : "_f32");

@@ -248,8 +248,11 @@ TEST(Sampler, BadOptionsAndBadLogitsAreClearErrors) {
   EXPECT_NE(error_of([] { Sampler s({.top_p = 0.0}); }).find("top-p"), std::string::npos);
   EXPECT_NE(error_of([] { Sampler s({.top_p = -0.5}); }).find("top-p"), std::string::npos);
   EXPECT_NE(error_of([] { Sampler s({.top_p = std::nan("")}); }).find("top-p"), std::string::npos);
-  EXPECT_EQ(error_of([] { Sampler s({.temperature = 0.0, .top_k = -3, .top_p = 7.0}); }), "")
-      << "top-k <= 0 and top-p >= 1 mean 'disabled'";
+  EXPECT_NE(error_of([] { Sampler s({.top_p = 1.5}); }).find("top-p must be in (0, 1]"),
+            std::string::npos)
+      << "a mass above 1 is a mistake, like 0";
+  EXPECT_EQ(error_of([] { Sampler s({.temperature = 0.0, .top_k = -3, .top_p = 1.0}); }), "")
+      << "top-k <= 0 and top-p = 1 mean 'disabled'";
 
   Sampler sampler({.seed = 1});
   std::vector<float> logits = random_logits(10, 41);

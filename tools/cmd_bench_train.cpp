@@ -83,13 +83,17 @@ void run(BenchTrainArgs& a) {
   std::printf("| model | params | precision | batch x seq | step ms (median of %lld) | tokens/s | TFLOP/s | MFU |\n",
               static_cast<long long>(o.steps));
   std::printf("|---|---:|---|---|---:|---:|---:|---:|\n");
-  std::printf("| %s | %.1fM | %s | %lld x %lld | %.2f | %.0f | %.1f | %s |\n", model.c_str(),
+  // (%.3g: a CPU's fraction of a TFLOP/s must not print as 0.0)
+  std::printf("| %s | %.1fM | %s | %lld x %lld | %.2f | %.0f | %.3g | %s |\n", model.c_str(),
               r.parameters / 1e6, o.compute_dtype == DType::bf16 ? "bf16" : "f32",
               static_cast<long long>(o.batch), static_cast<long long>(o.seq),
               r.median_step_seconds * 1e3, r.tokens_per_second, r.achieved_flops / 1e12,
               r.mfu > 0 ? fmt::format("{:.1f}%", 100 * r.mfu).c_str() : "n/a");
-  std::printf("\ndevice: %s; peak %.1f TFLOP/s; FLOPs/token %.4g (6N + 12*A*H*hd*T); loss %.4f\n",
-              device_name.c_str(), o.peak_flops / 1e12, r.flops_per_token, r.last_loss);
+  const std::string peak = o.peak_flops > 0
+                               ? fmt::format("peak {:.1f} TFLOP/s", o.peak_flops / 1e12)
+                               : std::string("no known peak (--peak-tflops gives one for MFU)");
+  std::printf("\ndevice: %s; %s; FLOPs/token %.4g (6N + 12*A*H*hd*T); loss %.4f\n",
+              device_name.c_str(), peak.c_str(), r.flops_per_token, r.last_loss);
   std::printf("activations: %.2f GiB%s\n", r.activation_bytes / 1073741824.0,
               o.recompute ? " (recomputation on)" : "");
   std::printf("date: %s; command: %s\n", today().c_str(), command_line().c_str());

@@ -38,12 +38,15 @@ void run(const EvalArgs& a) {
 
   EvalResult r;
   std::string source;
+  // Progress on stderr (a bar on a terminal, a line every few seconds in a log); --json output
+  // on stdout stays clean.
+  ProgressBar progress("eval", 0, "tok");
   if (!a.data_dir.empty()) {
     const TokenizerSpec spec = tokenizer_spec_load((std::filesystem::path(a.data_dir) / "tokenizer.json").string());
     SF_CHECK(spec.vocab_size <= config.vocab_size, "{}: tokenizer has {} ids, the model only {}",
              a.data_dir, spec.vocab_size, config.vocab_size);
     BatchLoader loader(a.data_dir, a.split, a.batch, seq, spec.vocab_size);
-    r = evaluate_loader(model, loader, a.max_batches);
+    r = evaluate_loader(model, loader, a.max_batches, &progress);
     source = a.data_dir + " (" + a.split + ")";
   } else {
     const std::string spec_path = (std::filesystem::path(files.config).parent_path() / "tokenizer.json").string();
@@ -57,9 +60,10 @@ void run(const EvalArgs& a) {
     const std::vector<int32_t> text_ids = tokenizer->encode(buffer.str());
     ids.insert(ids.end(), text_ids.begin(), text_ids.end());
     SF_CHECK(ids.size() >= 2, "{}: the text is empty", a.text_path);
-    r = evaluate_tokens(model, ids, seq);
+    r = evaluate_tokens(model, ids, seq, &progress);
     source = a.text_path;
   }
+  progress.finish();
   if (a.json) {
     const nlohmann::json j{{"model", a.model_path}, {"source", source}, {"loss", r.loss},
                            {"perplexity", r.perplexity}, {"tokens", r.tokens},

@@ -12,7 +12,8 @@ namespace sf {
 void validate_sampling_options(const SamplingOptions& o) {
   SF_CHECK(std::isfinite(o.temperature) && o.temperature >= 0.0,
            "sampling: temperature must be >= 0 (0 = greedy), got {}", o.temperature);
-  SF_CHECK(!std::isnan(o.top_p) && o.top_p > 0.0,
+  // A probability mass: 0 and 2 are both mistakes (1 keeps every token, i.e. disables top-p).
+  SF_CHECK(o.top_p > 0.0 && o.top_p <= 1.0,
            "sampling: top-p must be in (0, 1] (1 disables it), got {}", o.top_p);
 }
 

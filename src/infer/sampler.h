@@ -23,11 +23,12 @@ namespace sf {
 struct SamplingOptions {
   double temperature = 0.8;  // 0 = greedy (argmax); must be >= 0
   int top_k = 40;            // <= 0 disables top-k
-  double top_p = 0.95;       // in (0, 1]; >= 1 disables top-p
+  double top_p = 0.95;       // in (0, 1]; 1 disables top-p
   uint64_t seed = 0;
 };
 
-// Throws sf::Error naming the bad option: negative or non-finite temperature, top_p <= 0 or NaN.
+// Throws sf::Error naming the bad option: negative or non-finite temperature, top_p outside
+// (0, 1] or NaN. (top_k <= 0 disables top-k, as in llama.cpp.)
 void validate_sampling_options(const SamplingOptions& options);
 
 // One token the sampler may draw, with its probability after the whole pipeline.

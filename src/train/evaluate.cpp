@@ -20,10 +20,12 @@ EvalResult finish(double loss_sum, int64_t tokens, int64_t batches) {
 
 }  // namespace
 
-EvalResult evaluate_loader(Model& model, BatchLoader& loader, int64_t max_batches) {
+EvalResult evaluate_loader(Model& model, BatchLoader& loader, int64_t max_batches,
+                           ProgressBar* progress) {
   loader.reset();
   int64_t n = loader.batches_per_epoch();
   if (max_batches > 0) n = std::min(n, max_batches);
+  if (progress) progress->set_total(n * loader.batch() * loader.seq());
   Tensor tokens, targets;
   double loss_sum = 0.0;
   int64_t counted = 0;
@@ -32,17 +34,20 @@ EvalResult evaluate_loader(Model& model, BatchLoader& loader, int64_t max_batche
     const double loss = model.forward(tokens, targets);
     loss_sum += loss * static_cast<double>(model.counted_targets());
     counted += model.counted_targets();
+    if (progress) progress->advance(tokens.numel());
   }
   loader.reset();
   return finish(loss_sum, counted, n);
 }
 
-EvalResult evaluate_tokens(Model& model, const std::vector<int32_t>& ids, int64_t seq) {
+EvalResult evaluate_tokens(Model& model, const std::vector<int32_t>& ids, int64_t seq,
+                           ProgressBar* progress) {
   SF_CHECK(seq >= 1, "evaluate: window length must be >= 1, got {}", seq);
   SF_CHECK(ids.size() >= 2, "evaluate: need at least 2 tokens, got {}", ids.size());
   double loss_sum = 0.0;
   int64_t counted = 0, batches = 0;
   const int64_t total = static_cast<int64_t>(ids.size());
+  if (progress) progress->set_total(total - 1);
   for (int64_t start = 0; start + 1 < total; start += seq) {
     const int64_t T = std::min(seq, total - 1 - start);
     Tensor tokens = Tensor::zeros({1, T}, DType::i32), targets = Tensor::zeros({1, T}, DType::i32);
@@ -54,6 +59,7 @@ EvalResult evaluate_tokens(Model& model, const std::vector<int32_t>& ids, int64_
     loss_sum += loss * static_cast<double>(model.counted_targets());
     counted += model.counted_targets();
     ++batches;
+    if (progress) progress->advance(T);
   }
   return finish(loss_sum, counted, batches);
 }

@@ -1,6 +1,8 @@
 // interrupt.cpp — async-signal-safe interrupt flag.
 #include "train/interrupt.h"
 
+#include <unistd.h>
+
 #include <csignal>
 
 namespace sf {
@@ -17,6 +19,13 @@ extern "C" void on_signal(int sig) {
     return;
   }
   g_requested = 1;
+  // Said at once (write(2) is async-signal-safe): a step can take seconds, and a user who sees
+  // nothing presses again, which aborts without the checkpoint.
+  static const char kMessage[] =
+      "\nstopping after this step: writing a checkpoint (press Ctrl-C again to abort without "
+      "one)\n";
+  const ssize_t ignored = ::write(STDERR_FILENO, kMessage, sizeof kMessage - 1);
+  (void)ignored;
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // interrupt.h — Ctrl-C (SIGINT) and SIGTERM handling for long jobs.
 //
-// While an InterruptGuard lives, the first SIGINT/SIGTERM only sets a flag that the training
-// loop polls between steps (it then writes a checkpoint and exits cleanly); a second one
+// While an InterruptGuard lives, the first SIGINT/SIGTERM sets a flag that the training loop
+// polls between steps (it then writes a checkpoint and exits cleanly) and says so on stderr at
+// once; a second one
 // restores the default action and re-raises, so a stuck process can still be killed.
 #pragma once
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "core/error.h"
 #include "io/atomic_file.h"
@@ -39,6 +40,45 @@ std::string escape(const std::string& s) {
   return out;
 }
 
+// The y axis. Losses fall from ~ln(vocab) (10.8 for GPT-2's) to 2-3, and the part worth reading
+// is the low one: over a range of 2x or more the axis is logarithmic (the gap between 2.0 and
+// 2.6 gets as much room as the one between 8 and 10.4), with ticks at 1, 1.2, 1.5, 2, 2.5, 3, 4,
+// 5, 6, 8 times powers of ten (fewer when they crowd); a narrow range stays linear.
+struct YAxis {
+  double lo = 0, hi = 1;
+  bool log_scale = false;
+  std::vector<double> ticks;
+  double fraction(double y) const {  // 0 at lo, 1 at hi
+    return log_scale ? std::log(y / lo) / std::log(hi / lo) : (y - lo) / (hi - lo);
+  }
+};
+
+YAxis y_axis(double y_min, double y_max) {
+  YAxis a;
+  a.log_scale = y_min > 0 && y_max / y_min >= 2.0;
+  if (!a.log_scale) {
+    a.lo = y_min;
+    a.hi = y_max;
+    const double step = nice_step(y_max - y_min, 6);
+    for (double y = std::ceil(y_min / step) * step; y <= y_max + 1e-9; y += step) a.ticks.push_back(y);
+    return a;
+  }
+  a.lo = y_min / 1.03;  // a margin: no point on the frame
+  a.hi = y_max * 1.03;
+  for (const std::vector<double>& mantissas :
+       {std::vector<double>{1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8}, {1, 1.5, 2, 3, 5, 7}, {1, 2, 5}}) {
+    a.ticks.clear();
+    for (int k = static_cast<int>(std::floor(std::log10(a.lo)));
+         k <= static_cast<int>(std::ceil(std::log10(a.hi))); ++k)
+      for (double m : mantissas) {
+        const double y = m * std::pow(10.0, k);
+        if (y >= a.lo && y <= a.hi) a.ticks.push_back(y);
+      }
+    if (a.ticks.size() <= 12) break;
+  }
+  return a;
+}
+
 }  // namespace
 
 void loss_plot_write(const std::vector<PlotSeries>& series, const std::string& svg_path,
@@ -70,7 +110,8 @@ void loss_plot_write(const std::vector<PlotSeries>& series, const std::string& s
   const double W = 800, H = 500, left = 70, right = 20, top = 40, bottom = 55;
   const double pw = W - left - right, ph = H - top - bottom;
   auto px = [&](double x) { return left + pw * x / x_max; };
-  auto py = [&](double y) { return top + ph * (1.0 - (y - y_min) / (y_max - y_min)); };
+  const YAxis axis = y_axis(y_min, y_max);
+  auto py = [&](double y) { return top + ph * (1.0 - axis.fraction(y)); };
 
   std::string svg = fmt::format(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" "
@@ -78,13 +119,13 @@ void loss_plot_write(const std::vector<PlotSeries>& series, const std::string& s
       "fill=\"white\"/>\n<text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">{}</text>\n",
       W, H, W / 2, escape(title));
   // Axes, grid and ticks.
-  const double xs = nice_step(x_max, 8), ys = nice_step(y_max - y_min, 6);
+  const double xs = nice_step(x_max, 8);
   for (double x = 0; x <= x_max + 1e-9; x += xs)
     svg += fmt::format(
         "<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\" stroke=\"#eee\"/>"
         "<text x=\"{0:.1f}\" y=\"{3}\" text-anchor=\"middle\">{4:g}</text>\n",
         px(x), top, top + ph, top + ph + 16, x);
-  for (double y = std::ceil(y_min / ys) * ys; y <= y_max + 1e-9; y += ys)
+  for (double y : axis.ticks)
     svg += fmt::format(
         "<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\" stroke=\"#eee\"/>"
         "<text x=\"{3}\" y=\"{4:.1f}\" text-anchor=\"end\">{5:.3g}</text>\n",
@@ -93,8 +134,9 @@ void loss_plot_write(const std::vector<PlotSeries>& series, const std::string& s
       "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#333\"/>\n"
       "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">optimizer step</text>\n"
       "<text x=\"16\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {})\">loss "
-      "(nats/token)</text>\n",
-      left, top, pw, ph, left + pw / 2, H - 12, top + ph / 2, top + ph / 2);
+      "(nats/token{})</text>\n",
+      left, top, pw, ph, left + pw / 2, H - 12, top + ph / 2, top + ph / 2,
+      axis.log_scale ? ", log scale" : "");
   // Curves and legend.
   for (size_t i = 0; i < curves.size(); ++i) {
     const char* color = kColors[i % (sizeof(kColors) / sizeof(kColors[0]))];

@@ -132,6 +132,12 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& reque
   SF_CHECK(o.seq <= config.max_seq_len, "--seq {} exceeds the model's max_seq_len {}", o.seq,
            config.max_seq_len);
 
+  SF_CHECK(fs::is_directory(o.data_dir, ec),
+           "--data {}: no such folder (make one with `stagformer prepare --out {}`)", o.data_dir,
+           o.data_dir);
+  SF_CHECK(fs::exists(fs::path(o.data_dir) / "tokenizer.json", ec),
+           "--data {}: not a prepared data folder (no tokenizer.json; `stagformer prepare` writes "
+           "one beside the shards)", o.data_dir);
   const TokenizerSpec tokenizer = tokenizer_spec_load((fs::path(o.data_dir) / "tokenizer.json").string());
   SF_CHECK(tokenizer.vocab_size <= config.vocab_size,
            "the data's tokenizer '{}' has {} ids but the model's vocab_size is {}", tokenizer.kind,
