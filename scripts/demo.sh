@@ -31,6 +31,10 @@ for model in baseline stagformer; do
 done
 
 echo "== 3. compare"
+# One validation figure per model: `stagformer eval` over the whole validation split, in windows
+# of the training length (128). The "val loss" lines printed during training are estimates on
+# the first --eval-batches batches, for watching the run, and differ slightly.
+echo "validation loss: the whole validation split (chapters held out by prepare), windows of 128 tokens"
 "$BIN" plot --title "Moby-Dick, $TOKENIZER tokens: StagFormer 2x2 vs 4-layer baseline" \
   --out "$OUT/loss.svg" "$OUT/baseline=baseline 4 layers" "$OUT/stagformer=stagformer 2x2"
 {
@@ -39,7 +43,7 @@ echo "== 3. compare"
   unigram=$(grep -o '"unigram_val_loss":[0-9.]*' "$OUT/stagformer/metrics.jsonl" | head -1 | cut -d: -f2)
   for model in baseline stagformer; do
     params=$(grep -o '"parameters":[0-9]*' "$OUT/$model/metrics.jsonl" | head -1 | cut -d: -f2)
-    "$BIN" eval -m "$OUT/$model" --data "$OUT/data" --json > "$OUT/$model/eval.json"
+    "$BIN" eval -m "$OUT/$model" --data "$OUT/data" --seq 128 --json > "$OUT/$model/eval.json"
     loss=$(grep -o '"loss": [0-9.]*' "$OUT/$model/eval.json" | cut -d' ' -f2)
     ppl=$(grep -o '"perplexity": [0-9.]*' "$OUT/$model/eval.json" | cut -d' ' -f2)
     printf '| %s | %s | %.4f | %.2f |\n' "$model" "$params" "$loss" "$ppl"

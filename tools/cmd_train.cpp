@@ -85,10 +85,14 @@ void print_summary(const TrainOptions& options, const TrainResult& r) {
                                  loss(r.last_train_loss));
   if (!std::isnan(r.last_train_loss)) line += at(r.last_loss_step);
   line += " | val loss " + loss(r.last_val_loss);
+  // (on the first --eval-batches batches: an estimate; `stagformer eval` scores the whole split)
   if (!std::isnan(r.last_val_loss))
-    line += fmt::format(" (ppl {:.2f}{})", std::exp(r.last_val_loss),
+    line += fmt::format(" (ppl {:.2f}{}{})", std::exp(r.last_val_loss),
                         r.last_val_step != r.steps_done
                             ? fmt::format(", step {}", r.last_val_step)
+                            : std::string(),
+                        r.last_val_tokens > 0
+                            ? fmt::format(", on {} tokens", r.last_val_tokens)
                             : std::string());
   line += " | unigram val loss " + loss(r.unigram_val_loss);
   std::printf("%s\n", line.c_str());

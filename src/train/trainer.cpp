@@ -216,6 +216,7 @@ TrainResult train(const ModelConfig& requested_config, const TrainOptions& reque
     const EvalResult r = evaluate_loader(model, *val_data, o.eval_batches);
     result.last_val_loss = r.loss;
     result.last_val_step = state.step;
+    result.last_val_tokens = r.tokens;
     log({{"step", state.step}, {"val_loss", r.loss}, {"val_ppl", r.perplexity},
          {"val_tokens", r.tokens}});
   };

@@ -80,6 +80,7 @@ struct TrainResult {
   double last_val_loss = 0.0;
   int64_t last_loss_step = 0;    // the step of last_train_loss
   int64_t last_val_step = 0;     // the step of last_val_loss
+  int64_t last_val_tokens = 0;   // tokens it was measured on (--eval-batches: an estimate)
   double unigram_val_loss = 0.0; // the context-free reference on the validation data (NaN: none)
   bool interrupted = false;      // stopped by Ctrl-C / SIGTERM / stop_after before `steps`
   bool nothing_to_do = false;    // resumed a run already at its planned end: nothing trained
