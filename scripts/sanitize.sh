@@ -5,6 +5,8 @@
 # docs/reliability.md. Too slow for CI on 2 cores (a second full build, and the suite runs
 # several times slower): run it before a release or after touching memory-handling code.
 #   bash scripts/sanitize.sh [CTEST_ARGS...]      e.g. bash scripts/sanitize.sh -R Safetensors
+# Do not edit the tree while it builds: a header changed between two objects' compilations
+# gives them different layouts of one struct, which UBSan then reports (a false finding).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
