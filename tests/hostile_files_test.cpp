@@ -147,6 +147,13 @@ TEST(HostileFiles, NumbersOutOfRangeAreNamedNotConverted) {
                {"latest.json: field 'dir'", "expected a string"});
   expect_error([&] { run_latest_checkpoint_step((fs::path(dir) / "run").string()); },
                {"latest.json: field 'step'", "expected an integer"});
+  // A checkpoint name that would resolve to checkpoints/ itself or the run folder.
+  for (const char* name : {"", ".", "..", "step_1/../..", "step_0000000x"}) {
+    write_text(fs::path(dir) / "run" / "checkpoints" / "latest.json",
+               nlohmann::json{{"step", 1}, {"dir", name}}.dump());
+    expect_error([&] { checkpoint_latest_dir((fs::path(dir) / "run").string()); },
+                 {"latest.json: field 'dir' must name a checkpoint folder step_NNNNNNNN"});
+  }
   fs::remove_all(dir);
 }
 

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "support/test_util.h"
 #include "train/loss_plot.h"
@@ -57,6 +58,36 @@ TEST(LossPlot, NarrowRangesStayLinear) {
   EXPECT_EQ(svg.find("log scale"), std::string::npos);
   for (const char* label : {"2.1", "2.2", "2.3", "2.4", "2.5"})
     EXPECT_TRUE(has_tick(svg, label)) << "no tick " << label;
+  fs::remove_all(dir);
+}
+
+// Losses a fuzzer and a review found: a flat loss of 3e15 (the tick loop stopped moving and ran
+// out of memory), two losses one ulp apart, and one near the largest double (the log axis's
+// margin overflowed to inf, then an int). Each must give a finite picture, quickly.
+TEST(LossPlot, ExtremeLossesStillGiveAPicture) {
+  const std::string dir = test::fresh_temp_dir("loss_plot_extreme");
+  const std::vector<std::vector<std::string>> cases{{"3184467440737010"},
+                                                    {"1", "1.0000000000000004"},
+                                                    {"1", "1.79e308"},
+                                                    {"-1e308", "1e308"},
+                                                    {"0"}};
+  for (const auto& losses : cases) {
+    const std::string path = (fs::path(dir) / "metrics.jsonl").string();
+    {
+      std::ofstream out(path, std::ios::trunc);
+      for (size_t i = 0; i < losses.size(); ++i)
+        out << "{\"step\": " << i << ", \"loss\": " << losses[i] << "}\n";
+    }
+    const std::string svg_path = (fs::path(dir) / "loss.svg").string();
+    loss_plot_write({{"run", path}}, svg_path, "t");
+    std::ifstream in(svg_path);
+    std::stringstream text;
+    text << in.rdbuf();
+    const std::string svg = text.str();
+    EXPECT_EQ(svg.find("nan"), std::string::npos) << losses.back();
+    EXPECT_EQ(svg.find("inf"), std::string::npos) << losses.back();
+    EXPECT_LT(svg.size(), 100000u) << losses.back();
+  }
   fs::remove_all(dir);
 }
 

@@ -136,7 +136,8 @@ std::string collect(const DistEnv& env) {
                        env.rank, env.init_timeout_s, path));
     std::this_thread::sleep_for(kPollPause);
   }
-  const std::vector<uint8_t> raw = read_file(path);
+  // A header, the world size and a hex blob of at most 1 MiB: nothing larger is one of ours.
+  const std::vector<uint8_t> raw = read_file(path, 4 << 20);
   const std::string blob = parse(path, std::string(raw.begin(), raw.end()), env.world_size);
   write_file_atomic(ack_path(path, env.rank), std::string_view());
   return blob;

@@ -127,9 +127,16 @@ std::string checkpoint_latest_dir(const std::string& run_dir) {
   SF_CHECK(fs::exists(latest_path), "{}: no checkpoint to resume from ({} missing)", run_dir,
            latest_path.string());
   const json latest = read_json(latest_path);
-  const fs::path dir =
-      root / json_string(json_member(latest, "dir", latest_path.string()),
-                         fmt::format("{}: field 'dir'", latest_path.string()));
+  const std::string name = json_string(json_member(latest, "dir", latest_path.string()),
+                                       fmt::format("{}: field 'dir'", latest_path.string()));
+  // Only the writer's own form: "", "." or ".." would pass as a child of checkpoints/ and load
+  // from checkpoints/ itself or the run folder.
+  const bool own_form = name.size() >= 13 && name.size() <= 25 && name.rfind("step_", 0) == 0 &&
+                        std::all_of(name.begin() + 5, name.end(),
+                                    [](char c) { return c >= '0' && c <= '9'; });
+  SF_CHECK(own_form, "{}: field 'dir' must name a checkpoint folder step_NNNNNNNN, got {}",
+           latest_path.string(), json_excerpt(latest["dir"]));
+  const fs::path dir = root / name;
   std::error_code ec;
   SF_CHECK(dir.parent_path() == root && fs::is_directory(dir, ec),
            "{}: names checkpoint folder {} which does not exist", latest_path.string(), dir.string());

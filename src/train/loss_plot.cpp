@@ -18,6 +18,9 @@ struct Curve {
   std::vector<std::pair<double, double>> train, val;  // (step, loss)
 };
 
+// Losses are drawn within +-kPlotMax: every margin and log10 of the axis stays finite.
+constexpr double kPlotMax = 1e300;
+
 const char* const kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"};
 
 // A "nice" tick step (1, 2 or 5 times a power of ten) giving about `count` ticks over `span`.
@@ -53,28 +56,49 @@ struct YAxis {
   }
 };
 
+// Tick values k * step for the integers k with k * step in [lo, hi], at most `limit` of them.
+// Counted with an integer index: `y += step` stops moving once step is below half the spacing
+// of doubles at y, and such a loop never ends (a fuzzer found it with a loss of 3e15).
+std::vector<double> linear_ticks(double lo, double hi, double step, int limit) {
+  std::vector<double> ticks;
+  const double first = std::ceil(lo / step);
+  for (int i = 0; i < limit; ++i) {
+    const double y = (first + i) * step;
+    if (y > hi + 1e-9 * std::max(1.0, std::abs(hi))) break;
+    ticks.push_back(y);
+  }
+  return ticks;
+}
+
 YAxis y_axis(double y_min, double y_max) {
   YAxis a;
   a.log_scale = y_min > 0 && y_max / y_min >= 2.0;
   if (!a.log_scale) {
     a.lo = y_min;
     a.hi = y_max;
-    const double step = nice_step(y_max - y_min, 6);
-    for (double y = std::ceil(y_min / step) * step; y <= y_max + 1e-9; y += step) a.ticks.push_back(y);
+    a.ticks = linear_ticks(y_min, y_max, nice_step(y_max - y_min, 6), 20);
     return a;
   }
+  // (the values are at most kPlotMax, so the margin stays finite and the powers below exist)
   a.lo = y_min / 1.03;  // a margin: no point on the frame
   a.hi = y_max * 1.03;
+  const int k_lo = static_cast<int>(std::floor(std::log10(a.lo)));
+  const int k_hi = static_cast<int>(std::ceil(std::log10(a.hi)));
   for (const std::vector<double>& mantissas :
-       {std::vector<double>{1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8}, {1, 1.5, 2, 3, 5, 7}, {1, 2, 5}}) {
+       {std::vector<double>{1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8}, {1, 1.5, 2, 3, 5, 7}, {1, 2, 5}, {1}}) {
     a.ticks.clear();
-    for (int k = static_cast<int>(std::floor(std::log10(a.lo)));
-         k <= static_cast<int>(std::ceil(std::log10(a.hi))); ++k)
+    for (int k = k_lo; k <= k_hi; ++k)
       for (double m : mantissas) {
         const double y = m * std::pow(10.0, k);
         if (y >= a.lo && y <= a.hi) a.ticks.push_back(y);
       }
     if (a.ticks.size() <= 12) break;
+  }
+  if (a.ticks.size() > 12) {  // powers of ten over a huge range: every n-th
+    const size_t stride = (a.ticks.size() + 11) / 12;
+    std::vector<double> kept;
+    for (size_t i = 0; i < a.ticks.size(); i += stride) kept.push_back(a.ticks[i]);
+    a.ticks = std::move(kept);
   }
   return a;
 }
@@ -94,18 +118,23 @@ void loss_plot_write(const std::vector<PlotSeries>& series, const std::string& s
         c.val.emplace_back(step, r["val_loss"].get<double>());
     }
     SF_CHECK(!c.train.empty() || !c.val.empty(), "{}: no loss values to plot", s.metrics_path);
-    for (const auto* pts : {&c.train, &c.val})
-      for (const auto& [x, y] : *pts) {
+    for (auto* pts : {&c.train, &c.val})
+      for (auto& [x, y] : *pts) {
         if (!std::isfinite(y)) continue;
+        y = std::clamp(y, -kPlotMax, kPlotMax);  // absurd losses: drawn at the edge, not inf
         x_max = std::max(x_max, x);
         y_min = std::min(y_min, y);
         y_max = std::max(y_max, y);
       }
     curves.push_back(std::move(c));
   }
-  if (!(y_max > y_min)) {
-    y_min -= 0.5;
-    y_max += 0.5;
+  if (!(y_min <= y_max)) y_min = y_max = 0;  // no finite value: an empty frame
+  // A flat (or nearly flat) curve gets a range around it, relative to its size: +-0.5 would
+  // vanish below the spacing of doubles at a loss of 1e16.
+  if (!(y_max - y_min > 1e-9 * std::max(1.0, std::abs(y_max)))) {
+    const double middle = (y_min + y_max) / 2, half = std::max(0.5, 1e-3 * std::abs(middle));
+    y_min = middle - half;
+    y_max = middle + half;
   }
   const double W = 800, H = 500, left = 70, right = 20, top = 40, bottom = 55;
   const double pw = W - left - right, ph = H - top - bottom;
@@ -119,8 +148,7 @@ void loss_plot_write(const std::vector<PlotSeries>& series, const std::string& s
       "fill=\"white\"/>\n<text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">{}</text>\n",
       W, H, W / 2, escape(title));
   // Axes, grid and ticks.
-  const double xs = nice_step(x_max, 8);
-  for (double x = 0; x <= x_max + 1e-9; x += xs)
+  for (double x : linear_ticks(0, x_max, nice_step(x_max, 8), 20))
     svg += fmt::format(
         "<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\" stroke=\"#eee\"/>"
         "<text x=\"{0:.1f}\" y=\"{3}\" text-anchor=\"middle\">{4:g}</text>\n",
