@@ -113,19 +113,7 @@ class ThreadCollective final : public Collective {
   int rank_;
 };
 
-ModelConfig small_config() {
-  ModelConfig c = test::tiny_config();
-  c.vocab_size = 257;
-  c.d_model = 16;
-  c.n_heads = 2;
-  c.n_kv_heads = 2;
-  c.ffn_hidden = 32;
-  c.max_seq_len = 32;
-  c.n_stacks = 2;
-  c.layers_per_stack = 1;
-  c.validate("small");
-  return c;
-}
+ModelConfig small_config() { return test::byte_training_config(); }
 
 TrainOptions small_options(const std::string& data, const std::string& run) {
   TrainOptions o;

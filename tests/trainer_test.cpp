@@ -24,19 +24,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-ModelConfig small_config(int64_t stacks) {
-  ModelConfig c = test::tiny_config();
-  c.vocab_size = 257;
-  c.d_model = 16;
-  c.n_heads = 2;
-  c.n_kv_heads = 2;
-  c.ffn_hidden = 32;
-  c.max_seq_len = 32;
-  c.n_stacks = stacks;
-  c.layers_per_stack = 1;
-  c.validate("small");
-  return c;
-}
+ModelConfig small_config(int64_t stacks) { return test::byte_training_config(stacks); }
 
 TrainOptions small_options(const std::string& data, const std::string& run) {
   TrainOptions o;

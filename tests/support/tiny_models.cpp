@@ -51,6 +51,20 @@ std::vector<Variant> tiny_variants() {
   return v;
 }
 
+ModelConfig byte_training_config(int64_t stacks) {
+  ModelConfig c = tiny_config();
+  c.vocab_size = 257;
+  c.d_model = 16;
+  c.n_heads = 2;
+  c.n_kv_heads = 2;
+  c.ffn_hidden = 32;
+  c.max_seq_len = 32;
+  c.n_stacks = stacks;
+  c.layers_per_stack = 1;
+  c.validate("byte_training_config");
+  return c;
+}
+
 ModelConfig realistic_config(const ModelConfig& tiny) {
   ModelConfig c = tiny;
   const bool grouped = tiny.n_kv_heads != tiny.n_heads;

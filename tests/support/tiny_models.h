@@ -33,6 +33,10 @@ std::vector<Variant> tiny_variants();
 // behind a loose tolerance.
 ModelConfig realistic_config(const ModelConfig& tiny);
 
+// The byte-level model the training tests run (vocab 257, d_model 16, 2 heads, ffn 32, context
+// 32, `stacks` stacks of one layer): small enough for many optimizer steps in a test.
+ModelConfig byte_training_config(int64_t stacks = 2);
+
 // Replaces every parameter with random values large enough that attention is far from uniform
 // and every nonlinearity matters (matrices ~ N(0, 0.5^2), norm weights ~ 1 + N(0, 0.2^2),
 // combine.alpha ~ N(0.5, 0.3^2)). Finite-difference checks on a model at its 0.02-std init
