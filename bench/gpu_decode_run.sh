@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# gpu_decode_run.sh — one device call for the GPU-decoding work: the decode tests, a kernel trace
+# of decode steps, the decode benchmark (bench/gpu_decode.sh) and the PyTorch twin's decoder as
+# the speed reference, all on the binaries scripts/devbin.sh packed into .devbin/.
+#   bash bench/gpu_decode_run.sh [tests] [profile] [bench] [twin]        (default: all four)
+# Env: PROFILE_CONFIGS (default: the 12-layer baseline and 2x6), BENCH_SET (small|large|all,
+#      default small), BENCH_BATCHES (default "1 8"), TEST_TIMEOUT (s per test binary, 240).
+# Writes into ${OUT:-gpu-out}: summary.txt, gpu-decode-*.md (the benchmark record) and
+# logs.tgz (every log and trace table); the device runner returns at most 8 files.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+dest=${OUT:-gpu-out}
+mkdir -p "$dest"
+work=$(mktemp -d)/logs
+mkdir -p "$work"
+what=${*:-tests profile bench twin}
+source bench/gpu_env.sh
+summary=()
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader > "$work/gpu.txt"
+summary+=("gpu: $(cat "$work/gpu.txt")" "binaries: $(tr '\n' ' ' < .devbin/built-from.txt)")
+
+if [[ $what == *tests* ]]; then
+  for t in cuda_kernels_test cuda_decode_test cuda_attention_test twin_decode_test; do
+    [[ -x .devbin/$t ]] || { summary+=("$t: not packed"); continue; }
+    timeout "${TEST_TIMEOUT:-240}" ./.devbin/$t --gtest_brief=1 > "$work/$t.log" 2>&1
+    rc=$?
+    summary+=("$t: exit $rc, $(grep -c '^\[  FAILED' "$work/$t.log") failed lines, $(grep -E '^\[  PASSED' "$work/$t.log" | head -1)")
+  done
+fi
+
+if [[ $what == *profile* ]]; then
+  tracer=$PWD/.devbin/lib/libsf_kernel_trace.so
+  for cfg in ${PROFILE_CONFIGS:-gpt2-small-baseline-12 gpt2-small-stagformer-2x6}; do
+    # a decode step starts with the upload of its one token per row (a 36-byte copy at batch 1:
+    # token, position, and the step's bookkeeping)
+    CUDA_INJECTION64_PATH=$tracer SF_KERNEL_TRACE=/tmp/trace-$cfg.tsv ./.devbin/stagformer bench \
+      --config configs/$cfg.json --device cuda -p 512 -n 32 -d 512 -r 1 --decode staggered \
+      --no-bandwidth -o md > "$work/bench-trace-$cfg.md" 2>&1
+    python3 bench/kernel_trace/summarize.py /tmp/trace-$cfg.tsv --boundary '^memcpy_htod 36 B$' \
+      --last 8 --timeline "$work/timeline-$cfg.txt" --top 14 > "$work/profile-$cfg.txt" 2>&1
+    summary+=("profile $cfg: $(head -n 3 "$work/profile-$cfg.txt" | tr '\n' ' ')")
+  done
+fi
+
+if [[ $what == *bench* ]]; then
+  RESULTS_DIR=$dest BENCH_GEN=${BENCH_GEN:-64} bash bench/gpu_decode.sh "${BENCH_SET:-small}" \
+    ${BENCH_BATCHES:-1 8} 2> "$work/gpu_decode.err"
+  for f in "$dest"/gpu-decode-*.md; do
+    summary+=("bench $(basename "$f"):")
+    while IFS= read -r line; do summary+=("  $line"); done < <(grep -E 'tg[0-9]+ @|staggered / ' "$f" | grep -v bandwidth)
+  done
+fi
+
+if [[ $what == *twin* ]]; then
+  if python3 -c 'import torch' 2> /dev/null; then
+    PYTHONUNBUFFERED=1 timeout 300 python3 python/twin_decode.py selftest --quick --cuda > "$work/twin-selftest.log" 2>&1
+    summary+=("twin decode selftest --cuda: exit $?")
+    for cfg in gpt2-small-stagformer-2x6; do
+      PYTHONUNBUFFERED=1 timeout 400 python3 python/twin_decode.py bench --config configs/$cfg.json \
+        --baseline --gen 64 --md > "$work/twin-bench-$cfg.md" 2>&1
+      summary+=("twin decode bench $cfg: exit $?" "$(grep -E '^\|' "$work/twin-bench-$cfg.md" | tail -n 8)")
+    done
+  else
+    summary+=("twin: PyTorch not installed on this machine")
+  fi
+fi
+
+printf '%s\n' "${summary[@]}" | tee "$dest/summary.txt"
+tar czf "$dest/logs.tgz" -C "$(dirname "$work")" logs
