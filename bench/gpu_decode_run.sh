@@ -2,7 +2,9 @@
 # gpu_decode_run.sh — one device call for the GPU-decoding work: the decode tests, a kernel trace
 # of decode steps, the decode benchmark (bench/gpu_decode.sh) and the PyTorch twin's decoder as
 # the speed reference, all on the binaries scripts/devbin.sh packed into .devbin/.
-#   bash bench/gpu_decode_run.sh [tests] [profile] [bench] [twin]        (default: all four)
+#   bash bench/gpu_decode_run.sh [tests] [profile] [ab] [bench] [twin]     (default: all five)
+# ab: the 12-layer baseline's tg64 at batch 1 with dependent launches off (SF_PDL=0) and with
+# recorded steps off (SF_DECODE_GRAPHS=0), next to the default.
 # Env: PROFILE_CONFIGS (default: the 12-layer baseline and 2x6), BENCH_SET (small|large|all,
 #      default small), BENCH_BATCHES (default "1 8"), TEST_TIMEOUT (s per test binary, 240).
 # Writes into ${OUT:-gpu-out}: summary.txt, gpu-decode-*.md (the benchmark record) and
@@ -13,7 +15,7 @@ dest=${OUT:-gpu-out}
 mkdir -p "$dest"
 work=$(mktemp -d)/logs
 mkdir -p "$work"
-what=${*:-tests profile bench twin}
+what=${*:-tests profile ab bench twin}
 source bench/gpu_env.sh
 summary=()
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader > "$work/gpu.txt"
@@ -39,6 +41,17 @@ if [[ $what == *profile* ]]; then
     python3 bench/kernel_trace/summarize.py /tmp/trace-$cfg.tsv --boundary '^memcpy_htod 36 B$' \
       --last 8 --timeline "$work/timeline-$cfg.txt" --top 14 > "$work/profile-$cfg.txt" 2>&1
     summary+=("profile $cfg: $(head -n 3 "$work/profile-$cfg.txt" | tr '\n' ' ')")
+  done
+fi
+
+if [[ $what == *ab* ]]; then
+  for setting in default SF_PDL=0 SF_DECODE_GRAPHS=0 "SF_PDL=0 SF_DECODE_GRAPHS=0"; do
+    env_args=()
+    [[ $setting != default ]] && env_args=($setting)
+    env "${env_args[@]}" ./.devbin/stagformer bench --config configs/gpt2-small-baseline-12.json \
+      --device cuda -p 512 -n 64 -d 512 -r 3 --decode sequential --no-bandwidth -o md \
+      > "$work/ab-${setting// /-}.md" 2>&1
+    summary+=("ab $setting: $(grep -E 'tg64' "$work/ab-${setting// /-}.md" | head -1)")
   done
 fi
 

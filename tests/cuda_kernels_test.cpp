@@ -11,6 +11,7 @@
 //     ~1e-3 in norm) plus bf16 intermediates (matmul outputs): 1e-2 leaves margin while a wrong
 //     index or a missing term gives O(1).
 // Label gpu (ctest -L gpu); every test skips when no CUDA device is visible.
+#include <cstring>
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -567,6 +568,48 @@ TEST_P(CudaKernels, LinearManyMatchesTheCpu) {
     expect_close(o2, r2, "linear_many product 2");
     expect_close(acc.device, r3, "linear_many accumulated product");
     expect_close(o4, r4, "linear_many product of normalised rows");
+  }
+}
+
+// The input transforms a decode step fuses into its products (the sub-block's RMSNorm, the
+// MLP's SwiGLU) give what the unfused kernels give (the fused kernel rounds the transformed
+// input as the unfused kernel stores it): the gate bit for bit; the norm to rounding, its
+// rstd being summed in another order than rmsnorm_forward's (F32 1e-6; BF16 2e-3: a one-ulp
+// change of rstd flips the rounding of a few normalised inputs by 2^-8 relative each). Both
+// match the CPU. Widths 768 (vector loads, several groups of loads per lane) and 100 (not a
+// multiple of 8: scalar loads in BF16).
+TEST_P(CudaKernels, LinearManyFusedInputsEqualTheUnfusedKernels) {
+  for (const int64_t K : {768, 100}) {
+    for (const int64_t rows : {1, 3, 8}) {
+      const std::string what = fmt::format("rows {} K {}", rows, K);
+      Input x = input({rows, K}), gate = input({rows, K}), w = input({33, K}, 0.05);
+      Input g = input({K}, 0.2, 1.0), residual = input({rows, 33});
+      // Norm: fused vs rmsnorm_forward then the plain product.
+      Tensor fused = poisoned({rows, 33}, dt()), plain = poisoned({rows, 33}, dt());
+      Tensor norm_out = gpu_->zeros({rows, K}, dt()), rstd = gpu_->zeros({rows}, DType::f32);
+      gpu_->linear_many({{fused, x.device, w.device, false, InputNorm{g.device, 1e-5, norm_out, rstd}}});
+      gpu_->rmsnorm_forward(norm_out, rstd, x.device, g.device, 1e-5);
+      gpu_->linear_many({{plain, norm_out, w.device, false}});
+      expect_close(fused, to_host_f32(*gpu_, plain), what + " fused norm vs rmsnorm_forward + product",
+                   dt() == DType::bf16 ? 2e-3 : 1e-6);
+      // Gate, accumulating into a residual: fused vs swiglu_forward then the plain product.
+      Tensor acc_fused = to_backend(*gpu_, residual.host, dt()), acc_plain = to_backend(*gpu_, residual.host, dt());
+      Tensor hidden = gpu_->zeros({rows, K}, dt());
+      gpu_->linear_many({{acc_fused, x.device, w.device, true, InputNorm{}, InputGate{gate.device, hidden}}});
+      gpu_->swiglu_forward(hidden, gate.device, x.device);
+      gpu_->linear_many({{acc_plain, hidden, w.device, true}});
+      const Tensor gated_host = to_host_f32(*gpu_, acc_fused), unfused_host = to_host_f32(*gpu_, acc_plain);
+      EXPECT_EQ(std::memcmp(gated_host.raw(), unfused_host.raw(), gated_host.nbytes()), 0)
+          << what << ": the fused gate differs from swiglu_forward + product";
+      // Both against the CPU, which applies the transforms first (Backend::materialize_inputs).
+      Tensor r_norm = Tensor::zeros({rows, 33}), r_gate = test::clone(residual.host);
+      cpu_.linear_many({{r_norm, x.host, w.host, false,
+                         InputNorm{g.host, 1e-5, Tensor::zeros({rows, K}), Tensor::zeros({rows})}},
+                        {r_gate, x.host, w.host, true, InputNorm{},
+                         InputGate{gate.host, Tensor::zeros({rows, K})}}});
+      expect_close(fused, r_norm, what + " fused norm vs CPU");
+      expect_close(acc_fused, r_gate, what + " fused gate vs CPU");
+    }
   }
 }
 

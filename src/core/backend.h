@@ -103,10 +103,20 @@ struct InputNorm {
   Tensor out, rstd;
 };
 
+// A SwiGLU a product applies to its input first (decoding: the MLP's activation fused into w2):
+// x' = silu(gate) * x, x being the up projection and `gate` the gate projection (rows like x).
+// A backend that does not fuse it writes x' into `out` (scratch like x) with swiglu_forward;
+// tasks that share `out` share one evaluation. Not together with a norm.
+struct InputGate {
+  Tensor gate;  // undefined: no gate
+  Tensor out;
+};
+
 struct LinearTask {
   Tensor out, x, w;
   bool accumulate = false;
   InputNorm norm{};
+  InputGate gate{};
 };
 
 class Backend {
@@ -212,7 +222,7 @@ class Backend {
   // output features over all its cores in one parallel region (CPU) or one launch (GPU). This
   // default runs them one by one.
   virtual void linear_many(const std::vector<LinearTask>& tasks) {
-    for (const LinearTask& t : normalize_inputs(tasks)) {
+    for (const LinearTask& t : materialize_inputs(tasks)) {
       Tensor out = t.out;
       matmul(out, t.x, false, t.w, true, 1.0, t.accumulate ? 1.0 : 0.0);
     }
@@ -400,21 +410,35 @@ class Backend {
              first_position);
     return W;
   }
-  // The tasks with their input norms applied: each distinct norm.out written once with
-  // rmsnorm_forward, and the tasks reading it (norm cleared).
-  std::vector<LinearTask> normalize_inputs(const std::vector<LinearTask>& tasks) {
+  // The tasks with their input transforms applied: each distinct norm.out written once with
+  // rmsnorm_forward, each distinct gate.out once with swiglu_forward, and the tasks reading
+  // them (norm and gate cleared).
+  std::vector<LinearTask> materialize_inputs(const std::vector<LinearTask>& tasks) {
     std::vector<LinearTask> plain = tasks;
     std::vector<const void*> done;
+    auto first_time = [&](const Tensor& out) {
+      if (std::find(done.begin(), done.end(), out.raw()) != done.end()) return false;
+      done.push_back(out.raw());
+      return true;
+    };
     for (LinearTask& t : plain) {
-      if (!t.norm.weight.defined()) continue;
-      SF_CHECK(t.norm.out.defined() && t.norm.rstd.defined() && t.norm.out.shape() == t.x.shape(),
-               "linear_many: an input norm needs scratch rows like x {}", t.x.describe());
-      if (std::find(done.begin(), done.end(), t.norm.out.raw()) == done.end()) {
-        rmsnorm_forward(t.norm.out, t.norm.rstd, t.x, t.norm.weight, t.norm.eps);
-        done.push_back(t.norm.out.raw());
+      SF_CHECK(!t.norm.weight.defined() || !t.gate.gate.defined(),
+               "linear_many: a norm and a gate on one input");
+      if (t.norm.weight.defined()) {
+        SF_CHECK(t.norm.out.defined() && t.norm.rstd.defined() && t.norm.out.shape() == t.x.shape(),
+                 "linear_many: an input norm needs scratch rows like x {}", t.x.describe());
+        if (first_time(t.norm.out)) rmsnorm_forward(t.norm.out, t.norm.rstd, t.x, t.norm.weight, t.norm.eps);
+        t.x = t.norm.out;
+        t.norm = InputNorm{};
+      } else if (t.gate.gate.defined()) {
+        SF_CHECK(t.gate.out.defined() && t.gate.out.shape() == t.x.shape() &&
+                     t.gate.gate.shape() == t.x.shape(),
+                 "linear_many: an input gate {} needs scratch rows like x {}",
+                 t.gate.gate.describe(), t.x.describe());
+        if (first_time(t.gate.out)) swiglu_forward(t.gate.out, t.gate.gate, t.x);
+        t.x = t.gate.out;
+        t.gate = InputGate{};
       }
-      t.x = t.norm.out;
-      t.norm = InputNorm{};
     }
     return plain;
   }

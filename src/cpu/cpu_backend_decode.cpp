@@ -14,7 +14,7 @@ using namespace cpu;  // the argument checks of cpu_checks.h
 
 void CpuBackend::linear_many(const std::vector<LinearTask>& given) {
   if (given.empty()) return;
-  const std::vector<LinearTask> tasks = normalize_inputs(given);  // the norms first
+  const std::vector<LinearTask> tasks = materialize_inputs(given);  // norms and gates first
   bool small = true;
   for (const LinearTask& t : tasks) {
     check_float(t.x, "linear_many");

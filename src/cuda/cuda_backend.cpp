@@ -47,7 +47,7 @@ class CudaBackend final : public Backend {
     matmul_.reset();
     cudaStreamSynchronize(stream_);
     if (workspace_) cudaFree(workspace_);
-    if (step_partials_) cudaFree(step_partials_);
+    if (step_workspace_.partials) cudaFree(step_workspace_.partials);
     if (sum_results_) cudaFree(sum_results_);
     if (scalars_) cudaFree(scalars_);
     for (auto& [key, table] : tables_) cudaFree(table);
@@ -278,15 +278,23 @@ class CudaBackend final : public Backend {
                  t.norm.weight.describe(), t.x.describe());
         small = small && t.norm.weight.dtype() == t.x.dtype();
       }
+      if (t.gate.gate.defined()) {
+        check(t.gate.gate, "linear_many");
+        SF_CHECK(t.gate.gate.shape() == t.x.shape() && !t.norm.weight.defined(),
+                 "linear_many: gate {} for rows {} (and not with a norm)", t.gate.gate.describe(),
+                 t.x.describe());
+        small = small && t.gate.gate.dtype() == t.x.dtype();
+      }
     }
-    if (!small) return Backend::linear_many(tasks);  // norms, then cuBLASLt one by one
+    if (!small) return Backend::linear_many(tasks);  // norms and gates, then cuBLASLt one by one
     const auto op_timer = profile("linear_many");
     std::vector<cuda::SmallProduct> products;
     for (const LinearTask& t : tasks)
       products.push_back({t.out.raw(), t.x.raw(), t.w.raw(), t.accumulate ? t.out.raw() : nullptr,
                           t.out.dim(0), t.out.dim(1), t.x.dim(1),
                           t.norm.weight.defined() ? t.norm.weight.raw() : nullptr,
-                          static_cast<float>(t.norm.eps), false});
+                          static_cast<float>(t.norm.eps),
+                          t.gate.gate.defined() ? t.gate.gate.raw() : nullptr, false});
     cuda::linear_small_many(tasks[0].out.dtype(), products.data(),
                             static_cast<int>(products.size()), stream_);
   }
@@ -581,7 +589,7 @@ class CudaBackend final : public Backend {
                          v_cache.raw(), tokens_ptr(rows.position), tokens_ptr(rows.key_position),
                          tokens_ptr(rows.slot), tokens_ptr(rows.key_begin),
                          tokens_ptr(rows.key_end), N, k_cache.dim(1), q.dim(1), k.dim(1), q.dim(2),
-                         theta, rope_q, rope_k, step_partials_, kStepPartialFloats, stream_);
+                         theta, rope_q, rope_k, step_workspace_, stream_);
   }
   void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache,
                         const Tensor& v_cache, const Tensor& key_begin,
@@ -933,8 +941,18 @@ class CudaBackend final : public Backend {
   // attention_step's workspace for the partial results of its key splits: a fixed size, so
   // that the split count (and a recorded step's launch shape) depends on the shapes alone.
   void allocate_step_partials() {
-    if (!step_partials_)
-      SF_CUDA_CHECK(cudaMalloc(&step_partials_, kStepPartialFloats * sizeof(float)));
+    if (step_workspace_.partials) return;
+    // One allocation: the partials, then the arrival counts (zero-filled: the kernel expects
+    // them so and leaves them so).
+    void* memory = nullptr;
+    const size_t partial_bytes = kStepPartialFloats * sizeof(float);
+    const size_t bytes = partial_bytes + kStepCounters * sizeof(unsigned);
+    SF_CUDA_CHECK(cudaMalloc(&memory, bytes));
+    SF_CUDA_CHECK(cudaMemsetAsync(memory, 0, bytes, stream_));  // (never while capturing)
+    step_workspace_.partials = static_cast<float*>(memory);
+    step_workspace_.partial_floats = kStepPartialFloats;
+    step_workspace_.counters = reinterpret_cast<unsigned*>(static_cast<char*>(memory) + partial_bytes);
+    step_workspace_.counter_count = kStepCounters;
   }
 
   // A device scratch buffer that grows to `bytes` (never shrinks); its contents are not kept.
@@ -986,7 +1004,8 @@ class CudaBackend final : public Backend {
   // heads of 128 dimensions); at batch 32 the same heads get 15 splits, and fewer splits of
   // longer chunks beyond that.
   static constexpr int64_t kStepPartialFloats = int64_t{2} << 20;
-  float* step_partials_ = nullptr;
+  static constexpr int64_t kStepCounters = int64_t{1} << 16;  // rows x query heads
+  cuda::AttentionStepWorkspace step_workspace_;
   size_t workspace_bytes_ = 0;
   void* sum_results_ = nullptr;   // sum_squares_many's per-tensor sums
   size_t sum_results_bytes_ = 0;

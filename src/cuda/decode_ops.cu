@@ -10,6 +10,7 @@
 // section below — split over blocks, online softmax, no bound on C.
 #include <algorithm>
 
+#include "cuda/dependent_launch.cuh"
 #include "cuda/device_common.cuh"
 #include "cuda/kernels.h"
 #include "cuda/rope.cuh"
@@ -101,13 +102,16 @@ __global__ void attention_decode_kernel(T* out, const T* q, const T* k_cache, co
 //   * each warp then adds p_j * v_j for every kStepWarps-th key of the tile, its lanes over
 //     head_dim (dims lane, lane + 32, ...: coalesced rows);
 //   * the warps' accumulators are summed; with one split the block writes the output, else its
-//     (m, l, acc[head_dim]) go to `partials` and attention_step_combine_kernel merges them.
+//     (m, l, acc[head_dim]) go to `partials`, and the last split of (r, h) to finish (counted
+//     in `counters`) merges them (merge_splits) and writes the output: one launch per step.
 // The split count is fixed by the cache's capacity (not the current length), so a recorded step
 // (CUDA graph) has one launch shape for every position; chunks past the visible range return
 // at once. Each block rotates the query and the new key itself; the new key and value are read
 // from shared memory for their position, and the block (r, first head of its kv group, split
 // 0) writes them into the cache slot, which no block reads (it held a position the row no
-// longer sees), so the blocks need no ordering among themselves.
+// longer sees), so the blocks need no ordering among themselves. Launched as a dependent launch
+// (dependent_launch.cuh): the cached rows a thread reads first are prefetched into L2 before
+// the wait for the kernel that wrote q, k and v.
 constexpr int kStepThreads = 128;
 constexpr int kStepTile = kStepThreads;  // one key per thread per tile
 constexpr int kStepWarps = kStepThreads / 32;
@@ -130,9 +134,34 @@ __device__ __forceinline__ float key_dot(const T* key, const float* q, int64_t h
   return dot;
 }
 
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
+// The splits' partial results (m, l, acc[head_dim]) of one (row, head) merged into its output:
+// threads over head_dim. Empty splits (m = -inf, l = 0) weigh nothing; a row with no visible key
+// gets zeros. The partials are read through L2 (__ldcg): other blocks wrote them.
+template <class T>
+__device__ __forceinline__ void merge_splits(T* out, const float* partials, int64_t splits,
+                                             int64_t head_dim) {
+  float m = -INFINITY;
+  for (int64_t s = 0; s < splits; ++s) m = fmaxf(m, __ldcg(partials + s * (head_dim + 2)));
+  for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float total = 0.f, l = 0.f;
+    if (m > -INFINITY)
+      for (int64_t s = 0; s < splits; ++s) {
+        const float* part = partials + s * (head_dim + 2);
+        const float weight = __expf(__ldcg(part) - m);
+        l += weight * __ldcg(part + 1);
+        total += weight * __ldcg(part + 2 + d);
+      }
+    out[d] = from_float<T>(l > 0.f ? total / l : 0.f);
+  }
+}
+
 template <class T, bool kVector>
 __global__ void __launch_bounds__(kStepThreads)
-    attention_step_kernel(T* out, float* partials, const T* q, const T* k_new, const T* v_new,
+    attention_step_kernel(T* out, float* partials, unsigned* counters, const T* q, const T* k_new, const T* v_new,
                           T* k_cache, T* v_cache, const int32_t* position,
                           const int32_t* key_position, const int32_t* slot,
                           const int32_t* key_begin, const int32_t* key_end, int64_t capacity,
@@ -146,6 +175,23 @@ __global__ void __launch_bounds__(kStepThreads)
   const int64_t group = q_heads / kv_heads, kvh = h / group;
   const int64_t half = head_dim / 2;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  auto cache_row = [&](int64_t j) {  // element offset of position j's row in the caches
+    return ((row * capacity + j % capacity) * kv_heads + kvh) * head_dim;
+  };
+  const int64_t fresh = key_position[row];
+  const int64_t first = key_begin[row] + blockIdx.y * chunk;
+  const int64_t last = min(static_cast<int64_t>(key_end[row]), first + chunk);
+  // Before waiting for the kernel that wrote q, k and v: this thread's first cached key and
+  // value rows into L2 (positions before this step, which no kernel of the step writes).
+  if (first + threadIdx.x < last && first + threadIdx.x != fresh) {
+    const int64_t at = cache_row(first + threadIdx.x);
+    for (int64_t d = 0; d < head_dim; d += 128 / sizeof(T)) {
+      prefetch_l2(k_cache + at + d);
+      prefetch_l2(v_cache + at + d);
+    }
+  }
+  dependency_wait();
+  dependents_may_start();
   const T* qh = q + (row * q_heads + h) * head_dim;
   const T* kh = k_new + (row * kv_heads + kvh) * head_dim;
   const T* vh = v_new + (row * kv_heads + kvh) * head_dim;
@@ -176,13 +222,7 @@ __global__ void __launch_bounds__(kStepThreads)
   }
   __syncthreads();
 
-  const int64_t fresh = key_position[row];
-  const int64_t first = key_begin[row] + blockIdx.y * chunk;
-  const int64_t last = min(static_cast<int64_t>(key_end[row]), first + chunk);
   const float scale = rsqrtf(static_cast<float>(head_dim));
-  auto cache_row = [&](int64_t j) {  // element offset of position j's row in the caches
-    return ((row * capacity + j % capacity) * kv_heads + kvh) * head_dim;
-  };
   float m_run = -INFINITY, l_run = 0.f;
   float acc[kStepMaxHeadDim / 32];
 #pragma unroll
@@ -226,13 +266,15 @@ __global__ void __launch_bounds__(kStepThreads)
     if (lane + 32 * i < head_dim) acc_warps[warp][lane + 32 * i] = acc[i];
   __syncthreads();
   const int64_t head_row = row * q_heads + h;
+  const int64_t splits = gridDim.y;
+  float* const head_partials = partials + head_row * splits * (head_dim + 2);
   for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
     float total = 0.f;
     for (int w = 0; w < kStepWarps; ++w) total += acc_warps[w][d];
-    if (gridDim.y == 1) {
+    if (splits == 1) {
       out[head_row * head_dim + d] = from_float<T>(l_run > 0.f ? total / l_run : 0.f);
     } else {
-      float* partial = partials + (head_row * gridDim.y + blockIdx.y) * (head_dim + 2);
+      float* partial = head_partials + blockIdx.y * (head_dim + 2);
       partial[2 + d] = total;
       if (d == 0) {
         partial[0] = m_run;
@@ -240,28 +282,19 @@ __global__ void __launch_bounds__(kStepThreads)
       }
     }
   }
-}
-
-// Merges the splits of attention_step_kernel: one block per (row, query head), threads over
-// head_dim. Empty splits (m = -inf, l = 0) weigh nothing; a row with no visible key gets zeros.
-template <class T>
-__global__ void attention_step_combine_kernel(T* out, const float* partials, int64_t splits,
-                                              int64_t head_dim) {
-  const int64_t head_row = blockIdx.x;
-  const float* p = partials + head_row * splits * (head_dim + 2);
-  float m = -INFINITY;
-  for (int64_t s = 0; s < splits; ++s) m = fmaxf(m, p[s * (head_dim + 2)]);
-  for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    float total = 0.f, l = 0.f;
-    if (m > -INFINITY)
-      for (int64_t s = 0; s < splits; ++s) {
-        const float* part = p + s * (head_dim + 2);
-        const float weight = __expf(part[0] - m);
-        l += weight * part[1];
-        total += weight * part[2 + d];
-      }
-    out[head_row * head_dim + d] = from_float<T>(l > 0.f ? total / l : 0.f);
-  }
+  if (splits == 1) return;
+  // The last split to finish for this (row, head) merges them all (the threadFenceReduction
+  // pattern): its partials are published by the fence before the count, and the merging
+  // block reads the others' through L2. It resets the count for the next launch.
+  __shared__ bool merges;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) merges = atomicAdd(&counters[head_row], 1u) == splits - 1;
+  __syncthreads();
+  if (!merges) return;
+  __threadfence();
+  merge_splits(out + head_row * head_dim, head_partials, splits, head_dim);
+  if (threadIdx.x == 0) counters[head_row] = 0;
 }
 
 }  // namespace
@@ -271,29 +304,25 @@ void attention_step(DType dtype, void* out, const void* q, const void* k_new, co
                     const int32_t* key_position, const int32_t* slot, const int32_t* key_begin,
                     const int32_t* key_end, int64_t rows, int64_t capacity, int64_t q_heads,
                     int64_t kv_heads, int64_t head_dim, double theta, bool rope_q, bool rope_k,
-                    float* partials, int64_t partial_floats, cudaStream_t stream) {
+                    const AttentionStepWorkspace& workspace, cudaStream_t stream) {
   if (rows == 0) return;  // (head_dim <= kStepMaxHeadDim: checked by the backend)
   // As many splits of kStepChunk keys as the capacity needs and the workspace holds.
   const int64_t per_split = rows * q_heads * (head_dim + 2);
   int64_t splits = (capacity + kStepChunk - 1) / kStepChunk;
-  splits = std::max<int64_t>(1, std::min(splits, partials ? partial_floats / per_split : 1));
+  const bool room = workspace.partials && workspace.counters && rows * q_heads <= workspace.counter_count;
+  splits = std::max<int64_t>(1, std::min(splits, room ? workspace.partial_floats / per_split : 1));
   if (splits > 65535) splits = 65535;  // the grid's y limit
   const int64_t chunk = (capacity + splits - 1) / splits;
   SF_DISPATCH_FLOAT(dtype, T, {
     const bool vector = head_dim % (16 / sizeof(T)) == 0 && all_aligned(16, k_cache);
     auto kernel = vector ? attention_step_kernel<T, true> : attention_step_kernel<T, false>;
-    kernel<<<dim3(static_cast<unsigned>(rows * q_heads), static_cast<unsigned>(splits)),
-             kStepThreads, 0, stream>>>(
-        static_cast<T*>(out), partials, static_cast<const T*>(q), static_cast<const T*>(k_new),
-        static_cast<const T*>(v_new), static_cast<T*>(k_cache), static_cast<T*>(v_cache),
-        position, key_position, slot, key_begin, key_end, capacity, q_heads, kv_heads, head_dim,
-        chunk, log(theta), rope_q, rope_k);
+    launch_dependent(kernel, dim3(static_cast<unsigned>(rows * q_heads), static_cast<unsigned>(splits)),
+                     dim3(kStepThreads), 0, stream, static_cast<T*>(out), workspace.partials,
+                     workspace.counters, static_cast<const T*>(q), static_cast<const T*>(k_new),
+                     static_cast<const T*>(v_new), static_cast<T*>(k_cache),
+                     static_cast<T*>(v_cache), position, key_position, slot, key_begin, key_end,
+                     capacity, q_heads, kv_heads, head_dim, chunk, log(theta), rope_q, rope_k);
     SF_CUDA_LAUNCH_CHECK("attention_step");
-    if (splits > 1) {
-      attention_step_combine_kernel<T><<<rows * q_heads, 64, 0, stream>>>(
-          static_cast<T*>(out), partials, splits, head_dim);
-      SF_CUDA_LAUNCH_CHECK("attention_step_combine");
-    }
   });
 }
 

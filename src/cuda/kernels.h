@@ -111,8 +111,8 @@ void cross_entropy_forward_backward(DType dtype, float* losses, void* dlogits, c
 
 // ---- products of a few rows (linear_small.cu) ------------------------------------------------
 // out [m, n] = x' [m, k] @ w [n, k]^T (+ addend [m, n], which may be out itself), m <= 8, where
-// x' = x, or with `norm` (a [k] weight) x' = RMSNorm(x) * norm rounded to the dtype, as a norm
-// kernel would have written it.
+// x' = x, or with `norm` (a [k] weight) x' = RMSNorm(x) * norm, or with `gate` (rows like x)
+// x' = silu(gate) * x, each rounded to the dtype as the unfused kernel would have stored it.
 constexpr int kMaxSmallRows = 8;
 constexpr int kMaxSmallProducts = 32;  // per launch; more are launched in turns
 struct SmallProduct {
@@ -123,6 +123,7 @@ struct SmallProduct {
   int64_t m, n, k;
   const void* norm = nullptr;  // nullptr: none
   float eps = 0.f;
+  const void* gate = nullptr;  // nullptr: none (not with a norm)
   bool vector_loads = false;   // set by the launcher
 };
 // All products share `dtype` (F32 or BF16); one launch per kMaxSmallProducts.
@@ -138,17 +139,24 @@ void kv_cache_write_range(DType dtype, void* cache, const void* rows, int64_t se
                           int64_t first_position, int64_t n, int64_t capacity, int64_t width,
                           cudaStream_t stream);
 // RoPE of q and the new key, the new key and value into the caches, attention over the caches:
-// Backend::attention_step, its keys split over blocks (decode_ops.cu says how). `partials`
-// (partial_floats floats, may be null: one split) holds the splits' partial results; the number
-// of splits depends only on the shapes and partial_floats, so a recorded step keeps one shape.
-// head_dim <= kAttentionStepMaxHeadDim.
+// Backend::attention_step, its keys split over blocks (decode_ops.cu says how). The workspace
+// holds the splits' partial results and one arrival count per (row, query head), zero between
+// launches (the kernel leaves them so); without it, or when it is too small for the rows, one
+// split. The number of splits depends only on the shapes and the workspace's sizes, so a
+// recorded step keeps one launch shape. head_dim <= kAttentionStepMaxHeadDim.
 inline constexpr int64_t kAttentionStepMaxHeadDim = 256;
+struct AttentionStepWorkspace {
+  float* partials = nullptr;
+  int64_t partial_floats = 0;
+  unsigned* counters = nullptr;  // zero-filled once by its owner
+  int64_t counter_count = 0;
+};
 void attention_step(DType dtype, void* out, const void* q, const void* k_new, const void* v_new,
                     void* k_cache, void* v_cache, const int32_t* position,
                     const int32_t* key_position, const int32_t* slot, const int32_t* key_begin,
                     const int32_t* key_end, int64_t rows, int64_t capacity, int64_t q_heads,
                     int64_t kv_heads, int64_t head_dim, double theta, bool rope_q, bool rope_k,
-                    float* partials, int64_t partial_floats, cudaStream_t stream);
+                    const AttentionStepWorkspace& workspace, cudaStream_t stream);
 // One query per sequence over its cache; see Backend::attention_decode.
 void attention_decode(DType dtype, void* out, const void* q, const void* k_cache,
                       const void* v_cache, const int32_t* key_begin, const int32_t* key_end,

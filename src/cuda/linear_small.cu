@@ -6,13 +6,20 @@
 // Layout and conventions: W [N, K] row-major (a linear layer's PyTorch layout), x [M, K],
 // out and addend [M, N]; one dtype (F32 or BF16) for x, W, out and addend; fp32 accumulation.
 // One warp computes one output feature n for all M rows: its lanes stride over K (8 BF16 or 4
-// F32 values per 16-byte load), then a warp sum. With a norm (a decode step's RMSNorm fused
-// into its projections) each block first computes the rows' rstd from x (in L2) and forms the
-// normalised values on the fly, rounded as a norm kernel would store them. Blocks of kWarps warps take consecutive
-// features of one product; the products' blocks follow each other in the grid (first_block),
-// and the product table travels as a kernel parameter (no upload; CUDA graphs keep it).
+// F32 values per 16-byte load), then a warp sum. Input transforms, each rounded to the dtype as
+// the unfused kernel would have stored its output (the gate agrees with swiglu_forward bit for
+// bit; the norm to rounding, its rstd summed in another order than rmsnorm_forward's):
+//   * norm (a decode step's RMSNorm fused into its projections): each block first computes the
+//     rows' rstd from x (in L2) and forms the normalised values on the fly;
+//   * gate (the MLP's SwiGLU fused into w2): x' = silu(gate) * x.
+// Blocks of kWarps warps take consecutive features of one product; the products' blocks follow
+// each other in the grid (first_block), and the product table travels as a kernel parameter
+// (no upload; CUDA graphs keep it). Launched as a dependent launch (dependent_launch.cuh): the
+// first kUnroll loads of each weight row are issued before the wait for the previous kernel.
 #include <algorithm>
 
+#include "core/error.h"
+#include "cuda/dependent_launch.cuh"
 #include "cuda/device_common.cuh"
 #include "cuda/kernels.h"
 
@@ -50,6 +57,12 @@ __device__ __forceinline__ float input_value(float x, const T* norm, int64_t c, 
   return norm ? to_float(from_float<T>(x * scale * to_float(norm[c]))) : x;
 }
 
+// x'[c] of one row through the gate: silu(g) * x rounded to T, as swiglu_forward stores it.
+template <class T>
+__device__ __forceinline__ float gated_value(float x, float g) {
+  return to_float(from_float<T>(g * sigmoid(g) * x));
+}
+
 template <class T, int M>
 __global__ void __launch_bounds__(kWarps * 32) linear_small_kernel(const ProductTable table) {
   int t = 0;
@@ -57,6 +70,26 @@ __global__ void __launch_bounds__(kWarps * 32) linear_small_kernel(const Product
   const SmallProduct& p = table.products[t];
   const T* x = static_cast<const T*>(p.x);
   const T* norm = static_cast<const T*>(p.norm);
+  const T* gate = static_cast<const T*>(p.gate);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t n = static_cast<int64_t>(blockIdx.x - table.first_block[t]) * kWarps + warp;
+  const T* w = static_cast<const T*>(p.w) + min(n, p.n - 1) * p.k;  // (warps past N idle below)
+  constexpr int V = 16 / sizeof(T);  // values per 16-byte load
+  // kUnroll 16-byte loads of W in flight per lane before they are used: a decode product is
+  // a few MB, read in one wave, so the time is the loads' latency unless many are in flight.
+  // The first group is loaded before the wait for the kernel that writes x.
+  constexpr int kUnroll = 4;
+  float wv[kUnroll][V];
+  const int64_t c_first = static_cast<int64_t>(lane) * V;
+  if (p.vector_loads) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t c = c_first + u * 32 * V;
+      if (c < p.k) load_chunk(w + c, wv[u]);
+    }
+  }
+  dependency_wait();
+  dependents_may_start();
   // The rows' rstd when the product normalises its input: every thread of the block takes part
   // (before any warp leaves), each block recomputing it from x in L2.
   __shared__ float rstd[M];
@@ -73,24 +106,18 @@ __global__ void __launch_bounds__(kWarps * 32) linear_small_kernel(const Product
     }
     __syncthreads();
   }
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t n = static_cast<int64_t>(blockIdx.x - table.first_block[t]) * kWarps + warp;
   if (n >= p.n) return;
-  const T* w = static_cast<const T*>(p.w) + n * p.k;
-  constexpr int V = 16 / sizeof(T);  // values per 16-byte load
   float acc[M];
 #pragma unroll
   for (int m = 0; m < M; ++m) acc[m] = 0.f;
   if (p.vector_loads) {
-    // kUnroll 16-byte loads of W in flight per lane before they are used: a decode product is
-    // a few MB, read in one wave, so the time is the loads' latency unless many are in flight.
-    constexpr int kUnroll = 4;
-    for (int64_t c0 = static_cast<int64_t>(lane) * V; c0 < p.k; c0 += 32 * V * kUnroll) {
-      float wv[kUnroll][V];
+    for (int64_t c0 = c_first; c0 < p.k; c0 += 32 * V * kUnroll) {
+      if (c0 != c_first) {
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int64_t c = c0 + u * 32 * V;
-        if (c < p.k) load_chunk(w + c, wv[u]);
+        for (int u = 0; u < kUnroll; ++u) {
+          const int64_t c = c0 + u * 32 * V;
+          if (c < p.k) load_chunk(w + c, wv[u]);
+        }
       }
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
@@ -106,6 +133,11 @@ __global__ void __launch_bounds__(kWarps * 32) linear_small_kernel(const Product
             if (norm) {
 #pragma unroll
               for (int i = 0; i < V; ++i) xv[i] = to_float(from_float<T>(xv[i] * rstd[m] * nv[i]));
+            } else if (gate) {
+              float gv[V];
+              load_chunk(gate + m * p.k + c, gv);
+#pragma unroll
+              for (int i = 0; i < V; ++i) xv[i] = gated_value<T>(xv[i], gv[i]);
             }
 #pragma unroll
             for (int i = 0; i < V; ++i) acc[m] = fmaf(wv[u][i], xv[i], acc[m]);
@@ -118,9 +150,11 @@ __global__ void __launch_bounds__(kWarps * 32) linear_small_kernel(const Product
       const float wc = to_float(w[c]);
 #pragma unroll
       for (int m = 0; m < M; ++m)
-        if (m < p.m)
-          acc[m] = fmaf(wc, input_value(to_float(x[m * p.k + c]), norm, c, norm ? rstd[m] : 1.f),
-                        acc[m]);
+        if (m < p.m) {
+          float xc = input_value(to_float(x[m * p.k + c]), norm, c, norm ? rstd[m] : 1.f);
+          if (gate) xc = gated_value<T>(xc, to_float(gate[m * p.k + c]));
+          acc[m] = fmaf(wc, xc, acc[m]);
+        }
     }
   }
 #pragma unroll
@@ -140,7 +174,7 @@ __global__ void __launch_bounds__(kWarps * 32) linear_small_kernel(const Product
 
 template <class T, int M>
 void launch(const ProductTable& table, int blocks, cudaStream_t stream) {
-  linear_small_kernel<T, M><<<blocks, kWarps * 32, 0, stream>>>(table);
+  launch_dependent(linear_small_kernel<T, M>, dim3(blocks), dim3(kWarps * 32), 0, stream, table);
 }
 
 }  // namespace
@@ -154,8 +188,9 @@ void linear_small_many(DType dtype, const SmallProduct* products, int count, cud
       SmallProduct p = products[first + i];
       const int64_t vector = 16 / static_cast<int64_t>(dtype_size(dtype));
       const auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
+      SF_CHECK(p.norm == nullptr || p.gate == nullptr, "linear_small: a norm and a gate on one input");
       p.vector_loads = p.k % vector == 0 && aligned(p.w) && aligned(p.x) &&
-                       (p.norm == nullptr || aligned(p.norm));
+                       (p.norm == nullptr || aligned(p.norm)) && (p.gate == nullptr || aligned(p.gate));
       table.products[i] = p;
       table.first_block[i] = blocks;
       blocks += static_cast<int>((p.n + kWarps - 1) / kWarps);

@@ -12,8 +12,6 @@ namespace {
 
 constexpr int kVec = 8;
 
-__device__ __forceinline__ float sigmoid(float g) { return 1.f / (1.f + __expf(-g)); }
-
 template <class T, int V>
 __global__ void swiglu_forward_kernel(T* out, const T* gate, const T* up, int64_t n) {
   for (int64_t i = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) * V; i < n;

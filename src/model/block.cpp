@@ -273,9 +273,9 @@ void attention_block_backward(Backend& be, const ModelConfig& c, const Attention
 }
 
 void mlp_block_forward(Backend& be, const ModelConfig& c, const std::vector<const LayerWeights*>& w,
-                       const Tensor& x_in, Tensor& x_out, MlpActivations& m, bool fuse_norm) {
+                       const Tensor& x_in, Tensor& x_out, MlpActivations& m, bool fused) {
   const size_t G = w.size();
-  if (fuse_norm) {
+  if (fused) {
     // A decode step: the norm fused into w1 and w3 (blocks sharing them as one task).
     const bool merged = one_weight(G, [&](size_t g) { return w[g]->w13.value; }) &&
                         one_weight(G, [&](size_t g) { return w[g]->mlp_norm.value; });
@@ -289,6 +289,18 @@ void mlp_block_forward(Backend& be, const ModelConfig& c, const std::vector<cons
       tasks.push_back({block_of(m.up, g, blocks), x, w[g]->w3.value, false, norm});
     }
     be.linear_many(tasks);
+    // w2 with the SwiGLU fused into its input (a backend that does not fuse it writes hidden
+    // first), added to the residual.
+    const bool merged_down = one_weight(G, [&](size_t g) { return w[g]->w2.value; });
+    const size_t down_blocks = merged_down ? 1 : G;
+    if (!x_out.same_view(x_in)) be.copy(x_out, x_in);
+    std::vector<LinearTask> down;
+    for (size_t g = 0; g < down_blocks; ++g)
+      down.push_back({block_of(x_out, g, down_blocks), block_of(m.up, g, down_blocks),
+                      w[g]->w2.value, true, InputNorm{},
+                      InputGate{block_of(m.gate, g, down_blocks), block_of(m.hidden, g, down_blocks)}});
+    be.linear_many(down);
+    return;
   } else {
     // Whole sequences of one stack (training, prefill).
     SF_CHECK(G == 1, "mlp_block_forward: whole sequences run one stack at a time, not {}", G);
@@ -320,14 +332,22 @@ void mlp_block_backward(Backend& be, const ModelConfig& c, const LayerWeights& w
 void output_head_forward(Backend& be, const ModelConfig& c, const ModelWeights& w,
                          const std::vector<const Tensor*>& stack_outputs,
                          const std::vector<double>& alpha, Tensor& combined, Tensor& norm_out,
-                         Tensor& rstd, Tensor& logits) {
+                         Tensor& rstd, Tensor& logits, bool fused) {
+  Tensor head_in = combined;
   if (c.combine == CombineMode::linear) {
     be.fill(combined, 0.0);
     for (size_t s = 0; s < stack_outputs.size(); ++s) be.axpy(combined, alpha[s], *stack_outputs[s]);
+  } else if (fused) {
+    head_in = *stack_outputs.back();
   } else {
     be.copy(combined, *stack_outputs.back());
   }
-  be.rmsnorm_forward(norm_out, rstd, combined, w.final_norm.value, c.norm_eps);
+  if (fused) {
+    be.linear_many({LinearTask{logits, head_in, w.lm_head.value, false,
+                               InputNorm{w.final_norm.value, c.norm_eps, norm_out, rstd}}});
+    return;
+  }
+  be.rmsnorm_forward(norm_out, rstd, head_in, w.final_norm.value, c.norm_eps);
   be.matmul(logits, norm_out, false, w.lm_head.value, true, 1.0, 0.0);
 }
 

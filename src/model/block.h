@@ -146,11 +146,12 @@ void attention_block_backward(Backend& backend, const ModelConfig& config,
                               BlockScratch& scratch, GradientWrites& writes);
 
 // x_out = x_in + SwiGLU(RMSNorm(x_in)), row blocks per stack as attention_block_forward.
-// fuse_norm (a decode step): the norm is handed to the projections (Backend::linear_many's
-// InputNorm), as a decode step's attention does, instead of being computed first.
+// fused (a decode step): the norm is handed to w1 and w3 (Backend::linear_many's InputNorm), as
+// a decode step's attention does, and the SwiGLU to w2 (InputGate), instead of each being
+// computed first; a backend that fuses them leaves act.norm_out and act.hidden unwritten.
 void mlp_block_forward(Backend& backend, const ModelConfig& config,
                        const std::vector<const LayerWeights*>& stacks, const Tensor& x_in,
-                       Tensor& x_out, MlpActivations& act, bool fuse_norm = false);
+                       Tensor& x_out, MlpActivations& act, bool fused = false);
 void mlp_block_backward(Backend& backend, const ModelConfig& config, const LayerWeights& w,
                         const Tensor& x_in, const MlpActivations& act, Tensor& dx,
                         BlockScratch& scratch, GradientWrites& writes);
@@ -158,9 +159,12 @@ void mlp_block_backward(Backend& backend, const ModelConfig& config, const Layer
 // The model's output (spec §3) for any number of rows: combined = the last stack's output, or
 // sum_k alpha[k] * stack_outputs[k] (combine = linear; `alpha` holds combine.alpha), then
 // norm_out = RMSNorm_final(combined) (rstd kept for backward) and logits = norm_out @ W_out^T.
+// fused (a decode step): the final norm is handed to the head's product (InputNorm), and with
+// combine = last the product reads the last stack's rows (combined is not written); a backend
+// that fuses the norm leaves norm_out and rstd unwritten.
 void output_head_forward(Backend& backend, const ModelConfig& config, const ModelWeights& w,
                          const std::vector<const Tensor*>& stack_outputs,
                          const std::vector<double>& alpha, Tensor& combined, Tensor& norm_out,
-                         Tensor& rstd, Tensor& logits);
+                         Tensor& rstd, Tensor& logits, bool fused = false);
 
 }  // namespace sf

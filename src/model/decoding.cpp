@@ -131,7 +131,7 @@ void DecodingState::output_head(int64_t first_row, int64_t rows) {
   Tensor combined = combined_.slice(0, first_row, rows), norm = final_norm_out_.slice(0, first_row, rows),
          rstd = final_rstd_.slice(0, first_row, rows), logits = logits_.slice(0, first_row, rows);
   output_head_forward(backend_, config_, model_.weights(), pointers, alpha_, combined, norm, rstd,
-                      logits);
+                      logits, true);
 }
 
 void DecodingState::prefill(int64_t b, const Tensor& prompt) {
