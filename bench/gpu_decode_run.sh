@@ -5,7 +5,8 @@
 #   bash bench/gpu_decode_run.sh [tests] [profile] [ab] [bench] [twin]     (default: all five)
 # ab: the 12-layer baseline's tg64 at batch 1 with dependent launches off (SF_PDL=0) and with
 # recorded steps off (SF_DECODE_GRAPHS=0), next to the default.
-# Env: PROFILE_CONFIGS (default: the 12-layer baseline and 2x6), BENCH_SET (small|large|all,
+# Env: PROFILE_CONFIGS (default: the 12-layer baseline and 2x6), PROFILE_ENV (default SF_PDL=0),
+#      BENCH_SET (small|large|all,
 #      default small), BENCH_BATCHES (default "1 8"), TEST_TIMEOUT (s per test binary, 240).
 # Writes into ${OUT:-gpu-out}: summary.txt, gpu-decode-*.md (the benchmark record) and
 # logs.tgz (every log and trace table); the device runner returns at most 8 files.
@@ -33,12 +34,13 @@ fi
 if [[ $what == *profile* ]]; then
   tracer=$PWD/.devbin/lib/libsf_kernel_trace.so
   for cfg in ${PROFILE_CONFIGS:-gpt2-small-baseline-12 gpt2-small-stagformer-2x6}; do
-    # a decode step starts with the upload of its one token per row (a 36-byte copy at batch 1:
-    # token, position, and the step's bookkeeping)
-    CUDA_INJECTION64_PATH=$tracer SF_KERNEL_TRACE=/tmp/trace-$cfg.tsv ./.devbin/stagformer bench \
+    # A decode step starts with the upload of its indices (token, positions, slots, key ranges:
+    # 36 bytes per row). Traced with dependent launches off (SF_PDL=0, PROFILE_ENV): with them a
+    # kernel's record would include the time it waits for the previous one.
+    env ${PROFILE_ENV:-SF_PDL=0} CUDA_INJECTION64_PATH=$tracer SF_KERNEL_TRACE=/tmp/trace-$cfg.tsv ./.devbin/stagformer bench \
       --config configs/$cfg.json --device cuda -p 512 -n 32 -d 512 -r 1 --decode staggered \
       --no-bandwidth -o md > "$work/bench-trace-$cfg.md" 2>&1
-    python3 bench/kernel_trace/summarize.py /tmp/trace-$cfg.tsv --boundary '^memcpy_htod 36 B$' \
+    python3 bench/kernel_trace/summarize.py /tmp/trace-$cfg.tsv --boundary '^memcpy_htod [0-9]+ B$' \
       --last 8 --timeline "$work/timeline-$cfg.txt" --top 14 > "$work/profile-$cfg.txt" 2>&1
     summary+=("profile $cfg: $(head -n 3 "$work/profile-$cfg.txt" | tr '\n' ' ')")
   done
@@ -51,7 +53,7 @@ if [[ $what == *ab* ]]; then
     env "${env_args[@]}" ./.devbin/stagformer bench --config configs/gpt2-small-baseline-12.json \
       --device cuda -p 512 -n 64 -d 512 -r 3 --decode sequential --no-bandwidth -o md \
       > "$work/ab-${setting// /-}.md" 2>&1
-    summary+=("ab $setting: $(grep -E 'tg64' "$work/ab-${setting// /-}.md" | head -1)")
+    summary+=("ab $setting: $(grep -E '^\| .*tg64' "$work/ab-${setting// /-}.md" | head -1)")
   done
 fi
 

@@ -581,9 +581,10 @@ class CudaBackend final : public Backend {
                  rows.slot.numel() == N && rows.key_begin.numel() == N && rows.key_end.numel() == N,
              "attention_step: q {} k {} v {} k_cache {} out {}", q.describe(), k.describe(),
              v.describe(), k_cache.describe(), out.describe());
-    SF_CHECK(q.dim(2) <= cuda::kAttentionStepMaxHeadDim,
-             "attention_step: head_dim {} is above the {} the decode kernel holds", q.dim(2),
-             cuda::kAttentionStepMaxHeadDim);
+    const int64_t max_head_dim = cuda::attention_step_max_head_dim(q.dtype(), q.dim(2));
+    SF_CHECK(q.dim(2) <= max_head_dim,
+             "attention_step: head_dim {} is above the {} the decode kernel holds for {}", q.dim(2),
+             max_head_dim, dtype_name(q.dtype()));
     if (!capturing_) allocate_step_partials();  // (a recording allocated it before capturing)
     cuda::attention_step(q.dtype(), out.raw(), q.raw(), k.raw(), v.raw(), k_cache.raw(),
                          v_cache.raw(), tokens_ptr(rows.position), tokens_ptr(rows.key_position),

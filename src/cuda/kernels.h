@@ -143,8 +143,11 @@ void kv_cache_write_range(DType dtype, void* cache, const void* rows, int64_t se
 // holds the splits' partial results and one arrival count per (row, query head), zero between
 // launches (the kernel leaves them so); without it, or when it is too small for the rows, one
 // split. The number of splits depends only on the shapes and the workspace's sizes, so a
-// recorded step keeps one launch shape. head_dim <= kAttentionStepMaxHeadDim.
+// recorded step keeps one launch shape. head_dim even and <= attention_step_max_head_dim.
 inline constexpr int64_t kAttentionStepMaxHeadDim = 256;
+// The largest head_dim the kernel holds for this dtype and head_dim's divisibility: 256 when
+// head_dim is a multiple of 16 bytes' worth of elements, else 128.
+int64_t attention_step_max_head_dim(DType dtype, int64_t head_dim);
 struct AttentionStepWorkspace {
   float* partials = nullptr;
   int64_t partial_floats = 0;
