@@ -59,10 +59,6 @@ DEFAULT_TOLERANCES = {
 DEFAULT_GRAD_FLOOR = 1e-2
 
 
-class BadInput(Exception):
-    """A dump that cannot be checked; the message names the file."""
-
-
 def summarize(problems, shown=5):
     """The first `shown` problems joined, and how many more there are."""
     text = "; ".join(problems[:shown])
@@ -88,26 +84,17 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def read_result(path):
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            result = json.load(f)
-    except OSError as e:
-        raise BadInput(f"{path}: cannot read ({e.strerror})") from None
-    except json.JSONDecodeError as e:
-        raise BadInput(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(result, dict):
-        raise BadInput(f"{path}: expected a JSON object")
+def result_problem(result):
+    """What is wrong with result.json's fields (None if nothing): loss, backend, precision."""
     loss = result.get("loss")
     if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not math.isfinite(loss):
-        raise BadInput(f"{path}: 'loss' must be a finite number, got {json.dumps(loss)}")
+        return f"'loss' must be a finite number, got {json.dumps(loss)}"
     if result.get("backend") not in ("cpu", "cuda"):
-        raise BadInput(f"{path}: 'backend' must be \"cpu\" or \"cuda\", got "
-                       f"{json.dumps(result.get('backend'))}")
+        return f"'backend' must be \"cpu\" or \"cuda\", got {json.dumps(result.get('backend'))}"
     if result.get("precision") not in DEFAULT_TOLERANCES:
-        raise BadInput(f"{path}: 'precision' must be one of {', '.join(DEFAULT_TOLERANCES)}, got "
-                       f"{json.dumps(result.get('precision'))}")
-    return result
+        return (f"'precision' must be one of {', '.join(DEFAULT_TOLERANCES)}, got "
+                f"{json.dumps(result.get('precision'))}")
+    return None
 
 
 class Dump:
@@ -121,36 +108,13 @@ class Dump:
 def load_dump(directory, attention_impl):
     """Reads and validates the dump folder; BadInput names the offending file."""
     import torch
-    from stagformer_twin import (ConfigError, SafetensorsError, TwinModel, load_config,
-                                 load_safetensors, load_weights)
+    from stagformer_twin.dump_folder import BadInput, open_dump_folder
 
-    def path(name):
-        return os.path.join(directory, name)
-
-    if not os.path.isdir(directory):
-        raise BadInput(f"{directory}: not a folder")
-    for name in ("config.json", "model.safetensors", "batch.safetensors", "grads.safetensors",
-                 "result.json"):
-        if not os.path.isfile(path(name)):
-            raise BadInput(f"{path(name)}: missing")
-    result = read_result(path("result.json"))
-    try:
-        config = load_config(path("config.json"))
-    except (OSError, ConfigError) as e:
-        raise BadInput(str(e)) from None
-
-    def read_tensors(name):
-        try:
-            return load_safetensors(path(name))
-        except (OSError, SafetensorsError) as e:
-            raise BadInput(f"{path(name)}: {e}" if path(name) not in str(e) else str(e)) from None
-
-    model = TwinModel(config, dtype=torch.float64, attention_impl=attention_impl)
-    weights = read_tensors("model.safetensors")
-    try:
-        load_weights(model, weights, source=path("model.safetensors"))
-    except ValueError as e:
-        raise BadInput(str(e)) from None
+    folder = open_dump_folder(directory, ("config.json", "model.safetensors", "batch.safetensors",
+                                          "grads.safetensors", "result.json"),
+                              result_problem, attention_impl)
+    path, read_tensors = folder.path, folder.read_tensors
+    result, config, weights, model = folder.result, folder.config, folder.weights, folder.model
 
     batch = read_tensors("batch.safetensors")
     for name in ("tokens", "targets"):
@@ -198,6 +162,7 @@ def main(argv):
         print("twin_check: PyTorch is not installed (python3 -c 'import torch' fails)",
               file=sys.stderr)
         return 2
+    from stagformer_twin.dump_folder import BadInput
     try:
         dump = load_dump(args.dir, args.attention)
     except BadInput as e:
