@@ -20,6 +20,7 @@ done
 packages=(
   build-essential cmake ninja-build pkg-config git
   libopenblas-dev        # CPU matrix products (cblas_sgemm / cblas_dgemm)
+  libopenblas-openmp-dev # its OpenMP build, which the build links: one thread pool with ours
   nlohmann-json3-dev     # config.json and safetensors headers
   libcli11-dev           # command-line parsing
   libfmt-dev             # formatting
