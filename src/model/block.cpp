@@ -58,18 +58,27 @@ void residual_product(Backend& be, Tensor& x_out, const Tensor& y, const Tensor&
   else be.matmul_add(x_out, y, false, w, true, x_in);
 }
 
-// The output projection of several blocks: x_out = x_in + y @ W_g^T per block.
+// The output projection of several blocks: x_out = x_in + y' @ W_g^T per block, y' = y, or
+// with a gate (its tensors rows like y, all blocks) y' = silu(gate) * y, formed as the product
+// reads it (LinearTask's InputGate). Blocks that share their weight run as one product.
 template <class Get>
 void residual_products(Backend& be, size_t blocks, Get&& weight_of, Tensor& x_out, const Tensor& y,
-                       const Tensor& x_in) {
-  if (one_weight(blocks, weight_of)) {
+                       const Tensor& x_in, const InputGate& gate = {}) {
+  const bool shared = one_weight(blocks, weight_of);
+  if (shared && !gate.gate.defined()) {
     residual_product(be, x_out, y, weight_of(0), x_in);
     return;
   }
+  const size_t n = shared ? 1 : blocks;
   if (!x_out.same_view(x_in)) be.copy(x_out, x_in);
   std::vector<LinearTask> tasks;
-  for (size_t g = 0; g < blocks; ++g)
-    tasks.push_back({block_of(x_out, g, blocks), block_of(y, g, blocks), weight_of(g), true});
+  for (size_t g = 0; g < n; ++g) {
+    const InputGate block_gate = gate.gate.defined()
+                                     ? InputGate{block_of(gate.gate, g, n), block_of(gate.out, g, n)}
+                                     : InputGate{};
+    tasks.push_back({block_of(x_out, g, n), block_of(y, g, n), weight_of(g), true, InputNorm{},
+                     block_gate});
+  }
   be.linear_many(tasks);
 }
 
@@ -275,8 +284,10 @@ void attention_block_backward(Backend& be, const ModelConfig& c, const Attention
 void mlp_block_forward(Backend& be, const ModelConfig& c, const std::vector<const LayerWeights*>& w,
                        const Tensor& x_in, Tensor& x_out, MlpActivations& m, bool fused) {
   const size_t G = w.size();
+  const auto w2_of = [&](size_t g) { return w[g]->w2.value; };
   if (fused) {
-    // A decode step: the norm fused into w1 and w3 (blocks sharing them as one task).
+    // A decode step: the norm fused into w1 and w3 (blocks sharing them as one task), the
+    // SwiGLU into w2 (a backend that fuses neither leaves norm_out and hidden unwritten).
     const bool merged = one_weight(G, [&](size_t g) { return w[g]->w13.value; }) &&
                         one_weight(G, [&](size_t g) { return w[g]->mlp_norm.value; });
     const size_t blocks = merged ? 1 : G;
@@ -289,26 +300,15 @@ void mlp_block_forward(Backend& be, const ModelConfig& c, const std::vector<cons
       tasks.push_back({block_of(m.up, g, blocks), x, w[g]->w3.value, false, norm});
     }
     be.linear_many(tasks);
-    // w2 with the SwiGLU fused into its input (a backend that does not fuse it writes hidden
-    // first), added to the residual.
-    const bool merged_down = one_weight(G, [&](size_t g) { return w[g]->w2.value; });
-    const size_t down_blocks = merged_down ? 1 : G;
-    if (!x_out.same_view(x_in)) be.copy(x_out, x_in);
-    std::vector<LinearTask> down;
-    for (size_t g = 0; g < down_blocks; ++g)
-      down.push_back({block_of(x_out, g, down_blocks), block_of(m.up, g, down_blocks),
-                      w[g]->w2.value, true, InputNorm{},
-                      InputGate{block_of(m.gate, g, down_blocks), block_of(m.hidden, g, down_blocks)}});
-    be.linear_many(down);
+    residual_products(be, G, w2_of, x_out, m.up, x_in, InputGate{m.gate, m.hidden});
     return;
-  } else {
-    // Whole sequences of one stack (training, prefill).
-    SF_CHECK(G == 1, "mlp_block_forward: whole sequences run one stack at a time, not {}", G);
-    be.rmsnorm_forward(m.norm_out, m.rstd, x_in, w[0]->mlp_norm.value, c.norm_eps);
-    be.matmul_batched(m.gate_up, m.norm_out, false, w[0]->w13.value, true, 1.0, 0.0);
   }
+  // Whole sequences of one stack (training, prefill).
+  SF_CHECK(G == 1, "mlp_block_forward: whole sequences run one stack at a time, not {}", G);
+  be.rmsnorm_forward(m.norm_out, m.rstd, x_in, w[0]->mlp_norm.value, c.norm_eps);
+  be.matmul_batched(m.gate_up, m.norm_out, false, w[0]->w13.value, true, 1.0, 0.0);
   be.swiglu_forward(m.hidden, m.gate, m.up);
-  residual_products(be, G, [&](size_t g) { return w[g]->w2.value; }, x_out, m.hidden, x_in);
+  residual_products(be, G, w2_of, x_out, m.hidden, x_in);
 }
 
 void mlp_block_backward(Backend& be, const ModelConfig& c, const LayerWeights& w, const Tensor& x_in,
