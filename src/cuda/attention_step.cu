@@ -45,24 +45,38 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
+// Partial softmax results merged, for one output dimension: parts i = 0..count-1 with running
+// max m_of(i), sum l_of(i) and accumulator acc_of(i) weigh exp(m_i - m_max); returns the merged
+// (accumulator, sum). Parts that saw no key (m = -inf, l = 0) weigh nothing; with none at all
+// (m_max = -inf) both are 0. The one merge of the block's key groups and of the splits.
+template <class M, class L, class Acc>
+__device__ __forceinline__ float2 merge_parts(int64_t count, float m_max, M m_of, L l_of,
+                                              Acc acc_of) {
+  float total = 0.f, l = 0.f;
+  if (m_max > -INFINITY)
+    for (int64_t i = 0; i < count; ++i) {
+      const float weight = __expf(m_of(i) - m_max);
+      l += weight * l_of(i);
+      total += weight * acc_of(i);
+    }
+  return make_float2(total, l);
+}
+
 // The splits' partial results (m, l, acc[head_dim]) of one (row, head) merged into its output:
-// threads over head_dim. Empty splits (m = -inf, l = 0) weigh nothing; a row with no visible key
-// gets zeros. The partials are read through L2 (__ldcg): other blocks wrote them.
+// threads over head_dim; a row with no visible key gets zeros. The partials are read through
+// L2 (__ldcg): other blocks wrote them.
 template <class T>
 __device__ __forceinline__ void merge_splits(T* out, const float* partials, int64_t splits,
                                              int64_t head_dim) {
+  auto part = [&](int64_t s) { return partials + s * (head_dim + 2); };
   float m = -INFINITY;
-  for (int64_t s = 0; s < splits; ++s) m = fmaxf(m, __ldcg(partials + s * (head_dim + 2)));
+  for (int64_t s = 0; s < splits; ++s) m = fmaxf(m, __ldcg(part(s)));
   for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    float total = 0.f, l = 0.f;
-    if (m > -INFINITY)
-      for (int64_t s = 0; s < splits; ++s) {
-        const float* part = partials + s * (head_dim + 2);
-        const float weight = __expf(__ldcg(part) - m);
-        l += weight * __ldcg(part + 1);
-        total += weight * __ldcg(part + 2 + d);
-      }
-    out[d] = from_float<T>(l > 0.f ? total / l : 0.f);
+    const float2 merged = merge_parts(
+        splits, m, [&](int64_t s) { return __ldcg(part(s)); },
+        [&](int64_t s) { return __ldcg(part(s) + 1); },
+        [&](int64_t s) { return __ldcg(part(s) + 2 + d); });
+    out[d] = from_float<T>(merged.y > 0.f ? merged.x / merged.y : 0.f);
   }
 }
 
@@ -218,13 +232,10 @@ __global__ void __launch_bounds__(kStepThreads)
   const int64_t splits = gridDim.y;
   float* const head_partials = partials + head_row * splits * (head_dim + 2);
   for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    float total = 0.f, l = 0.f;
-    if (block_m > -INFINITY)
-      for (int g = 0; g < kStepGroups; ++g) {
-        const float weight = __expf(group_m[g] - block_m);  // 0 for a group without keys
-        l += weight * group_l[g];
-        total += weight * group_acc[g][d];
-      }
+    const float2 merged = merge_parts(
+        kStepGroups, block_m, [&](int64_t g) { return group_m[g]; },
+        [&](int64_t g) { return group_l[g]; }, [&](int64_t g) { return group_acc[g][d]; });
+    const float total = merged.x, l = merged.y;
     if (splits == 1) {
       out[head_row * head_dim + d] = from_float<T>(l > 0.f ? total / l : 0.f);
     } else {

@@ -188,7 +188,7 @@ class CudaBackend final : public Backend {
   bool can_record() const override { return !profiler_; }
   void begin_recording() override {
     SF_CHECK(!capturing_, "begin_recording: a recording is already open");
-    allocate_step_partials();  // attention_step may need it, and no allocation can be captured
+    allocate_step_workspace();  // attention_step may need it, and no allocation can be captured
     // Relaxed: the launchers' cudaFuncSetAttribute and attribute queries are not stream work.
     SF_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
     capturing_ = true;
@@ -585,7 +585,7 @@ class CudaBackend final : public Backend {
     SF_CHECK(q.dim(2) <= max_head_dim,
              "attention_step: head_dim {} is above the {} the decode kernel holds for {}", q.dim(2),
              max_head_dim, dtype_name(q.dtype()));
-    if (!capturing_) allocate_step_partials();  // (a recording allocated it before capturing)
+    if (!capturing_) allocate_step_workspace();  // (a recording allocated it before capturing)
     cuda::attention_step(q.dtype(), out.raw(), q.raw(), k.raw(), v.raw(), k_cache.raw(),
                          v_cache.raw(), tokens_ptr(rows.position), tokens_ptr(rows.key_position),
                          tokens_ptr(rows.slot), tokens_ptr(rows.key_begin),
@@ -939,9 +939,10 @@ class CudaBackend final : public Backend {
     return d;
   }
 
-  // attention_step's workspace for the partial results of its key splits: a fixed size, so
-  // that the split count (and a recorded step's launch shape) depends on the shapes alone.
-  void allocate_step_partials() {
+  // attention_step's workspace for the partial results of its key splits and their arrival
+  // counts: a fixed size, so that the split count (and a recorded step's launch shape)
+  // depends on the shapes alone.
+  void allocate_step_workspace() {
     if (step_workspace_.partials) return;
     // One allocation: the partials, then the arrival counts (zero-filled: the kernel expects
     // them so and leaves them so).

@@ -18,7 +18,6 @@
 // first kUnroll loads of each weight row are issued before the wait for the previous kernel.
 #include <algorithm>
 
-#include "core/error.h"
 #include "cuda/dependent_launch.cuh"
 #include "cuda/device_common.cuh"
 #include "cuda/kernels.h"
@@ -188,7 +187,6 @@ void linear_small_many(DType dtype, const SmallProduct* products, int count, cud
       SmallProduct p = products[first + i];
       const int64_t vector = 16 / static_cast<int64_t>(dtype_size(dtype));
       const auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
-      SF_CHECK(p.norm == nullptr || p.gate == nullptr, "linear_small: a norm and a gate on one input");
       p.vector_loads = p.k % vector == 0 && aligned(p.w) && aligned(p.x) &&
                        (p.norm == nullptr || aligned(p.norm)) && (p.gate == nullptr || aligned(p.gate));
       table.products[i] = p;
