@@ -8,23 +8,17 @@
 #include <vector>
 
 #include "model/config.h"
+#include "../support/tiny_config.h"
 
 namespace sf::fuzz {
 
 // The model of fuzz_checkpoint: the smallest config that still has every kind of parameter
 // (two stacks, so cross-attention; linear combination, so combine.alpha).
 inline ModelConfig checkpoint_model_config() {
-  ModelConfig c;
-  c.vocab_size = 11;
-  c.d_model = 8;
-  c.n_heads = 2;
-  c.n_kv_heads = 2;
-  c.ffn_hidden = 12;
-  c.max_seq_len = 16;
+  ModelConfig c = test::tiny_config();
   c.n_stacks = 2;
   c.layers_per_stack = 1;
   c.combine = CombineMode::linear;
-  c.seed = 7;
   c.validate("fuzz checkpoint config");
   return c;
 }

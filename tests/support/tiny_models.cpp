@@ -5,21 +5,6 @@
 
 namespace sf::test {
 
-ModelConfig tiny_config() {
-  ModelConfig c;
-  c.vocab_size = 11;
-  c.d_model = 8;
-  c.n_heads = 2;
-  c.n_kv_heads = 2;
-  c.ffn_hidden = 12;
-  c.max_seq_len = 16;
-  c.n_stacks = 1;
-  c.layers_per_stack = 2;
-  c.seed = 7;
-  c.validate("tiny config");
-  return c;
-}
-
 std::vector<Variant> tiny_variants() {
   std::vector<Variant> v;
   auto add = [&](const std::string& name, auto&& edit) {

@@ -12,6 +12,7 @@
 #include "core/rng.h"
 #include "model/config.h"
 #include "model/model.h"
+#include "support/tiny_config.h"
 
 namespace sf::test {
 
@@ -23,7 +24,6 @@ struct Variant {
 // GoogleTest prints a parameter with this (the name) instead of its bytes.
 inline void PrintTo(const Variant& v, std::ostream* os) { *os << v.name; }
 
-ModelConfig tiny_config();  // baseline: p = 1, h = 2, d_model 8, 2 heads, vocab 11
 std::vector<Variant> tiny_variants();
 
 // The same variant at GPU-realistic sizes: head_dim 64 (the tensor-core attention path),
