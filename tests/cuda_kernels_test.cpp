@@ -576,16 +576,18 @@ TEST_P(CudaKernels, LinearManyMatchesTheCpu) {
 // input as the unfused kernel stores it): the gate bit for bit; the norm to rounding, its
 // rstd being summed in another order than rmsnorm_forward's (F32 1e-6; BF16 2e-3: a one-ulp
 // change of rstd flips the rounding of a few normalised inputs by 2^-8 relative each). Both
-// match the CPU. Widths 768 (vector loads, several groups of loads per lane) and 100 (not a
-// multiple of 8: scalar loads in BF16).
+// match the CPU. Shapes (linear_small.cu's choose_splits): K 768 (vector loads, one output per
+// warp), 100 (not a multiple of 8: scalar loads in BF16), 2048 and 5632 (K split over 2..8 warps
+// of a block), and 2200 outputs (more warps than one wave: two outputs per warp).
 TEST_P(CudaKernels, LinearManyFusedInputsEqualTheUnfusedKernels) {
-  for (const int64_t K : {768, 100}) {
+  for (const auto& [K, N] : std::vector<std::pair<int64_t, int64_t>>{
+           {768, 33}, {100, 33}, {2048, 33}, {5632, 40}, {768, 2200}}) {
     for (const int64_t rows : {1, 3, 8}) {
-      const std::string what = fmt::format("rows {} K {}", rows, K);
-      Input x = input({rows, K}), gate = input({rows, K}), w = input({33, K}, 0.05);
-      Input g = input({K}, 0.2, 1.0), residual = input({rows, 33});
+      const std::string what = fmt::format("rows {} K {} N {}", rows, K, N);
+      Input x = input({rows, K}), gate = input({rows, K}), w = input({N, K}, 0.05);
+      Input g = input({K}, 0.2, 1.0), residual = input({rows, N});
       // Norm: fused vs rmsnorm_forward then the plain product.
-      Tensor fused = poisoned({rows, 33}, dt()), plain = poisoned({rows, 33}, dt());
+      Tensor fused = poisoned({rows, N}, dt()), plain = poisoned({rows, N}, dt());
       Tensor norm_out = gpu_->zeros({rows, K}, dt()), rstd = gpu_->zeros({rows}, DType::f32);
       gpu_->linear_many({{fused, x.device, w.device, false, InputNorm{g.device, 1e-5, norm_out, rstd}}});
       gpu_->rmsnorm_forward(norm_out, rstd, x.device, g.device, 1e-5);
@@ -602,7 +604,7 @@ TEST_P(CudaKernels, LinearManyFusedInputsEqualTheUnfusedKernels) {
       EXPECT_EQ(std::memcmp(gated_host.raw(), unfused_host.raw(), gated_host.nbytes()), 0)
           << what << ": the fused gate differs from swiglu_forward + product";
       // Both against the CPU, which applies the transforms first (Backend::materialize_inputs).
-      Tensor r_norm = Tensor::zeros({rows, 33}), r_gate = test::clone(residual.host);
+      Tensor r_norm = Tensor::zeros({rows, N}), r_gate = test::clone(residual.host);
       cpu_.linear_many({{r_norm, x.host, w.host, false,
                          InputNorm{g.host, 1e-5, Tensor::zeros({rows, K}), Tensor::zeros({rows})}},
                         {r_gate, x.host, w.host, true, InputNorm{},

@@ -124,7 +124,9 @@ struct SmallProduct {
   const void* norm = nullptr;  // nullptr: none
   float eps = 0.f;
   const void* gate = nullptr;  // nullptr: none (not with a norm)
-  bool vector_loads = false;   // set by the launcher
+  bool vector_loads = false;   // set by the launcher, as are:
+  int splits = 1;              //   warps per output (K split between them)
+  int features = 1;            //   outputs per warp
 };
 // All products share `dtype` (F32 or BF16); one launch per kMaxSmallProducts.
 void linear_small_many(DType dtype, const SmallProduct* products, int count, cudaStream_t stream);
