@@ -254,6 +254,34 @@ TEST(Cli, ResumeKeepsTheRunsOptions) {
     }
 }
 
+// CPU results depend on the thread count (OpenBLAS splits its products by thread), so a run
+// records the count it trained with and a resume without -t uses it; -t given on resume is a
+// recorded change.
+TEST(Cli, ResumeUsesTheRunsThreadCount) {
+  if (std::thread::hardware_concurrency() < 2) GTEST_SKIP() << "needs 2 cores";
+  const std::string dir = test::fresh_temp_dir("cli_resume_threads");
+  test::write_tiny_dataset(dir + "/data", 4000, 1000);
+  const std::string cfg = write_config(dir, kSmallConfig);
+  CliRun r = stagformer("train -t 2 --config " + cfg + " --out " + dir + "/run --data " + dir +
+                        "/data --steps 6 --batch 2 --seq 16 --checkpoint-every 2 --no-progress "
+                        "--stop-after 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto record = [&] { return nlohmann::json::parse(std::ifstream(dir + "/run/train.json")); };
+  EXPECT_EQ(record()["threads"], 2) << record().dump();
+  r = stagformer("train --resume --out " + dir + "/run --no-progress --stop-after 4");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(record()["threads"], 2) << record().dump();
+  EXPECT_FALSE(record()["segments"][1].contains("changed")) << record().dump();
+  r = stagformer("train --resume -t 1 --out " + dir + "/run --no-progress");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("-t"), std::string::npos) << r.output;
+  EXPECT_EQ(record()["threads"], 1) << record().dump();
+  const nlohmann::json change = record()["segments"][2]["changed"][0];
+  EXPECT_EQ(change["option"], "threads") << record().dump();
+  EXPECT_EQ(change["from"], 2) << record().dump();
+  EXPECT_EQ(change["to"], 1) << record().dump();
+}
+
 TEST(Cli, CtrlCWritesACheckpointAndExitsCleanly) {
   const std::string dir = test::fresh_temp_dir("cli_sigint");
   test::write_tiny_dataset(dir + "/data", 20000, 1000);

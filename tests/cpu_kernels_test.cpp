@@ -242,7 +242,7 @@ TEST(RmsNorm, BackwardAccumulates) {
 
 TEST(RmsNorm, Fp32MatchesFp64) {
   Rng rng(13);
-  // 300 x 67 is above the OpenMP threshold, so the per-thread dweight partials are exercised.
+  // 300 x 67 is above the OpenMP threshold, so the blocks' dweight partials are exercised.
   for (const Shape& shape : {Shape{7, 13}, Shape{300, 67}}) {
     const Pair x = random_pair(shape, rng), w = random_pair({shape[1]}, rng),
                dout = random_pair(shape, rng);
@@ -273,6 +273,33 @@ TEST(RmsNorm, Fp32MatchesFp64) {
     for (int64_t c = 0; c < shape[1]; ++c) {
       EXPECT_NEAR(value_at(dw[1], c), expected[c], 1e-12 * (1.0 + std::fabs(expected[c])));
     }
+  }
+}
+
+// Training's own reductions do not depend on the thread count (OpenBLAS's products do: that is
+// why a run records its count, docs/training.md): RMSNorm's weight gradient and the dot
+// product (gradient clipping's norm) give the same bits on 1, 2 and 3 threads.
+TEST(Reductions, SameBitsOnAnyThreadCount) {
+  Rng rng(29);
+  const Shape shape{1000, 96};  // above both OpenMP thresholds
+  const Pair x = random_pair(shape, rng), w = random_pair({shape[1]}, rng),
+             dout = random_pair(shape, rng);
+  Tensor dx[3], dw[3];
+  double dot[3];
+  for (int t = 0; t < 3; ++t) {
+    test::with_threads(t + 1, [&] {
+      Tensor out = zeros_like(x.f32), rstd = Tensor::zeros({shape[0]}, DType::f32);
+      dx[t] = zeros_like(x.f32);
+      dw[t] = zeros_like(w.f32);
+      cpu.rmsnorm_forward(out, rstd, x.f32, w.f32, kNormEps);
+      cpu.rmsnorm_backward(dx[t], dw[t], dout.f32, x.f32, w.f32, rstd);
+      dot[t] = cpu.dot(x.f32, dout.f32);
+    });
+  }
+  for (int t = 1; t < 3; ++t) {
+    EXPECT_TRUE(bitwise_equal(dw[t], dw[0])) << t + 1 << " threads";
+    EXPECT_TRUE(bitwise_equal(dx[t], dx[0])) << t + 1 << " threads";
+    EXPECT_EQ(dot[t], dot[0]) << t + 1 << " threads";
   }
 }
 

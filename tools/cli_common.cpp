@@ -3,12 +3,14 @@
 
 #include <cblas.h>
 #include <cctype>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <omp.h>
 
 #include "core/error.h"
 #include "cpu/cpu_backend.h"
+#include "cpu/idle_cores.h"
 #ifdef SF_HAVE_CUDA
 #include "cuda/cuda_backend.h"
 #endif
@@ -66,11 +68,25 @@ std::string command_line() {
   return line.empty() ? "stagformer" : line;
 }
 
-void set_threads(int threads) {
+ThreadChoice set_threads(int threads) {
   SF_CHECK(threads >= 0, "-t/--threads must be >= 0, got {}", threads);
-  if (threads == 0) return;
+  ThreadChoice choice;
+  if (threads == 0) {
+    const char* env = std::getenv("OMP_NUM_THREADS");
+    if (env != nullptr && *env != '\0') {
+      choice.threads = omp_get_max_threads();  // the user's choice, made before we started
+      return choice;
+    }
+    const CoreAvailability cores = measure_core_availability();
+    threads = cores.free;
+    if (cores.free < cores.usable)
+      choice.note = fmt::format("{} of {} cores: {:.1f} were busy with other work (-t N to choose)",
+                                cores.free, cores.usable, cores.busy);
+  }
   omp_set_num_threads(threads);
   openblas_set_num_threads(threads);
+  choice.threads = threads;
+  return choice;
 }
 
 }  // namespace sf::cli

@@ -20,7 +20,14 @@ DType compute_dtype_for(const std::string& device, const std::string& precision)
 // it needs it, so a report's line can be pasted back.
 std::string command_line();
 
-// Sets OpenMP and OpenBLAS thread counts (0 = leave the defaults: all cores).
-void set_threads(int threads);
+// Sets the OpenMP and OpenBLAS thread count (one pool) and returns it: `threads` when > 0; with
+// 0 (the default of every -t) OMP_NUM_THREADS when set, else the cores free right now
+// (cpu/idle_cores.h: all of them on a quiet machine, fewer where other work keeps some busy).
+// Costs a 0.1 s sample of /proc/stat when it measures.
+struct ThreadChoice {
+  int threads = 1;
+  std::string note;  // set when busy cores were left out: "1 of 2 cores: 1.9 were busy ..."
+};
+ThreadChoice set_threads(int threads);
 
 }  // namespace sf::cli

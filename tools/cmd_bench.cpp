@@ -79,9 +79,10 @@ void run(BenchArgs& a) {
     notes.push_back("a one-stack model has a single decode schedule: staggered = sequential, "
                     "measured once as sequential");
 
-  set_threads(o.threads);
+  const ThreadChoice thread_choice = set_threads(o.threads);
+  const int threads = thread_choice.threads;
+  if (!thread_choice.note.empty()) notes.push_back("threads: " + thread_choice.note);
   const MachineInfo machine = machine_describe();
-  const int threads = o.threads > 0 ? o.threads : machine.logical_cpus;
   if (threads > machine.logical_cpus)
     notes.push_back(fmt::format("-t {} is more threads than the {} logical CPUs: oversubscribed",
                                 threads, machine.logical_cpus));
@@ -182,7 +183,7 @@ void add_bench_command(CLI::App& app) {
                 "also measure the baseline of equal total depth (n_stacks 1, layers_per_stack "
                 "p*h, separate weights, random weights) and print the speed-ups over it");
   cmd->add_option("-t,--threads", a->options.threads,
-                  "CPU threads (0: all cores); the staggered schedule spreads each layer's work "
+                  "CPU threads (0: the cores not busy with other work); the staggered schedule spreads each layer's work "
                   "of all the stacks over all of them")
       ->capture_default_str();
   cmd->add_option("--device", a->device, "cpu or cuda")->capture_default_str();

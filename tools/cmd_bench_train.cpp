@@ -127,7 +127,7 @@ void add_bench_train_command(CLI::App& app) {
   cmd->add_option("--peak-tflops", args->peak_tflops,
                   "Device peak for MFU (default: known bf16 peak of the GPU)");
   cmd->add_option("-o,--output", args->output, "md or json")->capture_default_str();
-  cmd->add_option("-t,--threads", args->threads, "CPU threads (0: all cores)");
+  cmd->add_option("-t,--threads", args->threads, "CPU threads (0: the cores not busy with other work)");
   cmd->callback([args] { run(*args); });
 }
 

@@ -26,7 +26,8 @@ struct EvalArgs {
 
 void run(const EvalArgs& a) {
   SF_CHECK(a.data_dir.empty() != a.text_path.empty(), "give exactly one of --data DIR or --text FILE");
-  set_threads(a.threads);
+  if (const ThreadChoice threads = set_threads(a.threads); !threads.note.empty())
+    std::fprintf(stderr, "eval: threads: %s\n", threads.note.c_str());
   auto backend = make_backend(a.device);
   const ModelFiles files = model_files(a.model_path);
   const ModelConfig config = config_load(files.config);
@@ -93,7 +94,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("-c,--seq", a->seq, "Window length (default: min(context, 256))");
   cmd->add_option("--max-batches", a->max_batches, "Evaluate at most N batches (0: all)");
   cmd->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
-  cmd->add_option("-t,--threads", a->threads, "CPU threads (0: all cores)");
+  cmd->add_option("-t,--threads", a->threads, "CPU threads (0: the cores not busy with other work)");
   cmd->add_flag("--json", a->json, "Print JSON");
   cmd->callback([a] { run(*a); });
 }

@@ -63,7 +63,7 @@ void run(GenerateArgs& a) {
            a.n_predict);
   if (!a.seed_given) a.sampling.seed = random_seed();
   validate_sampling_options(a.sampling);
-  set_threads(a.threads);
+  const ThreadChoice threads = set_threads(a.threads);
   auto backend = make_backend(a.device);
   LoadedModel loaded = load_model_for_inference(a.model_path, *backend, a.tokenizer, a.vocab,
                                                 compute_dtype_for(a.device, a.precision));
@@ -117,10 +117,12 @@ void run(GenerateArgs& a) {
   const double rate = r.seconds > 0 ? static_cast<double>(r.tokens.size()) / r.seconds : 0.0;
   std::fprintf(stderr,
                "generate: prompt %zu tokens, generated %zu tokens in %.3f s (%.2f tokens/s, first "
-               "token after %.3f s); stop: %s; decode %s; seed %llu\n",
+               "token after %.3f s); stop: %s; decode %s; seed %llu; threads %s\n",
                prompt.size(), r.tokens.size(), r.seconds, rate, r.first_token_seconds,
                to_string(r.stop).c_str(), a.decode.c_str(),
-               static_cast<unsigned long long>(a.sampling.seed));
+               static_cast<unsigned long long>(a.sampling.seed),
+               threads.note.empty() ? std::to_string(threads.threads).c_str()
+                                    : threads.note.c_str());
 }
 
 }  // namespace
@@ -179,7 +181,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--precision", a->precision,
                   "bf16 or f32: the dtype of the weights the kernels read, the caches and the "
                   "activations (default: bf16 on cuda, f32 on cpu)");
-  cmd->add_option("-t,--threads", a->threads, "CPU threads (default: all cores)");
+  cmd->add_option("-t,--threads", a->threads, "CPU threads (default: the cores not busy with other work)");
   cmd->add_option("--tokenizer", a->tokenizer,
                   "tokenizer to use instead of the model's tokenizer.json: byte, gpt2, or a "
                   "tokenizer.json file");

@@ -100,7 +100,7 @@ void add_prepare_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", o.seed, "seed of the train/validation assignment of documents")
       ->capture_default_str();
-  cmd->add_option("-t,--threads", args->threads, "tokenising threads (0 = all cores)")->capture_default_str();
+  cmd->add_option("-t,--threads", args->threads, "tokenising threads (0: the cores not busy with other work)")->capture_default_str();
   cmd->add_flag("--no-progress", args->no_progress, "do not show the progress bar");
   cmd->add_option("inputs", args->inputs,
                   "text files and folders (walked recursively, hidden files skipped, sorted by path)")

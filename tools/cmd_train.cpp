@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "core/error.h"
 #include "core/progress.h"
+#include "cpu/idle_cores.h"
 #include "distributed/collective.h"
 #include "distributed/rendezvous.h"
 #include "model/config.h"
@@ -131,8 +132,43 @@ std::unique_ptr<Collective> join_job(const DistEnv& dist, const std::string& dev
 #endif
 }
 
+// set_threads, saying so when busy cores were left out.
+int set_train_threads(int requested) {
+  const ThreadChoice threads = set_threads(requested);
+  if (!threads.note.empty()) std::fprintf(stderr, "train: threads: %s\n", threads.note.c_str());
+  return threads.threads;
+}
+
+// The thread count of a resumed run without -t: the run's own (CPU results depend on it), unless
+// the run did not record one (the default then) or this machine has fewer cores (then the cores
+// it has, recorded as a change).
+void restore_threads(TrainOptions& options, const std::string& device,
+                     const DistEnv& dist) {
+  const ResumePlan peek = plan_resume(options, device, dist.world_size);
+  const int run_threads = peek.options.threads;
+  if (run_threads == 0) {
+    options.threads = set_train_threads(0);
+    return;
+  }
+  const CoreAvailability cores = measure_core_availability();
+  if (run_threads > cores.usable) {
+    options.threads = set_threads(cores.usable).threads;
+    options.resume_given.push_back("threads");
+    std::fprintf(stderr,
+                 "train: threads: the run trained with %d threads, this machine has %d cores: %d from "
+                 "here on (CPU results then differ slightly from a run that kept %d)\n",
+                 run_threads, cores.usable, cores.usable, run_threads);
+    return;
+  }
+  options.threads = set_threads(run_threads).threads;
+  if (run_threads > cores.free && peek.device != "cuda")
+    std::fprintf(stderr,
+                 "train: threads: %d, the run's (for a bit-identical continuation), but only %d of %d "
+                 "cores are free: -t %d trains faster here, with slightly different numbers\n",
+                 run_threads, cores.free, cores.usable, cores.free);
+}
+
 void run(const TrainArgs& a) {
-  set_threads(a.threads);
   const DistEnv dist = dist_env_from_process();
   TrainOptions options = a.options;
   options.progress = !a.no_progress;
@@ -142,6 +178,7 @@ void run(const TrainArgs& a) {
     SF_CHECK(!options.data_dir.empty(), "--data is required (a folder made by `stagformer prepare`)");
     SF_CHECK(!options.override_resume, "--override-resume applies only with --resume");
     options.compute_dtype = compute_dtype_for(device, a.precision);
+    options.threads = set_train_threads(a.threads);
   } else {
     const std::string saved_path = options.run_dir + "/config.json";
     if (!a.config_path.empty()) {
@@ -168,6 +205,10 @@ void run(const TrainArgs& a) {
     } else {
       options.compute_dtype = compute_dtype_for(device, "");  // if the run did not record it
     }
+    if (a.threads > 0)
+      options.threads = set_train_threads(a.threads);
+    else
+      restore_threads(options, device_given ? device : "", dist);
     // The run's options (refusing any given differently without --override-resume), before a
     // device is set up for them.
     const ResumePlan plan = plan_resume(options, device_given ? device : "", dist.world_size);
@@ -242,7 +283,10 @@ void add_train_command(CLI::App& app) {
                          "Recompute each layer's activations in backward (long sequences in less "
                          "memory)"),
            "recompute");
-  cmd->add_option("-t,--threads", args->threads, "CPU threads (0: all cores)");
+  recorded(cmd->add_option("-t,--threads", args->threads,
+                           "CPU threads (0: the cores not busy with other work; with --resume: "
+                           "the run's, for a bit-identical continuation)"),
+           "threads");
   cmd->add_flag("--no-progress", args->no_progress, "No progress bar");
   cmd->callback([args] { run(*args); });
 }

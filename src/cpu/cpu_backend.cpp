@@ -4,8 +4,10 @@
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "core/bf16.h"
 #include "cpu/cpu_checks.h"
@@ -160,10 +162,21 @@ double CpuBackend::dot(const Tensor& a, const Tensor& b) {
     using T = decltype(z);
     const T* pa = a.data<T>();
     const T* pb = b.data<T>();
+    // Chunks that depend on the length only, summed in order: the same result whatever the
+    // thread count (an OpenMP reduction's order follows the threads).
+    constexpr int64_t kChunk = 16384;
+    const int64_t n = a.numel(), chunks = (n + kChunk - 1) / kChunk;
+    std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t k = 0; k < chunks; ++k) {
+      double s = 0.0;
+      for (int64_t i = k * kChunk; i < std::min(n, (k + 1) * kChunk); ++i) {
+        s += static_cast<double>(pa[i]) * pb[i];
+      }
+      partial[static_cast<size_t>(k)] = s;
+    }
     double s = 0.0;
-    const int64_t n = a.numel();
-#pragma omp parallel for reduction(+ : s) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) s += static_cast<double>(pa[i]) * pb[i];
+    for (double p : partial) s += p;
     return s;
   });
 }

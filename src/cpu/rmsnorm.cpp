@@ -3,8 +3,7 @@
 // Backward, per row with n = dim, g = dout * weight:
 //   dx = rstd * g - x * rstd^3 * (sum(g * x) / n),   dweight = sum over rows of dout * x * rstd.
 // Reductions are carried out in double whatever T is.
-#include <omp.h>
-
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -30,17 +29,18 @@ void rmsnorm_forward(T* out, T* rstd, const T* x, const T* weight, int64_t rows,
 template <class T>
 void rmsnorm_backward(T* dx, T* dweight, const T* dout, const T* x, const T* weight, const T* rstd,
                       int64_t rows, int64_t dim) {
-  const bool parallel = rows * dim > 16384;
-  const int threads = parallel ? omp_get_max_threads() : 1;
-  // dweight sums over rows: each thread accumulates its rows into a private partial, and the
-  // partials are added to dweight afterwards in thread order (deterministic for a fixed thread
-  // count, and race-free).
-  std::vector<double> partial(static_cast<size_t>(threads) * dim, 0.0);
-#pragma omp parallel num_threads(threads) if (parallel)
-  {
-    double* my_dweight = partial.data() + static_cast<size_t>(omp_get_thread_num()) * dim;
-#pragma omp for
-    for (int64_t r = 0; r < rows; ++r) {
+  // dweight sums over rows. The rows are cut into blocks that depend on the shape only; each
+  // block sums its rows into a partial of its own, and the partials are added in block order.
+  // The result is therefore the same whatever the thread count (training runs reproduce on a
+  // machine with another number of free cores), and the partials need no locks.
+  const int64_t blocks = std::min<int64_t>(256, (rows + 15) / 16);
+  const int64_t rows_per_block = blocks > 0 ? (rows + blocks - 1) / blocks : 0;
+  std::vector<double> partial(static_cast<size_t>(blocks) * dim, 0.0);
+#pragma omp parallel for schedule(static) if (rows * dim > 16384)
+  for (int64_t b = 0; b < blocks; ++b) {
+    double* block_dweight = partial.data() + static_cast<size_t>(b) * dim;
+    const int64_t end = std::min(rows, (b + 1) * rows_per_block);
+    for (int64_t r = b * rows_per_block; r < end; ++r) {
       const T* xr = x + r * dim;
       const T* gr = dout + r * dim;
       T* dxr = dx + r * dim;
@@ -48,7 +48,7 @@ void rmsnorm_backward(T* dx, T* dweight, const T* dout, const T* x, const T* wei
       double dot_gx = 0.0;  // sum over the row of dout * weight * x
       for (int64_t c = 0; c < dim; ++c) {
         dot_gx += static_cast<double>(gr[c]) * weight[c] * xr[c];
-        my_dweight[c] += static_cast<double>(gr[c]) * xr[c] * rs;
+        block_dweight[c] += static_cast<double>(gr[c]) * xr[c] * rs;
       }
       const double coef = rs * rs * rs * dot_gx / static_cast<double>(dim);
       for (int64_t c = 0; c < dim; ++c) {
@@ -56,9 +56,10 @@ void rmsnorm_backward(T* dx, T* dweight, const T* dout, const T* x, const T* wei
       }
     }
   }
-  for (int t = 0; t < threads; ++t) {
-    const double* p = partial.data() + static_cast<size_t>(t) * dim;
-    for (int64_t c = 0; c < dim; ++c) dweight[c] += static_cast<T>(p[c]);
+  for (int64_t c = 0; c < dim; ++c) {
+    double sum = 0.0;
+    for (int64_t b = 0; b < blocks; ++b) sum += partial[static_cast<size_t>(b) * dim + c];
+    dweight[c] += static_cast<T>(sum);
   }
 }
 

@@ -136,6 +136,11 @@ std::vector<OptionSpec> option_specs(int64_t base_total) {
   specs.push_back(field("recompute", "--recompute", Kind::free, &TrainOptions::recompute));
   specs.push_back(field("keep_checkpoints", "--keep-checkpoints", Kind::free,
                         &TrainOptions::keep_checkpoints));
+  OptionSpec threads = field("threads", "-t", Kind::free, &TrainOptions::threads);
+  threads.set = [](Settings& s, const json& v, const std::string& where) {
+    s.options.threads = static_cast<int>(json_int(v, where, 0, 1 << 16));
+  };
+  specs.push_back(threads);
   return specs;
 }
 

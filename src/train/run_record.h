@@ -21,9 +21,11 @@
 //            compute_dtype (--precision), device (--device), world_size (WORLD_SIZE), and
 //            steps when fewer than planned;
 //   extends  steps more than planned: the run is extended, its decay re-planned (lr_schedule.h);
-//   free     recompute (the same arithmetic, bit for bit on the CPU) and keep_checkpoints (disk
-//            use): restored, but may be changed; the change is recorded.
-// Not recorded at all (per invocation): threads, progress display, stop_after.
+//   free     recompute (the same arithmetic, bit for bit on the CPU), keep_checkpoints (disk
+//            use) and threads (-t: the CPU thread count, which CPU numerics depend on; the CLI
+//            restores it unless it exceeds the machine's cores): restored, but may be changed;
+//            the change is recorded.
+// Not recorded at all (per invocation): progress display, stop_after.
 // The model config (its seed included) is config.json's; --config / --set must agree with it.
 // An overridden schedule option (lr, min_lr_ratio, warmup) applies from the resume step on as
 // if the run had been planned with it: the steps done are history, the LR may jump there.

@@ -93,6 +93,7 @@ void train_options_validate(const TrainOptions& o) {
   need(o.eval_batches >= 1, "--eval-batches must be >= 1");
   need(o.checkpoint_every >= 0, "--checkpoint-every must be >= 0");
   need(o.keep_checkpoints >= 1, "--keep-checkpoints must be >= 1");
+  need(o.threads >= 0, "-t/--threads must be >= 0");
   need(o.stop_after >= 0, "--stop-after must be >= 0");
   if (!problems.empty()) fail("invalid training options:" + problems);
 }

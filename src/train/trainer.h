@@ -64,6 +64,9 @@ struct TrainOptions {
   // Activation recomputation (Model::set_activation_recomputation): long sequences in less
   // memory for about one more forward per step.
   bool recompute = false;
+  // CPU threads this segment trains with (0: not known). Only recorded (train.json) so that a
+  // resume can use the same count: OpenBLAS's products, and so a CPU run's numbers, depend on it.
+  int threads = 0;
   // Data parallelism (docs/data-parallel.md): this process's rank in a job of several, each
   // training on its share of every update's micro-batches. nullptr: one process. Only rank 0
   // writes files.
