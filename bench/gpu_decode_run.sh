@@ -2,7 +2,8 @@
 # gpu_decode_run.sh — one device call for the GPU-decoding work: the decode tests, a kernel trace
 # of decode steps, the decode benchmark (bench/gpu_decode.sh) and the PyTorch twin's decoder as
 # the speed reference, all on the binaries scripts/devbin.sh packed into .devbin/.
-#   bash bench/gpu_decode_run.sh [tests] [profile] [ab] [bench] [twin]     (default: all five)
+#   bash bench/gpu_decode_run.sh [tests] [profile] [ab] [bench] [sanitize] [twin]
+#   (default: all but sanitize, which runs compute-sanitizer's memcheck and racecheck)
 # ab: the 12-layer baseline's tg64 at batch 1 with dependent launches off (SF_PDL=0) and with
 # recorded steps off (SF_DECODE_GRAPHS=0), next to the default.
 # Env: PROFILE_CONFIGS (default: the 12-layer baseline and 2x6), PROFILE_ENV (default SF_PDL=0),
@@ -64,6 +65,24 @@ if [[ $what == *bench* ]]; then
     summary+=("bench $(basename "$f"):")
     while IFS= read -r line; do summary+=("  $line"); done < <(grep -E 'tg[0-9]+ @|staggered / ' "$f" | grep -v bandwidth)
   done
+fi
+
+if [[ $what == *sanitize* ]]; then
+  # compute-sanitizer over the decode tests: memcheck (out-of-bounds and misaligned accesses,
+  # leaks) on the BF16 comparisons of every variant, racecheck (shared-memory hazards) on the
+  # attention kernels' decode cases. Slow under the tools, so a subset, each time-boxed.
+  if command -v compute-sanitizer > /dev/null; then
+    timeout "${SANITIZE_TIMEOUT:-200}" compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 \
+      ./.devbin/cuda_decode_test --gtest_brief=1 --gtest_filter='*Bf16MatchesTheCpuDecoder*' \
+      > "$work/sanitize-memcheck.log" 2>&1
+    summary+=("memcheck cuda_decode_test (Bf16 cases): exit $?, $(grep -E 'ERROR SUMMARY' "$work/sanitize-memcheck.log" | tail -1)")
+    timeout "${SANITIZE_TIMEOUT:-200}" compute-sanitizer --tool racecheck --error-exitcode 9 \
+      ./.devbin/cuda_decode_test --gtest_brief=1 --gtest_filter='*RecordedAndSequential*' \
+      > "$work/sanitize-racecheck.log" 2>&1
+    summary+=("racecheck cuda_decode_test (recorded = sequential cases): exit $?, $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$work/sanitize-racecheck.log" | tail -1)")
+  else
+    summary+=("sanitize: compute-sanitizer not on this machine")
+  fi
 fi
 
 if [[ $what == *twin* ]]; then

@@ -165,6 +165,29 @@ TEST_P(CudaDecode, RecordedAndSequentialStepsAreBitIdentical) {
   }
 }
 
+// A batch whose caches cannot fit (2^21 sequences of 24 positions: hundreds of GiB) is refused
+// with one error naming the caches, the sizes and what to lower; the memory taken before the
+// failure is given back, and the backend decodes afterwards.
+TEST(CudaDecodeMemory, ABatchThatCannotFitIsRefusedByName) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  auto gpu = make_cuda_backend(0);
+  const Case c = decode_cases().front();
+  Model model(c.config, *gpu, DType::f32, DType::bf16);
+  model.initialize();
+  try {
+    Decoder decoder(model, int64_t(1) << 21, DecodeMode::staggered);
+    ADD_FAILURE() << "caches for 2^21 sequences were allocated";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("key/value caches for 2097152 sequences of 24 positions"), std::string::npos)
+        << what;
+    EXPECT_NE(what.find("out of memory"), std::string::npos) << what;
+    EXPECT_NE(what.find("fewer sequences"), std::string::npos) << what;
+  }
+  const Decoded after = decode(model, DecodeMode::staggered);
+  EXPECT_EQ(after.logits.size(), 20u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Variants, CudaDecode, ::testing::ValuesIn(decode_cases()),
                          [](const auto& info) { return info.param.name; });
 
