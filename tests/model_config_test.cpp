@@ -90,6 +90,11 @@ TEST(ModelConfig, EveryBadFieldIsNamed) {
     EXPECT_NE(msg.find("cfg.json"), std::string::npos) << c.j.dump() << " -> " << msg;
     EXPECT_NE(msg.find(c.expect), std::string::npos) << c.j.dump() << " -> " << msg;
   }
+  // A field that cannot be read is reported alone, not also through a check against the default
+  // it kept (n_heads 12 does not divide d_model 128).
+  const std::string unread = error_of(json{{"d_model", 128}, {"n_heads", 2.5}});
+  EXPECT_NE(unread.find("'n_heads': expected an integer"), std::string::npos) << unread;
+  EXPECT_EQ(unread.find("divisible"), std::string::npos) << unread;
   // Several bad fields: all of them reported at once.
   const std::string msg = error_of(json{{"d_model", 0}, {"ffn_hidden", -1}, {"bogus", 1}});
   EXPECT_NE(msg.find("'d_model'"), std::string::npos) << msg;

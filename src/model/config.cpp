@@ -173,6 +173,7 @@ ModelConfig config_from_json(const json& j, const std::string& source) {
     if (!known) p.add(fmt::format("field '{}': unknown field", item.key()));
   }
   ModelConfig c;
+  const size_t problems_before_reading = p.items.size();
   read_int(j, "vocab_size", c.vocab_size, p);
   read_int(j, "d_model", c.d_model, p);
   read_int(j, "n_heads", c.n_heads, p);
@@ -194,7 +195,9 @@ ModelConfig config_from_json(const json& j, const std::string& source) {
   read_field(j, "seed", p, [&](const json& v, const std::string& where) {
     c.seed = static_cast<uint64_t>(json_int(v, where, 0, std::numeric_limits<int64_t>::max()));
   });
-  check_fields(c, p);
+  // The checks between fields only once every field was read: a field that failed keeps its
+  // default, and a check against that default would report a problem the file does not have.
+  if (p.items.size() == problems_before_reading) check_fields(c, p);
   p.raise_if_any(source);
   return c;
 }
