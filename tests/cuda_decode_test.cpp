@@ -21,6 +21,8 @@
 // Label gpu; skips without a CUDA device.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -31,6 +33,7 @@
 #include "support/device_tensors.h"
 #include "support/gradcheck.h"
 #include "support/tiny_models.h"
+#include "train/adamw.h"
 
 namespace sf {
 namespace {
@@ -163,6 +166,88 @@ TEST_P(CudaDecode, RecordedAndSequentialStepsAreBitIdentical) {
     EXPECT_EQ(std::memcmp(a.raw(), direct.logits[k].raw(), a.nbytes()), 0) << "prediction " << k;
     EXPECT_EQ(std::memcmp(a.raw(), sequential.logits[k].raw(), a.nbytes()), 0) << "prediction " << k;
   }
+}
+
+// On a briefly trained model (not random weights: the logits have the margins a real model's
+// have), the GPU's greedy choice equals the CPU's at every step where the CPU's margin between
+// its best and second-best logit exceeds what BF16 may move them. The BF16 logits are within
+// 3e-2 of the CPU's norm-wise (CudaDecode.Bf16MatchesTheCpuDecoder), so no single logit moves
+// by more than e = 3e-2 * ||cpu logits||_2 and the order of two logits 2e apart cannot change.
+// Both decoders are fed the CPU's greedy tokens (teacher forcing), so a step below the margin
+// does not end the comparison: 64 steps, and at least half of them must be checked.
+TEST(CudaDecodeGreedy, TrainedModelPicksTheCpusTokensWhereTheMarginAllows) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  ModelConfig c = test::byte_training_config(2);
+  c.d_model = 64;
+  c.n_heads = 4;
+  c.n_kv_heads = 4;
+  c.ffn_hidden = 128;
+  c.max_seq_len = 80;
+  c.validate("greedy");
+  CpuBackend cpu;
+  Model reference(c, cpu);
+  reference.initialize();
+  // 400 AdamW steps on windows of a short text repeated: learnt nearly by heart, so most
+  // predictions are confident.
+  std::string text;
+  for (int i = 0; i < 4; ++i) text += "call me ishmael. some years ago, never mind how long precisely, i went to sea. ";
+  {
+    AdamWConfig opt;
+    AdamW adamw(cpu, reference.params(), opt);
+    Rng rng(5);
+    const int64_t B = 4, T = 32;
+    Tensor tokens = Tensor::zeros({B, T}, DType::i32), targets = Tensor::zeros({B, T}, DType::i32);
+    for (int step = 0; step < 400; ++step) {
+      for (int64_t b = 0; b < B; ++b) {
+        const size_t start = static_cast<size_t>(rng.below(text.size() - T - 1));
+        for (int64_t t = 0; t < T; ++t) {
+          tokens.data<int32_t>()[b * T + t] = static_cast<unsigned char>(text[start + t]);
+          targets.data<int32_t>()[b * T + t] = static_cast<unsigned char>(text[start + t + 1]);
+        }
+      }
+      reference.params().zero_grad(cpu);
+      reference.forward(tokens, targets);
+      reference.backward();
+      adamw.step(1e-2);
+    }
+  }
+  auto gpu = make_cuda_backend(0);
+  Model model(c, *gpu, DType::f32, DType::bf16);
+  copy_parameters(reference, model, DType::bf16);
+  copy_parameters(model, reference, DType::bf16);  // the CPU reads the same rounded weights
+  Decoder on_cpu(reference, 1, DecodeMode::staggered), on_gpu(model, 1, DecodeMode::staggered);
+  std::vector<int32_t> prompt;
+  for (char ch : std::string("call me ")) prompt.push_back(static_cast<unsigned char>(ch));
+  on_cpu.prefill(0, prompt);
+  on_gpu.prefill(0, prompt);
+  int checked = 0;
+  for (int step = 0; step < 64; ++step) {
+    const Tensor& want = on_cpu.logits();
+    const Tensor& got = on_gpu.logits();
+    const float* w = want.data<float>();
+    const float* g = got.data<float>();
+    int64_t best = 0, gpu_best = 0;
+    double norm = 0.0;
+    for (int64_t v = 0; v < c.vocab_size; ++v) {
+      norm += static_cast<double>(w[v]) * w[v];
+      if (w[v] > w[best]) best = v;
+      if (g[v] > g[gpu_best]) gpu_best = v;
+    }
+    double second = -INFINITY;
+    for (int64_t v = 0; v < c.vocab_size; ++v)
+      if (v != best) second = std::max(second, static_cast<double>(w[v]));
+    const double movable = 3e-2 * std::sqrt(norm);
+    if (w[best] - second > 2 * movable) {
+      ++checked;
+      EXPECT_EQ(gpu_best, best) << "step " << step << ": CPU margin " << w[best] - second
+                                << ", BF16 may move a logit by " << movable;
+    }
+    const int32_t next = static_cast<int32_t>(best);
+    on_cpu.step(std::span(&next, 1));
+    on_gpu.step(std::span(&next, 1));
+  }
+  EXPECT_GE(checked, 32) << "too few steps with a margin above the BF16 tolerance";
+  std::printf("greedy: %d of 64 steps checked\n", checked);
 }
 
 // A batch whose caches cannot fit (2^21 sequences of 24 positions: hundreds of GiB) is refused
