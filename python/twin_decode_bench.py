@@ -27,6 +27,8 @@ import time
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+WARMUP_STEPS = 3  # untimed calls of each function first: compilation, then CUDA-graph recording
+
 
 def cudagraph_skips():
     """How many compiled graphs inductor ran without CUDA graphs so far (None if unknown)."""
@@ -53,10 +55,13 @@ def cmd_bench(args):
     except (OSError, ConfigError) as e:
         print(f"twin_decode bench: {e}", file=sys.stderr)
         return 2
-    positions = args.prompt + args.gen
+    # The warm-up runs WARMUP_STEPS steps after the prompt (compilation and the CUDA-graph
+    # recording need three), so the caches hold at least that many positions past it.
+    positions = args.prompt + max(args.gen, WARMUP_STEPS)
     if args.prompt < 1 or args.gen < 1 or positions > config.max_seq_len:
-        print(f"twin_decode bench: --prompt {args.prompt} + --gen {args.gen} must be >= 1 each "
-              f"and fit max_seq_len {config.max_seq_len}", file=sys.stderr)
+        print(f"twin_decode bench: --prompt {args.prompt} + max(--gen {args.gen}, "
+              f"{WARMUP_STEPS} warm-up steps) must be >= 1 each and fit max_seq_len "
+              f"{config.max_seq_len}", file=sys.stderr)
         return 2
     can_compile = hasattr(torch, "compile") and not args.no_compile and not on_cpu
     if can_compile:
@@ -148,7 +153,7 @@ def cmd_bench(args):
                 # Warm-up (compilation, CUDA-graph recording, cuBLAS heuristics): excluded.
                 sync()
                 t0 = time.perf_counter()
-                for _ in range(3):
+                for _ in range(WARMUP_STEPS):
                     call(prefill, prompt, prompt_pos).clone()
                 sync()
                 prefill_warm = time.perf_counter() - t0
@@ -156,7 +161,7 @@ def cmd_bench(args):
                     t0 = time.perf_counter()
                     tok = torch.zeros(B, 1, dtype=torch.long, device=device)
                     pos = torch.full((B, 1), P, dtype=torch.long, device=device)
-                    for _ in range(3):
+                    for _ in range(WARMUP_STEPS):
                         tok = call(steps[m], tok, pos).clone()
                         pos = pos + 1
                     sync()
