@@ -196,6 +196,7 @@ for ((i = 0; i < n; i++)); do
     *" -L gpu"*) act=skip why="needs an NVIDIA GPU (the CTest label gpu; without one those tests only skip)" ;;
     *bench/gpu_*) act=skip why="needs an NVIDIA GPU (bench/gpu_*.sh runs on the GPU machine, with .devbin/ from scripts/devbin.sh)" ;;
     *"setup.sh --twin"*) act=skip why="installs Debian's PyTorch (python3-torch) system-wide with apt as root" ;;
+    *scripts/readme_examples.sh*) act=skip why="this script itself" ;;
     *scripts/sanitize.sh*) act=long why="a second full build with ASan+UBSan, its suite, then scripts/tsan.sh: ~20 minutes on 2 cores (docs/reliability.md: build 726 s, suite 113 s, TSan 188 s)" ;;
     *"cmake --build"*) act=long why="configures and builds everything from scratch (270 steps, CUDA included): over 10 minutes of 2 cores" ;;
     *"stagformer eval "*"--text "*) act=long why="evaluates all of Moby-Dick (318k GPT-2 tokens at ~550 tok/s): ~10 minutes on 2 cores" ;;
