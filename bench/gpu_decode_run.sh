@@ -8,7 +8,8 @@
 # recorded steps off (SF_DECODE_GRAPHS=0), next to the default.
 # Env: PROFILE_CONFIGS (default: the 12-layer baseline and 2x6), PROFILE_ENV (default SF_PDL=0),
 #      BENCH_SET (small|large|all,
-#      default small), BENCH_BATCHES (default "1 8"), TEST_TIMEOUT (s per test binary, 240).
+#      default small), BENCH_BATCHES (default "1 8 32": the issue's batches), BENCH_GEN (default 128:
+#      tg128 after 512 tokens, as the issue asks), TEST_TIMEOUT (s per test binary, 240).
 # Writes into ${OUT:-gpu-out}: summary.txt, gpu-decode-*.md (the benchmark record) and
 # logs.tgz (every log and trace table); the device runner returns at most 8 files.
 set -uo pipefail
@@ -59,8 +60,8 @@ if [[ $what == *ab* ]]; then
 fi
 
 if [[ $what == *bench* ]]; then
-  RESULTS_DIR=$dest BENCH_GEN=${BENCH_GEN:-64} bash bench/gpu_decode.sh "${BENCH_SET:-small}" \
-    ${BENCH_BATCHES:-1 8} 2> "$work/gpu_decode.err"
+  RESULTS_DIR=$dest BENCH_GEN=${BENCH_GEN:-128} bash bench/gpu_decode.sh "${BENCH_SET:-small}" \
+    ${BENCH_BATCHES:-1 8 32} 2> "$work/gpu_decode.err"
   for f in "$dest"/gpu-decode-*.md; do
     summary+=("bench $(basename "$f"):")
     while IFS= read -r line; do summary+=("  $line"); done < <(grep -E 'tg[0-9]+ @|staggered / ' "$f" | grep -v bandwidth)
