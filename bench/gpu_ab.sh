@@ -2,7 +2,7 @@
 # Same-machine comparison of stagformer binaries packed into .devbin/ (machines of one kind
 # differ by up to ~3% in step time, so times compare only within one run): alternates the
 # binaries ROUNDS times (default 2) on both benchmark models (the 12-layer baseline and the 2x6
-# StagFormer) and prints one line per run.
+# StagFormer; AB_CONFIGS names others) and prints one line per run.
 #   bash bench/gpu_ab.sh BINARY_A BINARY_B [BINARY_C ...] [ROUNDS]   e.g. stagformer-prev stagformer 2
 # AB_BENCH=train (default): training steps, batch 16 x 1024 (ms/step, MFU).
 # AB_BENCH=decode: bf16 decoding at batch 1, staggered schedule, after a prompt
@@ -27,7 +27,7 @@ for i in "${!args[@]}"; do
 done
 for round in $(seq "$rounds"); do
   for bin in "${args[@]}"; do
-    for cfg in gpt2-small-baseline-12 gpt2-small-stagformer-2x6; do
+    for cfg in ${AB_CONFIGS:-gpt2-small-baseline-12 gpt2-small-stagformer-2x6}; do
       if [[ ${AB_BENCH:-train} == decode ]]; then
         # shellcheck disable=SC2086  # the arguments are words
         row=$(./.devbin/"$bin" bench --config configs/$cfg.json --device cuda \

@@ -578,10 +578,14 @@ TEST_P(CudaKernels, LinearManyMatchesTheCpu) {
 // change of rstd flips the rounding of a few normalised inputs by 2^-8 relative each). Both
 // match the CPU. Shapes (linear_small.cu's choose_splits): K 768 (vector loads, one output per
 // warp), 100 (not a multiple of 8: scalar loads in BF16), 2048 and 5632 (K split over 2..8 warps
-// of a block), and 2200 outputs (more warps than one wave: two outputs per warp).
+// of a block), 2200 outputs (more warps than one wave: two outputs per warp at one row), and
+// 9001 and 5001 outputs (more output groups than resident blocks, as in the output head: each
+// block loops over several groups, loading the next group's weights early; also on the scalar
+// path, K 100).
 TEST_P(CudaKernels, LinearManyFusedInputsEqualTheUnfusedKernels) {
   for (const auto& [K, N] : std::vector<std::pair<int64_t, int64_t>>{
-           {768, 33}, {100, 33}, {2048, 33}, {5632, 40}, {768, 2200}}) {
+           {768, 33}, {100, 33}, {2048, 33}, {5632, 40}, {768, 2200}, {768, 9001}, {2048, 9001},
+           {100, 5001}}) {
     for (const int64_t rows : {1, 3, 8}) {
       const std::string what = fmt::format("rows {} K {} N {}", rows, K, N);
       Input x = input({rows, K}), gate = input({rows, K}), w = input({N, K}, 0.05);
@@ -612,6 +616,37 @@ TEST_P(CudaKernels, LinearManyFusedInputsEqualTheUnfusedKernels) {
       expect_close(fused, r_norm, what + " fused norm vs CPU");
       expect_close(acc_fused, r_gate, what + " fused gate vs CPU");
     }
+  }
+}
+
+// A product's outputs are the same bits whatever launch it is part of and at any row count:
+// alone at one row, and beside another product with its row as row 1 of 3 (the staggered
+// schedule's launches against the sequential one's, shared weights' rows merged). For a product
+// small enough for the warp kernel (K 2048: split over 2 warps) and for large ones that stream
+// through shared memory (linear_stream.cu); the other product streams at K 2048, not at 768.
+TEST_P(CudaKernels, LinearManyOutputsDoNotDependOnTheLaunch) {
+  for (const auto& [K, N] : std::vector<std::pair<int64_t, int64_t>>{{2048, 40}, {768, 9001}, {2048, 3001}}) {
+    const std::string what = fmt::format("K {} N {}", K, N);
+    Input w = input({N, K}, 0.05), g = input({K}, 0.2, 1.0), other_w = input({2100, K}, 0.05);
+    Input rows3 = input({3, K}), other_x = input({3, K});
+    // The single row: row 1 of the three.
+    Tensor row = gpu_->zeros({1, K}, dt());
+    gpu_->copy(row, rows3.device.slice(0, 1, 1));
+    auto norm = [&](int64_t rows) {
+      return InputNorm{g.device, 1e-5, gpu_->zeros({rows, K}, dt()), gpu_->zeros({rows}, DType::f32)};
+    };
+    Tensor alone = poisoned({1, N}, dt()), together = poisoned({3, N}, dt());
+    Tensor other_out = poisoned({3, 2100}, dt());
+    gpu_->linear_many({{alone, row, w.device, false, norm(1)}});
+    gpu_->linear_many({{other_out, other_x.device, other_w.device, false},
+                       {together, rows3.device, w.device, false, norm(3)}});
+    const Tensor a = to_host_f32(*gpu_, alone), b = to_host_f32(*gpu_, together.slice(0, 1, 1));
+    EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.nbytes()), 0) << what << ": row 1 of 3 differs from the row alone";
+    // And right: the three rows against the CPU.
+    Tensor reference = Tensor::zeros({3, N});
+    cpu_.linear_many({{reference, rows3.host, w.host, false,
+                       InputNorm{g.host, 1e-5, Tensor::zeros({3, K}), Tensor::zeros({3})}}});
+    expect_close(together, reference, what + " vs CPU");
   }
 }
 

@@ -4,7 +4,7 @@
 // instead of several, rows, visible keys), each case a recorded chain of back-to-back launches
 // as in a decode step (dependent launches unless SF_PDL=0). An empty kernel's chain gives the
 // launch floor, and the bytes each launch must read (visible keys' K and V rows) over the
-// measured copy bandwidth give the memory floor.
+// peak bandwidth measured as `stagformer bench` does give the memory floor.
 //   .devbin/attention_step_bench [launches per chain, default 200]
 // Prints one markdown row per case: microseconds per launch (best of 5 replays).
 #include <cuda_bf16.h>
@@ -17,18 +17,13 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.cuh"
 #include "cuda/kernels.h"
 
 namespace {
 
-void check(cudaError_t status, const char* what) {
-  if (status != cudaSuccess) {
-    std::fprintf(stderr, "attention_step_bench: %s: %s\n", what, cudaGetErrorString(status));
-    std::exit(1);
-  }
-}
-
-__global__ void empty_kernel() {}
+using bench::check;
+using bench::device_ints;
 
 struct Case {
   std::string name;
@@ -36,74 +31,14 @@ struct Case {
   bool rope = true, split = true;
 };
 
-// Microseconds per launch of a recorded chain of `launches` calls of `launch`, best of 5 replays.
-template <class Launch>
-double time_chain(cudaStream_t stream, int launches, Launch launch) {
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), "capture");
-  for (int i = 0; i < launches; ++i) launch();
-  check(cudaStreamEndCapture(stream, &graph), "end capture");
-  check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  check(cudaGraphLaunch(exec, stream), "warm-up");
-  double best = 1e30;
-  for (int rep = 0; rep < 5; ++rep) {
-    cudaEventRecord(start, stream);
-    check(cudaGraphLaunch(exec, stream), "replay");
-    cudaEventRecord(stop, stream);
-    check(cudaEventSynchronize(stop), "sync");
-    float ms = 0.f;
-    cudaEventElapsedTime(&ms, start, stop);
-    best = std::min(best, 1000.0 * ms / launches);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  return best;
-}
-
-// Copy bandwidth in bytes/s (read + write counted), for the memory floor.
-double copy_bandwidth(cudaStream_t stream) {
-  const size_t bytes = size_t(1) << 30;
-  void *a, *b;
-  check(cudaMalloc(&a, bytes), "malloc");
-  check(cudaMalloc(&b, bytes), "malloc");
-  const double us = time_chain(stream, 4, [&] { cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream); });
-  cudaFree(a);
-  cudaFree(b);
-  return 2.0 * bytes / (us * 1e-6);
-}
-
-template <class T>
-T* device_random(size_t count, std::mt19937& rng) {
-  std::normal_distribution<float> normal(0.f, 1.f);
-  std::vector<__nv_bfloat16> host(count);
-  for (auto& v : host) v = __float2bfloat16(normal(rng));
-  T* p;
-  check(cudaMalloc(&p, count * sizeof(T)), "malloc");
-  check(cudaMemcpy(p, host.data(), count * sizeof(T), cudaMemcpyHostToDevice), "upload");
-  return p;
-}
-
-int32_t* device_ints(const std::vector<int32_t>& v) {
-  int32_t* p;
-  check(cudaMalloc(&p, v.size() * sizeof(int32_t)), "malloc");
-  check(cudaMemcpy(p, v.data(), v.size() * sizeof(int32_t), cudaMemcpyHostToDevice), "upload");
-  return p;
-}
-
 double run_case(const Case& c, cudaStream_t stream, int launches, std::mt19937& rng) {
   using T = __nv_bfloat16;
   const int64_t R = c.rows, C = c.capacity, H = c.heads, D = c.head_dim;
-  T* k_cache = device_random<T>(size_t(R * C * H * D), rng);
-  T* v_cache = device_random<T>(size_t(R * C * H * D), rng);
-  T* q = device_random<T>(size_t(R * H * D), rng);
-  T* k_new = device_random<T>(size_t(R * H * D), rng);
-  T* v_new = device_random<T>(size_t(R * H * D), rng);
+  T* k_cache = bench::device_random(size_t(R * C * H * D), rng);
+  T* v_cache = bench::device_random(size_t(R * C * H * D), rng);
+  T* q = bench::device_random(size_t(R * H * D), rng);
+  T* k_new = bench::device_random(size_t(R * H * D), rng);
+  T* v_new = bench::device_random(size_t(R * H * D), rng);
   T* out;
   check(cudaMalloc(&out, size_t(R * H * D) * sizeof(T)), "malloc");
   // The new token at position visible - 1 of every row, its keys [0, visible).
@@ -121,7 +56,7 @@ double run_case(const Case& c, cudaStream_t stream, int launches, std::mt19937& 
     check(cudaMalloc(&ws.counters, ws.counter_count * sizeof(unsigned)), "malloc");
     check(cudaMemset(ws.counters, 0, ws.counter_count * sizeof(unsigned)), "memset");
   }
-  const double us = time_chain(stream, launches, [&] {
+  const double us = bench::time_chain(stream, launches, [&](int) {
     sf::cuda::attention_step(sf::DType::bf16, out, q, k_new, v_new, k_cache, v_cache, position,
                              position, slot, begin, end, R, C, H, H, D, 10000.0, c.rope, c.rope,
                              ws, stream);
@@ -142,9 +77,9 @@ int main(int argc, char** argv) {
   check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
   cudaDeviceProp prop;
   check(cudaGetDeviceProperties(&prop, 0), "device");
-  const double bandwidth = copy_bandwidth(stream);
-  const double empty = time_chain(stream, launches, [&] { empty_kernel<<<1, 32, 0, stream>>>(); });
-  std::printf("# attention_step on %s: %d launches per chain, copy bandwidth %.2f TB/s, "
+  const double bandwidth = bench::peak_bandwidth(stream);
+  const double empty = bench::empty_launch_us(stream, launches);
+  std::printf("# attention_step on %s: %d launches per chain, peak bandwidth %.2f TB/s, "
               "empty kernel %.2f us/launch\n\n",
               prop.name, launches, bandwidth / 1e12, empty);
   std::printf("| case | rows | capacity | visible | rope | splits | us/launch | memory floor us |\n");

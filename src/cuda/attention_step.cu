@@ -113,6 +113,20 @@ __global__ void __launch_bounds__(kStepThreads)
         prefetch_l2(v_cache + cache_row(j) + d);
       }
   }
+  // The rotations of the query's and the new key's pairs (positions come from the step's
+  // indices, uploaded before its first kernel): the fp64 angle costs about 2 us, hidden here
+  // behind the previous kernel. A thread rotates pairs m = threadIdx.x + i * kStepThreads.
+  constexpr int kPairsPerThread = (kStepMaxHeadDim / 2 + kStepThreads - 1) / kStepThreads;
+  float qc[kPairsPerThread], qsn[kPairsPerThread], kc[kPairsPerThread], ksn[kPairsPerThread];
+#pragma unroll
+  for (int i = 0; i < kPairsPerThread; ++i) {
+    const int64_t m = threadIdx.x + static_cast<int64_t>(i) * kStepThreads;
+    qc[i] = kc[i] = 1.f;
+    qsn[i] = ksn[i] = 0.f;
+    if (m >= head_dim / 2) continue;
+    if (rope_q) rotation(static_cast<double>(position[row]), m, head_dim, log_theta, 1.f, qc[i], qsn[i]);
+    if (rope_k) rotation(static_cast<double>(fresh), m, head_dim, log_theta, 1.f, kc[i], ksn[i]);
+  }
   dependency_wait();
   dependents_may_start();
 
@@ -123,17 +137,16 @@ __global__ void __launch_bounds__(kStepThreads)
   const T* vh = v_new + (row * kv_heads + kvh) * head_dim;
   const bool writer = h % (q_heads / kv_heads) == 0 && blockIdx.y == 0;
   const int64_t fresh_row = ((row * capacity + slot[row]) * kv_heads + kvh) * head_dim;
-  for (int64_t m = threadIdx.x; m < head_dim / 2; m += blockDim.x) {
-    float c = 1.f, s = 0.f;
+#pragma unroll
+  for (int i = 0; i < kPairsPerThread; ++i) {
+    const int64_t m = threadIdx.x + static_cast<int64_t>(i) * kStepThreads;
+    if (m >= head_dim / 2) break;
+    const float c = qc[i], s = qsn[i];
     const float q0 = to_float(qh[2 * m]), q1 = to_float(qh[2 * m + 1]);
-    if (rope_q) rotation(static_cast<double>(position[row]), m, head_dim, log_theta, 1.f, c, s);
     qs[2 * m] = to_float(from_float<T>(q0 * c - q1 * s));
     qs[2 * m + 1] = to_float(from_float<T>(q0 * s + q1 * c));
-    c = 1.f;
-    s = 0.f;
     const float k0 = to_float(kh[2 * m]), k1 = to_float(kh[2 * m + 1]);
-    if (rope_k) rotation(static_cast<double>(fresh), m, head_dim, log_theta, 1.f, c, s);
-    const T r0 = from_float<T>(k0 * c - k1 * s), r1 = from_float<T>(k0 * s + k1 * c);
+    const T r0 = from_float<T>(k0 * kc[i] - k1 * ksn[i]), r1 = from_float<T>(k0 * ksn[i] + k1 * kc[i]);
     ks[2 * m] = to_float(r0);
     ks[2 * m + 1] = to_float(r1);
     if (writer) {

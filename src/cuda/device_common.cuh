@@ -26,6 +26,13 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(f
 // which must round alike.
 __device__ __forceinline__ float sigmoid(float g) { return 1.f / (1.f + __expf(-g)); }
 
+// x' = silu(g) * x rounded to T, as swiglu_forward stores it: the gate the decode products
+// fuse into their input (linear_small.cu, linear_stream.cu).
+template <class T>
+__device__ __forceinline__ float gated_value(float x, float g) {
+  return to_float(from_float<T>(g * sigmoid(g) * x));
+}
+
 __device__ __forceinline__ float warp_sum(float x) {
   for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);
   return x;
@@ -74,6 +81,21 @@ template <int N, class T> __device__ __forceinline__ Pack<T, N> load_pack(const 
 }
 template <int N, class T> __device__ __forceinline__ void store_pack(T* p, const Pack<T, N>& x) {
   *reinterpret_cast<Pack<T, N>*>(p) = x;
+}
+// The 16 bytes at `p` (4 F32 or 8 BF16 values, 16-byte aligned) as fp32 values.
+__device__ __forceinline__ void load_chunk(const float* p, float* v) {
+  const float4 q = *reinterpret_cast<const float4*>(p);
+  v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
+}
+__device__ __forceinline__ void load_chunk(const __nv_bfloat16* p, float* v) {
+  const uint4 q = *reinterpret_cast<const uint4*>(p);
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&q);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __bfloat1622float2(h[i]);
+    v[2 * i] = f.x;
+    v[2 * i + 1] = f.y;
+  }
 }
 // True when every pointer is aligned to `bytes` (e.g. sizeof(Pack<T, N>)); host or device.
 template <class... P>

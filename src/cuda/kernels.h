@@ -126,10 +126,17 @@ struct SmallProduct {
   const void* gate = nullptr;  // nullptr: none (not with a norm)
   bool vector_loads = false;   // set by the launcher, as are:
   int splits = 1;              //   warps per output (K split between them)
-  int features = 1;            //   outputs per warp
 };
-// All products share `dtype` (F32 or BF16); one launch per kMaxSmallProducts.
+// All products share `dtype` (F32 or BF16); one launch per kMaxSmallProducts. The products
+// linear_stream_suits() accepts go to linear_stream_many (linear_stream.cu), the others to the
+// warp-per-output kernel of linear_small.cu.
 void linear_small_many(DType dtype, const SmallProduct* products, int count, cudaStream_t stream);
+// Whether a product's weights stream through shared memory (linear_stream.cu): large weights
+// (>= 4 MB) with rows of at most 12 kB; decided by the product's own shape and pointers, never by
+// the other products of a launch or its row count. SF_LINEAR_STREAM=0 turns it off (A/B switch).
+bool linear_stream_suits(DType dtype, const SmallProduct& product);
+// Products of 1..8 rows that linear_stream_suits() accepted.
+void linear_stream_many(DType dtype, const SmallProduct* products, int count, cudaStream_t stream);
 
 // ---- incremental decoding ----------------------------------------------------------------------
 // cache [B, C, W] row slots[b] = rows[b, :].

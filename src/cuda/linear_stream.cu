@@ -1,0 +1,275 @@
+// linear_stream.cu — out = x' @ W^T (+ addend) for a few rows when W is large (the output head;
+// every product of a d_model 2048 model): the weights stream through shared memory by the
+// bulk-copy engine (cp.async.bulk, sm_90), so the bytes in flight are bounded by shared memory
+// and not by the registers of the threads that wait for them. linear_small.cu sends here the
+// products linear_stream_suits() accepts; it keeps the small ones, where a launch is one short
+// wave and latency, not bandwidth, sets the time.
+//
+// Conventions as linear_small.cu's: W [N, K] row-major, x [M, K], out and addend [M, N], one
+// dtype (F32 or BF16), fp32 accumulation, input transforms (the fused RMSNorm, the SwiGLU gate)
+// rounded to the dtype as the unfused kernels store them.
+//
+// Work: a product's rows are cut into tiles of R consecutive rows (R a power of two, from K
+// alone: R * K * sizeof(T) <= kStageBytes, R <= 16), contiguous in memory, so one bulk copy
+// moves a tile. The tiles of all the launch's products are numbered in order and each block
+// (one per multiprocessor, 256 threads) takes a contiguous range of them. Its thread 0 keeps
+// kStages tiles in flight, each stage signalled by an mbarrier's transaction count; the block's
+// 8 warps compute a tile from shared memory (warps split over rows: 16 rows = 2 per warp; fewer
+// rows than warps = several warps per row, their sums added in warp order), then free the stage
+// for the tile kStages ahead. When the block reaches a new product it stages that product's
+// inputs x' (normalised or gated, rounded to T) for all rows in shared memory once.
+// Every output is one fixed-order sum that depends on K only (the row's chunks in lane order,
+// the warps of a row in order), so a product sums alike in every launch it is part of and at any
+// number of rows (staggered = sequential bit for bit). Its order differs from linear_small.cu's,
+// so whether a product streams depends on its own shape only (linear_stream_suits).
+// Launched as a dependent launch (dependent_launch.cuh): the first stages' copies start before
+// the wait for the kernel that wrote x.
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "core/error.h"
+#include "cuda/dependent_launch.cuh"
+#include "cuda/device_common.cuh"
+#include "cuda/kernels.h"
+#include "cuda/product_inputs.cuh"
+
+namespace sf::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kStages = 3;
+constexpr int64_t kStageBytes = 32 << 10;
+constexpr int kMaxTileRows = 16;
+constexpr int kMaxRows = kMaxSmallRows;     // rows of x (the template's M)
+constexpr int64_t kMaxRowBytes = 12 << 10;  // K * sizeof(T) of a streamed product
+constexpr int64_t kMinWeightBytes = 4 << 20;
+// Shared memory: the stages, then x' for up to kMaxRows rows of kMaxRowBytes.
+constexpr int64_t kSharedBytes = kStages * kStageBytes + kMaxRows * kMaxRowBytes;
+
+struct StreamTable {
+  SmallProduct products[kMaxSmallProducts];
+  int first_tile[kMaxSmallProducts + 1];  // prefix sums of each product's tiles
+  int count;
+};
+
+// Rows per tile of a product with rows of `row_bytes`.
+__host__ __device__ constexpr int tile_rows(int64_t row_bytes) {
+  int rows = kMaxTileRows;
+  while (rows > 1 && rows * row_bytes > kStageBytes) rows /= 2;
+  return rows;
+}
+
+__device__ __forceinline__ uint32_t shared_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// The mbarrier protocol of the stages: thread 0 announces a stage's bytes and starts its copy;
+// the copy's completion completes the barrier's phase, which every thread waits for by parity.
+__device__ __forceinline__ void barrier_init(uint64_t* barrier) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(shared_address(barrier)) : "memory");
+}
+__device__ __forceinline__ void barrier_init_fence() {
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+}
+__device__ __forceinline__ void copy_to_stage(void* stage, const void* source, uint32_t bytes,
+                                              uint64_t* barrier) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(shared_address(barrier)),
+               "r"(bytes)
+               : "memory");
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+          shared_address(stage)),
+      "l"(source), "r"(bytes), "r"(shared_address(barrier))
+      : "memory");
+}
+__device__ __forceinline__ bool barrier_done(uint64_t* barrier, uint32_t parity) {
+  uint32_t done;
+  asm volatile(
+      "{\n"
+      ".reg .pred complete;\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 complete, [%1], %2;\n"
+      "selp.u32 %0, 1, 0, complete;\n"
+      "}"
+      : "=r"(done)
+      : "r"(shared_address(barrier)), "r"(parity)
+      : "memory");
+  return done != 0;
+}
+
+template <class T, int M>
+__global__ void __launch_bounds__(kThreads, 1) linear_stream_kernel(const StreamTable table) {
+  extern __shared__ __align__(128) unsigned char shared[];
+  T* const stages = reinterpret_cast<T*>(shared);
+  T* const xs = reinterpret_cast<T*>(shared + kStages * kStageBytes);
+  constexpr int64_t kStageElements = kStageBytes / sizeof(T);
+  constexpr int V = 16 / sizeof(T);  // values per 16-byte chunk
+  __shared__ __align__(8) uint64_t full[kStages];
+  __shared__ float rstd[M];
+  __shared__ float partial[kWarps][M];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t tiles = table.first_tile[table.count];
+  const int64_t begin = blockIdx.x * tiles / gridDim.x, end = (blockIdx.x + 1) * tiles / gridDim.x;
+  auto product_of = [&](int64_t tile) {
+    int i = 0;
+    while (i + 1 < table.count && tile >= table.first_tile[i + 1]) ++i;
+    return i;
+  };
+  // Tile `tile`'s rows of W into stage s (thread 0 only).
+  auto fetch = [&](int64_t tile, int s) {
+    const SmallProduct& p = table.products[product_of(tile)];
+    const int rows_per_tile = tile_rows(p.k * static_cast<int64_t>(sizeof(T)));
+    const int64_t row0 = (tile - table.first_tile[product_of(tile)]) * rows_per_tile;
+    const int64_t rows = min(static_cast<int64_t>(rows_per_tile), p.n - row0);
+    copy_to_stage(stages + s * kStageElements, static_cast<const T*>(p.w) + row0 * p.k,
+                  static_cast<uint32_t>(rows * p.k * sizeof(T)), &full[s]);
+  };
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) barrier_init(&full[s]);
+    barrier_init_fence();
+    for (int s = 0; s < kStages && begin + s < end; ++s) fetch(begin + s, s);
+  }
+  __syncthreads();  // (the barriers exist before anyone waits on them)
+  dependency_wait();
+  dependents_may_start();
+
+  int staged = -1;  // the product whose inputs xs holds
+  for (int64_t tile = begin; tile < end; ++tile) {
+    const int64_t i = tile - begin;
+    const int s = static_cast<int>(i % kStages);
+    const int t = product_of(tile);
+    const SmallProduct& p = table.products[t];
+    if (t != staged) {
+      stage_inputs<T>(p, xs, rstd);
+      __syncthreads();
+      staged = t;
+    }
+    const int rows_per_tile = tile_rows(p.k * static_cast<int64_t>(sizeof(T)));
+    const int64_t row0 = (tile - table.first_tile[t]) * rows_per_tile;
+    // Warp w takes rows_per_warp rows, or a 1/warps_per_row share of one row's chunks.
+    const int warps_per_row = rows_per_tile >= kWarps ? 1 : kWarps / rows_per_tile;
+    const int rows_per_warp = rows_per_tile >= kWarps ? rows_per_tile / kWarps : 1;
+    const int share = warp % warps_per_row;
+    const int64_t chunks = p.k / V;
+    while (!barrier_done(&full[s], static_cast<uint32_t>((i / kStages) & 1))) {
+    }
+    const T* stage = stages + s * kStageElements;
+    T* out = static_cast<T*>(p.out);
+    const T* addend = static_cast<const T*>(p.addend);
+    for (int r = 0; r < rows_per_warp; ++r) {
+      const int row = rows_per_tile >= kWarps ? warp * rows_per_warp + r : warp / warps_per_row;
+      const bool here = row0 + row < p.n;  // (uniform within the warp)
+      float acc[M];
+#pragma unroll
+      for (int m = 0; m < M; ++m) acc[m] = 0.f;
+      if (here) {
+        const T* w = stage + row * p.k;
+#pragma unroll 4
+        for (int64_t c = lane + 32 * share; c < chunks; c += 32 * warps_per_row) {
+          float wv[V];
+          load_chunk(w + c * V, wv);
+#pragma unroll
+          for (int m = 0; m < M; ++m) {
+            if (m >= p.m) break;
+            float xv[V];
+            load_chunk(xs + m * p.k + c * V, xv);
+#pragma unroll
+            for (int e = 0; e < V; ++e) acc[m] = fmaf(wv[e], xv[e], acc[m]);
+          }
+        }
+      }
+#pragma unroll
+      for (int m = 0; m < M; ++m) acc[m] = warp_sum(acc[m]);
+      if (warps_per_row > 1) {
+        // The warps of one row hold partial sums of its outputs: added in warp order.
+        if (lane == 0)
+#pragma unroll
+          for (int m = 0; m < M; ++m) partial[warp][m] = acc[m];
+        __syncthreads();
+        if (share == 0)
+#pragma unroll
+          for (int m = 0; m < M; ++m) {
+            float total = partial[warp][m];
+            for (int other = 1; other < warps_per_row; ++other) total += partial[warp + other][m];
+            acc[m] = total;
+          }
+      }
+      if (here && lane == 0 && share == 0) {
+        const int64_t n = row0 + row;
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+          if (m >= p.m) break;
+          float value = acc[m];
+          if (addend) value += to_float(addend[m * p.n + n]);
+          out[m * p.n + n] = from_float<T>(value);
+        }
+      }
+    }
+    __syncthreads();  // every warp is done with stage s (and partial) before it is refilled
+    if (threadIdx.x == 0 && tile + kStages < end) fetch(tile + kStages, s);
+  }
+}
+
+template <class T, int M>
+void launch(const StreamTable& table, int blocks, cudaStream_t stream) {
+  static const bool sized = [] {  // (dynamic shared memory beyond 48 kB is asked for once)
+    SF_CUDA_CHECK(cudaFuncSetAttribute(linear_stream_kernel<T, M>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(kSharedBytes)));
+    return true;
+  }();
+  (void)sized;
+  launch_dependent(linear_stream_kernel<T, M>, dim3(blocks), dim3(kThreads),
+                   static_cast<size_t>(kStages * kStageBytes + M * kMaxRowBytes), stream, table);
+}
+
+bool streaming_enabled() {
+  static const bool enabled = [] {
+    const char* flag = std::getenv("SF_LINEAR_STREAM");
+    return !(flag && std::strcmp(flag, "0") == 0);
+  }();
+  return enabled;
+}
+
+}  // namespace
+
+bool linear_stream_suits(DType dtype, const SmallProduct& p) {
+  const int64_t size = static_cast<int64_t>(dtype_size(dtype));
+  const auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
+  return streaming_enabled() && p.k % (16 / size) == 0 && p.k * size <= kMaxRowBytes &&
+         p.n * p.k * size >= kMinWeightBytes && aligned(p.w) && aligned(p.x) &&
+         (p.norm == nullptr || aligned(p.norm)) && (p.gate == nullptr || aligned(p.gate));
+}
+
+void linear_stream_many(DType dtype, const SmallProduct* products, int count, cudaStream_t stream) {
+  int multiprocessors = 0, device = 0;
+  SF_CUDA_CHECK(cudaGetDevice(&device));
+  SF_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device));
+  for (int first = 0; first < count; first += kMaxSmallProducts) {
+    StreamTable table{};
+    table.count = std::min(kMaxSmallProducts, count - first);
+    int tiles = 0, rows = 1;
+    for (int i = 0; i < table.count; ++i) {
+      const SmallProduct& p = table.products[i] = products[first + i];
+      SF_CHECK(p.m >= 1 && p.m <= kMaxRows, "linear_stream: {} rows (at most {})", p.m, kMaxRows);
+      table.first_tile[i] = tiles;
+      const int per_tile = tile_rows(p.k * static_cast<int64_t>(dtype_size(dtype)));
+      tiles += static_cast<int>((p.n + per_tile - 1) / per_tile);
+      rows = std::max<int>(rows, static_cast<int>(p.m));
+    }
+    table.first_tile[table.count] = tiles;
+    if (tiles == 0) continue;
+    const int blocks = std::min(tiles, multiprocessors);
+    SF_DISPATCH_FLOAT(dtype, T, {
+      if (rows <= 1) launch<T, 1>(table, blocks, stream);
+      else if (rows <= 2) launch<T, 2>(table, blocks, stream);
+      else if (rows <= 4) launch<T, 4>(table, blocks, stream);
+      else launch<T, 8>(table, blocks, stream);
+    });
+    SF_CUDA_LAUNCH_CHECK("linear_stream");
+  }
+}
+
+}  // namespace sf::cuda
