@@ -2,8 +2,9 @@
 # gpu_decode_run.sh — one device call for the GPU-decoding work: the decode tests, a kernel trace
 # of decode steps, the decode benchmark (bench/gpu_decode.sh) and the PyTorch twin's decoder as
 # the speed reference, all on the binaries scripts/devbin.sh packed into .devbin/.
-#   bash bench/gpu_decode_run.sh [tests] [profile] [ab] [bench] [sanitize] [twin]
+#   bash bench/gpu_decode_run.sh [tests] [kernels] [profile] [ab] [bench] [sanitize] [twin]
 #   (default: all but sanitize, which runs compute-sanitizer's memcheck and racecheck)
+# kernels: bench/cuda's linear_small_bench and attention_step_bench, where packed.
 # ab: the 12-layer baseline's tg64 at batch 1 with dependent launches off (SF_PDL=0) and with
 # recorded steps off (SF_DECODE_GRAPHS=0), next to the default.
 # Env: PROFILE_CONFIGS (default: the 12-layer baseline and 2x6), PROFILE_ENV (default SF_PDL=0),
@@ -18,7 +19,7 @@ dest=${OUT:-gpu-out}
 mkdir -p "$dest"
 work=$(mktemp -d)/logs
 mkdir -p "$work"
-what=${*:-tests profile ab bench twin}
+what=${*:-tests kernels profile ab bench twin}
 source bench/gpu_env.sh
 summary=()
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader > "$work/gpu.txt"
@@ -26,10 +27,20 @@ summary+=("gpu: $(cat "$work/gpu.txt")" "binaries: $(tr '\n' ' ' < .devbin/built
 
 if [[ $what == *tests* ]]; then
   for t in cuda_kernels_test cuda_decode_test cuda_attention_test twin_decode_test; do
+    [[ -f .devbin/$t.gz ]] && gunzip -kf ".devbin/$t.gz" && chmod +x ".devbin/$t"
     [[ -x .devbin/$t ]] || { summary+=("$t: not packed"); continue; }
     timeout "${TEST_TIMEOUT:-240}" ./.devbin/$t --gtest_brief=1 > "$work/$t.log" 2>&1
     rc=$?
     summary+=("$t: exit $rc, $(grep -c '^\[  FAILED' "$work/$t.log") failed lines, $(grep -E '^\[  PASSED' "$work/$t.log" | head -1)")
+  done
+fi
+
+if [[ $what == *kernels* ]]; then
+  for b in linear_small_bench attention_step_bench; do
+    [[ -f .devbin/$b.gz ]] && gunzip -kf ".devbin/$b.gz" && chmod +x ".devbin/$b"
+    [[ -x .devbin/$b ]] || { summary+=("$b: not packed"); continue; }
+    timeout 120 ./.devbin/$b > "$work/$b.md" 2>&1
+    summary+=("$b: exit $?" "$(grep -E '^\|' "$work/$b.md")")
   done
 fi
 
@@ -69,18 +80,22 @@ if [[ $what == *bench* ]]; then
 fi
 
 if [[ $what == *sanitize* ]]; then
-  # compute-sanitizer over the decode tests: memcheck (out-of-bounds and misaligned accesses,
-  # leaks) on the BF16 comparisons of every variant, racecheck (shared-memory hazards) on the
-  # attention kernels' decode cases. Slow under the tools, so a subset, each time-boxed.
+  # compute-sanitizer: memcheck (out-of-bounds and misaligned accesses) over the decode tests'
+  # BF16 comparisons of every variant and the decode kernels' tests; racecheck (shared-memory
+  # hazards) over the decode kernels' tests (over the whole decode tests it does not finish in
+  # minutes). Each time-boxed (SANITIZE_TIMEOUT, s).
+  for t in cuda_decode_test cuda_kernels_test; do
+    [[ -f .devbin/$t.gz ]] && gunzip -kf ".devbin/$t.gz" && chmod +x ".devbin/$t"
+  done
   if command -v compute-sanitizer > /dev/null; then
-    timeout "${SANITIZE_TIMEOUT:-200}" compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 \
-      ./.devbin/cuda_decode_test --gtest_brief=1 --gtest_filter='*Bf16MatchesTheCpuDecoder*' \
-      > "$work/sanitize-memcheck.log" 2>&1
-    summary+=("memcheck cuda_decode_test (Bf16 cases): exit $?, $(grep -E 'ERROR SUMMARY' "$work/sanitize-memcheck.log" | tail -1)")
-    timeout "${SANITIZE_TIMEOUT:-200}" compute-sanitizer --tool racecheck --error-exitcode 9 \
-      ./.devbin/cuda_decode_test --gtest_brief=1 --gtest_filter='*RecordedAndSequential*' \
-      > "$work/sanitize-racecheck.log" 2>&1
-    summary+=("racecheck cuda_decode_test (recorded = sequential cases): exit $?, $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$work/sanitize-racecheck.log" | tail -1)")
+    run_tool() {  # name tool binary filter
+      timeout "${SANITIZE_TIMEOUT:-120}" compute-sanitizer --tool "$2" --error-exitcode 9 \
+        "./.devbin/$3" --gtest_brief=1 --gtest_filter="$4" > "$work/sanitize-$1.log" 2>&1
+      summary+=("$2 $3 ($4): exit $?, $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$work/sanitize-$1.log" | tail -1) $(grep -E '^\[  (PASSED|FAILED)' "$work/sanitize-$1.log" | head -1)")
+    }
+    run_tool memcheck-decode memcheck cuda_decode_test '*Bf16MatchesTheCpuDecoder*'
+    run_tool memcheck-kernels memcheck cuda_kernels_test '*LinearMany*:*AttentionStep*'
+    run_tool racecheck-kernels racecheck cuda_kernels_test '*AttentionStep*:*LinearManyMatchesTheCpu*:*LinearManyOutputsDoNot*'
   else
     summary+=("sanitize: compute-sanitizer not on this machine")
   fi
@@ -92,7 +107,7 @@ if [[ $what == *twin* ]]; then
     summary+=("twin decode selftest --cuda: exit $?")
     for cfg in gpt2-small-stagformer-2x6; do
       PYTHONUNBUFFERED=1 timeout 400 python3 python/twin_decode.py bench --config configs/$cfg.json \
-        --baseline --gen 64 --md > "$work/twin-bench-$cfg.md" 2>&1
+        --baseline --gen 128 --md > "$work/twin-bench-$cfg.md" 2>&1
       summary+=("twin decode bench $cfg: exit $?" "$(grep -E '^\|' "$work/twin-bench-$cfg.md" | tail -n 8)")
     done
   else
