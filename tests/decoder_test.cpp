@@ -122,6 +122,59 @@ TEST_P(Decode, ConcurrentAndSequentialSchedulesAreBitIdentical) {
   }
 }
 
+// Idle sequences (Decoder::kIdle, a server's free slots) change nothing for the others, and a
+// sequence prefilled after idling decodes as in a fresh decoder: row by row, bit for bit, against
+// decoders of batch 1. Sequence 1 idles from the start and is prefilled mid-way; sequence 2
+// decodes two tokens and then idles, after which feeding it a token is refused.
+TEST_P(Decode, IdleSequencesChangeNothingForTheOthers) {
+  const ModelConfig& config = GetParam().config;
+  CpuBackend backend;
+  Model model(config, backend, DType::f32);
+  Rng rng(31);
+  test::randomize_parameters(model, rng);
+  auto random_ids = [&](size_t n) {
+    std::vector<int32_t> ids(n);
+    for (auto& t : ids) t = static_cast<int32_t>(rng.below(config.vocab_size));
+    return ids;
+  };
+  Decoder batch(model, 3, DecodeMode::staggered);
+  Decoder alone0(model, 1, DecodeMode::staggered), alone1(model, 1, DecodeMode::staggered);
+  const int64_t V = config.vocab_size;
+  auto same_row = [&](const Decoder& a, int64_t row, const Decoder& b, const std::string& what) {
+    EXPECT_EQ(std::memcmp(a.logits().data<float>() + row * V, b.logits().data<float>(), V * sizeof(float)), 0)
+        << what;
+  };
+  const std::vector<int32_t> p0 = random_ids(2), p1 = random_ids(3), p2 = random_ids(1);
+  batch.prefill(0, p0);
+  alone0.prefill(0, p0);
+  batch.prefill(2, p2);
+  constexpr int32_t idle = Decoder::kIdle;
+  for (int64_t step = 0; step + 3 < config.max_seq_len; ++step) {
+    if (step == 3) {  // sequence 1 joins while sequence 0 decodes
+      batch.prefill(1, p1);
+      alone1.prefill(0, p1);
+      same_row(batch, 1, alone1, "sequence 1's prefill after idle steps");
+    }
+    const std::vector<int32_t> t = random_ids(2);
+    const int32_t tokens[3] = {t[0], step >= 3 ? t[1] : idle, step < 2 ? t[0] : idle};
+    batch.step(tokens);
+    alone0.step(std::span(&tokens[0], 1));
+    same_row(batch, 0, alone0, "sequence 0 at step " + std::to_string(step));
+    if (step >= 3) {
+      alone1.step(std::span(&tokens[1], 1));
+      same_row(batch, 1, alone1, "sequence 1 at step " + std::to_string(step));
+    }
+  }
+  EXPECT_EQ(batch.length(2), 0);
+  const int32_t resume[3] = {1, 1, 1};
+  try {
+    batch.step(resume);
+    ADD_FAILURE() << "an idle sequence was fed a token without a prefill";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("sequence 2 has not been prefilled"), std::string::npos) << e.what();
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Variants, Decode, ::testing::ValuesIn(decode_cases()),
                          [](const auto& info) { return info.param.name; });
 

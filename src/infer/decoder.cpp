@@ -57,7 +57,8 @@ void Decoder::step(std::span<const int32_t> tokens) {
   for (int64_t b = 0; b < batch(); ++b) {
     const int64_t length = length_[static_cast<size_t>(b)];
     const int32_t id = tokens[static_cast<size_t>(b)];
-    SF_CHECK(length >= 1, "step: sequence {} has not been prefilled", b);
+    if (id == kIdle) continue;
+    SF_CHECK(length >= 1, "step: sequence {} has not been prefilled (or was idle since)", b);
     SF_CHECK(length < c.max_seq_len,
              "step: sequence {} is full (its context of {} positions is used up)", b,
              c.max_seq_len);
@@ -66,11 +67,17 @@ void Decoder::step(std::span<const int32_t> tokens) {
              c.vocab_size);
   }
   StepIndices& indices = state_.indices();
-  for (int64_t b = 0; b < batch(); ++b)
-    indices.set(b, tokens[static_cast<size_t>(b)], length_[static_cast<size_t>(b)]);
+  for (int64_t b = 0; b < batch(); ++b) {
+    const int32_t id = tokens[static_cast<size_t>(b)];
+    // An idle row: token 0 at position 1 (its own caches' first slots; nothing of another
+    // sequence), then it counts as not prefilled.
+    if (id == kIdle) length_[static_cast<size_t>(b)] = 0;
+    indices.set(b, id == kIdle ? 0 : id, id == kIdle ? 1 : length_[static_cast<size_t>(b)]);
+  }
   indices.upload(model_.backend());
   state_.step();
-  for (int64_t& length : length_) ++length;
+  for (int64_t b = 0; b < batch(); ++b)
+    if (tokens[static_cast<size_t>(b)] != kIdle) ++length_[static_cast<size_t>(b)];
   read_logits(0, batch());
 }
 

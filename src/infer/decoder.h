@@ -40,8 +40,15 @@ class Decoder {
   // Afterwards logits() row b predicts the token after the prompt.
   void prefill(int64_t sequence, std::span<const int32_t> prompt);
   // Feeds one token to every sequence (tokens.size() == batch), each at its own position; then
-  // logits() row b predicts the next token of sequence b. Every sequence must have been
-  // prefilled and have room left in the context.
+  // logits() row b predicts the next token of sequence b. Every sequence fed a token must have
+  // been prefilled and have room left in the context.
+  // kIdle instead of a token leaves a sequence out (a server's free slot, continuous batching):
+  // its row still runs, at position 1 — a step's shape is fixed, and a recording replays it —
+  // but writes only caches no other sequence reads, its logits row means nothing, and the
+  // sequence counts as not prefilled (its length becomes 0) until the next prefill. Idling a
+  // sequence mid-way and resuming it would be wrong for StagFormer (the step overwrites the
+  // rows the next step's hand-off reads), so the decoder refuses that.
+  static constexpr int32_t kIdle = -1;
   void step(std::span<const int32_t> tokens);
   // [batch, vocab] CPU tensor (F64 for an F64 model, else F32), valid after prefill/step: the
   // rows prefill or step computed.
