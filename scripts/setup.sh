@@ -26,6 +26,7 @@ packages=(
   libfmt-dev             # formatting
   libgtest-dev libgmock-dev googletest  # tests
   libpcre2-dev           # GPT-2 pre-tokenisation regex (Unicode classes)
+  libcpp-httplib-dev     # `stagformer serve`: the HTTP server (docs/serving.md says why this one)
   clang-14 libclang-rt-14-dev libomp-14-dev llvm-14  # scripts/fuzz.sh: libFuzzer + ASan/UBSan
                                                      # runtimes, OpenMP for clang, llvm-symbolizer
 )
