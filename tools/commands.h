@@ -17,5 +17,6 @@ void add_info_command(CLI::App& app);
 void add_plot_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_bench_train_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
 
 }  // namespace sf::cli

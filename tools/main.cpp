@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   sf::cli::add_plot_command(app);
   sf::cli::add_bench_command(app);
   sf::cli::add_bench_train_command(app);
+  sf::cli::add_serve_command(app);
   // A first word that is no command: name it and the nearest command (CLI11 would only say
   // that a subcommand is required).
   if (argc >= 2 && argv[1][0] != '-') {

@@ -60,6 +60,10 @@ json usage_chunk(Endpoint endpoint, const ResponseHeader& header, const Usage& u
   return body;
 }
 
-std::string sse_event(const json& chunk) { return "data: " + chunk.dump() + "\n\n"; }
+std::string to_json_text(const json& body) {
+  return body.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string sse_event(const json& chunk) { return "data: " + to_json_text(chunk) + "\n\n"; }
 
 }  // namespace sf::serve

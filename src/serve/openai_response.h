@@ -37,6 +37,12 @@ nlohmann::json completion_chunk(Endpoint endpoint, const ResponseHeader& header,
 // The last chunk of a stream that asked for usage: no choices, the usage.
 nlohmann::json usage_chunk(Endpoint endpoint, const ResponseHeader& header, const Usage& usage);
 
+// A body as JSON text. Generated text need not be valid UTF-8 (a byte-level model can produce
+// any byte; a character can be cut by max_tokens): bytes that are not valid UTF-8 become U+FFFD,
+// as JSON requires. The same bytes give the same text streamed or whole (the stream releases
+// text only at character boundaries, or bytes that can never complete a character).
+std::string to_json_text(const nlohmann::json& body);
+
 // "data: <json>\n\n", and the stream's end "data: [DONE]\n\n".
 std::string sse_event(const nlohmann::json& chunk);
 inline constexpr const char* kSseDone = "data: [DONE]\n\n";

@@ -1,0 +1,247 @@
+// serve_http_test.cpp — `stagformer serve`'s HTTP API end to end (src/serve/http_server.h): a
+// server on a free loopback port in this process, called over HTTP. Every endpoint; the streamed
+// text equals the whole text; concurrent streaming clients each get what they get alone; a client
+// that goes away frees its slot; every bad input gets its 4xx and the server keeps serving; the
+// API key; stop() drains a running request.
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "cpu/cpu_backend.h"
+#include "data/byte_tokenizer.h"
+#include "serve/engine.h"
+#include "serve/http_server.h"
+#include "support/tiny_models.h"
+
+namespace sf::serve {
+namespace {
+
+using nlohmann::json;
+
+class ServeHttp : public ::testing::Test {
+ protected:
+  void SetUp() override { start(""); }
+  void TearDown() override { shutdown(); }
+
+  void start(const std::string& api_key) {
+    config_ = test::byte_training_config(2);
+    model_ = std::make_unique<Model>(config_, backend_, DType::f32);
+    Rng rng(5);
+    test::randomize_parameters(*model_, rng);
+    engine_ = std::make_unique<Engine>(*model_, tokenizer_, EngineOptions{2, 16, DecodeMode::staggered});
+    ServerOptions options;
+    options.port = 0;
+    options.api_key = api_key;
+    options.max_body_bytes = 4096;
+    options.model_name = "tiny";
+    server_ = std::make_unique<HttpServer>(*engine_, options);
+    port_ = server_->bind();
+    thread_ = std::thread([this] { server_->serve(); });
+  }
+  void shutdown() {
+    if (!server_) return;
+    server_->stop();
+    thread_.join();
+    server_.reset();
+    engine_.reset();
+  }
+  httplib::Client client() {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(60, 0);
+    return c;
+  }
+  json post(const std::string& path, const std::string& body, int expect_status = 200) {
+    auto c = client();
+    auto r = c.Post(path.c_str(), body, "application/json");
+    EXPECT_TRUE(r) << path << ": no response";
+    if (!r) return json();
+    EXPECT_EQ(r->status, expect_status) << path << " " << body << ": " << r->body;
+    return json::parse(r->body, nullptr, false);
+  }
+  // The text of a streamed completion (concatenated chunks) and its events.
+  std::pair<std::string, std::vector<json>> stream(const std::string& path, const json& body) {
+    auto c = client();
+    std::string raw;
+    auto r = c.Post(path.c_str(), body.dump(), "application/json");
+    EXPECT_TRUE(r);
+    if (!r) return {};
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->get_header_value("Content-Type"), "text/event-stream");
+    std::vector<json> events;
+    std::string text;
+    size_t at = 0;
+    while ((at = r->body.find("data: ", at)) != std::string::npos) {
+      const size_t end = r->body.find("\n\n", at);
+      const std::string payload = r->body.substr(at + 6, end - at - 6);
+      at = end;
+      if (payload == "[DONE]") {
+        events.push_back("[DONE]");
+        continue;
+      }
+      json e = json::parse(payload);
+      if (!e["choices"].empty()) {
+        const json& choice = e["choices"][0];
+        if (choice.contains("text")) text += choice["text"].get<std::string>();
+        if (choice.contains("delta") && choice["delta"].contains("content"))
+          text += choice["delta"]["content"].get<std::string>();
+      }
+      events.push_back(e);
+    }
+    return {text, events};
+  }
+
+  ModelConfig config_;
+  CpuBackend backend_;
+  std::unique_ptr<Model> model_;
+  ByteTokenizer tokenizer_;
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<HttpServer> server_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+TEST_F(ServeHttp, EveryEndpointAnswers) {
+  auto c = client();
+  auto health = c.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(json::parse(health->body)["status"], "ok");
+  auto models = c.Get("/v1/models");
+  ASSERT_TRUE(models);
+  EXPECT_EQ(json::parse(models->body)["data"][0]["id"], "tiny");
+  const json tokens = post("/tokenize", R"({"content": "Call me"})");
+  EXPECT_EQ(tokens["tokens"].size(), 7u);
+  EXPECT_EQ(post("/detokenize", json{{"tokens", tokens["tokens"]}}.dump())["content"], "Call me");
+  const json completion = post("/v1/completions", R"({"prompt": "Call me", "max_tokens": 6, "temperature": 0})");
+  EXPECT_EQ(completion["object"], "text_completion");
+  EXPECT_EQ(completion["model"], "tiny");
+  EXPECT_EQ(completion["usage"]["prompt_tokens"], 7);
+  const json chat = post("/v1/chat/completions", R"({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})");
+  EXPECT_EQ(chat["choices"][0]["message"]["role"], "assistant");
+  auto metrics = c.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("stagformer_requests_total 2"), std::string::npos) << metrics->body;
+  EXPECT_NE(metrics->body.find("stagformer_slots 2"), std::string::npos);
+}
+
+TEST_F(ServeHttp, StreamedTextEqualsTheWholeText) {
+  for (const bool chat : {false, true}) {
+    const std::string path = chat ? "/v1/chat/completions" : "/v1/completions";
+    json body = chat ? json{{"messages", {{{"role", "user"}, {"content", "Call me"}}}}}
+                     : json{{"prompt", "Call me Ishmael"}};
+    body["max_tokens"] = chat ? 6 : 12;  // (the chat template takes 24 of the 32 positions)
+    body["temperature"] = 0;
+    const json whole = post(path, body.dump());
+    body["stream"] = true;
+    body["stream_options"] = {{"include_usage", true}};
+    const auto [text, events] = stream(path, body);
+    const json& message = chat ? whole["choices"][0]["message"]["content"] : whole["choices"][0]["text"];
+    EXPECT_EQ(text, message.get<std::string>()) << path;
+    ASSERT_GE(events.size(), 3u);
+    EXPECT_EQ(events.back(), "[DONE]");
+    const json& usage = events[events.size() - 2];
+    EXPECT_EQ(usage["usage"], whole["usage"]) << path;
+    EXPECT_EQ(events[events.size() - 3]["choices"][0]["finish_reason"], whole["choices"][0]["finish_reason"]);
+  }
+}
+
+TEST_F(ServeHttp, ConcurrentStreamingClientsEachGetWhatTheyGetAlone) {
+  const std::vector<std::string> prompts = {"Call me", "It was", "A", "The whale", "Sea", "Ahab said", "x", "Queequeg"};
+  std::vector<std::string> alone;
+  for (const std::string& p : prompts)
+    alone.push_back(post("/v1/completions", json{{"prompt", p}, {"max_tokens", 10}, {"temperature", 0}}.dump())
+                        ["choices"][0]["text"]);
+  std::vector<std::string> together(prompts.size());
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < prompts.size(); ++i)
+    clients.emplace_back([&, i] {
+      together[i] = stream("/v1/completions",
+                           json{{"prompt", prompts[i]}, {"max_tokens", 10}, {"temperature", 0}, {"stream", true}})
+                        .first;
+    });
+  for (std::thread& t : clients) t.join();
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(together[i], alone[i]) << "client " << i;
+}
+
+TEST_F(ServeHttp, AClientThatGoesAwayFreesItsSlot) {
+  auto c = client();
+  int chunks = 0;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.body = R"({"prompt": "Call me", "max_tokens": null, "stream": true, "temperature": 1, "seed": 3})";
+  req.set_header("Content-Type", "application/json");
+  req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 2; };  // hang up
+  c.send(req);
+  EXPECT_GE(chunks, 1);
+  // The engine notices at its next write and cancels: the slot is free again.
+  bool freed = false;
+  for (int i = 0; i < 100 && !freed; ++i) {
+    auto h = client().Get("/health");
+    freed = h && json::parse(h->body)["slots_busy"] == 0;
+    if (!freed) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(freed) << "the slot of a client that went away was not freed";
+}
+
+TEST_F(ServeHttp, EveryBadInputGetsItsStatusAndTheServerKeepsServing) {
+  struct Case {
+    std::string path, body;
+    int status;
+    std::string param;
+  };
+  const std::string long_prompt(40, 'a');  // 40 tokens > the context of 32
+  const std::vector<Case> cases = {
+      {"/v1/completions", "{not json", 400, ""},
+      {"/v1/completions", R"({"prompt": "x", "max_token": 3})", 400, "max_token"},
+      {"/v1/completions", R"({"prompt": "x", "temperature": "hot"})", 400, "temperature"},
+      {"/v1/completions", json{{"prompt", long_prompt}}.dump(), 400, "prompt"},
+      {"/v1/completions", R"({"prompt": "abc", "max_tokens": 31})", 400, "max_tokens"},
+      {"/v1/completions", R"({"prompt": [1, 300]})", 400, "prompt"},  // beyond the 257 ids
+      {"/v1/chat/completions", R"({"messages": []})", 400, "messages"},
+      {"/tokenize", R"({"text": "x"})", 400, "content"},
+      {"/detokenize", R"({"tokens": [5, 999]})", 400, "tokens"},
+      {"/v1/completions", std::string(5000, ' '), 413, ""},
+      {"/v1/nothing", "{}", 404, ""},
+  };
+  for (const Case& k : cases) {
+    const json error = post(k.path, k.body, k.status);
+    ASSERT_TRUE(error.contains("error")) << k.path << " " << k.body.substr(0, 60);
+    EXPECT_FALSE(error["error"]["message"].get<std::string>().empty());
+    if (!k.param.empty()) {
+      EXPECT_EQ(error["error"]["param"], k.param) << k.body;
+    }
+  }
+  EXPECT_EQ(post("/v1/completions", R"({"prompt": "ok", "max_tokens": 2})")["usage"]["completion_tokens"].is_number(), true);
+}
+
+TEST_F(ServeHttp, TheApiKeyGuardsEveryEndpointButHealth) {
+  shutdown();
+  start("secret");
+  auto c = client();
+  EXPECT_EQ(c.Get("/health")->status, 200);
+  auto refused = c.Get("/v1/models");
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 401);
+  EXPECT_EQ(json::parse(refused->body)["error"]["code"], "invalid_api_key");
+  httplib::Headers wrong = {{"Authorization", "Bearer nope"}};
+  EXPECT_EQ(c.Get("/v1/models", wrong)->status, 401);
+  httplib::Headers right = {{"Authorization", "Bearer secret"}};
+  EXPECT_EQ(c.Get("/v1/models", right)->status, 200);
+}
+
+TEST_F(ServeHttp, StopDrainsARunningRequest) {
+  std::string text;
+  std::thread client_thread([&] {
+    text = stream("/v1/completions", json{{"prompt", "Call me"}, {"max_tokens", 20}, {"temperature", 0}, {"stream", true}}).first;
+  });
+  // Wait until the request runs, then stop the server: the request still completes.
+  for (int i = 0; i < 200 && engine_->stats().requests == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  shutdown();
+  client_thread.join();
+  EXPECT_FALSE(text.empty());
+}
+
+}  // namespace
+}  // namespace sf::serve

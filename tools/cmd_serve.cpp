@@ -1,0 +1,119 @@
+// cmd_serve.cpp — `stagformer serve`: a model behind the OpenAI-compatible HTTP API
+// (src/serve/, docs/serving.md). SIGTERM or SIGINT drains the running requests and exits.
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+
+#include "cli_common.h"
+#include "commands.h"
+#include "core/error.h"
+#include "infer/decode_schedule.h"
+#include "infer/generator.h"
+#include "serve/engine.h"
+#include "serve/http_server.h"
+
+namespace sf::cli {
+
+namespace {
+
+struct ServeArgs {
+  std::string model_path, device = "cpu", decode = "staggered", tokenizer, vocab, precision;
+  std::string model_name;
+  serve::ServerOptions server;
+  int64_t slots = 4, queue_limit = 64;
+  int threads = 0;
+};
+
+void run(ServeArgs& a) {
+  // SIGTERM and SIGINT go to one thread that stops the server (a handler may not): blocked
+  // first, before any thread (OpenMP's, the engine's, the server's) starts, so every thread
+  // inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  if (a.server.api_key.empty())
+    if (const char* key = std::getenv("STAGFORMER_API_KEY")) a.server.api_key = key;
+  SF_CHECK(a.server.port >= 0 && a.server.port <= 65535, "--port must be in [0, 65535], got {}", a.server.port);
+  SF_CHECK(a.server.request_timeout_s > 0, "--timeout must be > 0 seconds, got {}", a.server.request_timeout_s);
+  const ThreadChoice threads = set_threads(a.threads);
+  auto backend = make_backend(a.device);
+  LoadedModel loaded = load_model_for_inference(a.model_path, *backend, a.tokenizer, a.vocab,
+                                                compute_dtype_for(a.device, a.precision));
+  const DecodeMode mode = decode_mode_from_string(a.decode);
+  (void)DecodeSchedule(loaded.config, mode);  // a mode the model cannot run: one clear error
+  a.server.model_name = a.model_name.empty() ? a.model_path : a.model_name;
+
+  serve::Engine engine(*loaded.model, *loaded.tokenizer,
+                       serve::EngineOptions{a.slots, a.queue_limit, mode});
+  serve::HttpServer server(engine, a.server);
+  const int port = server.bind();
+  std::fprintf(stderr,
+               "serve: %s on http://%s:%d (%lld slots, decode %s, %s, threads %s)%s; Ctrl-C or "
+               "SIGTERM drains the requests and stops\n",
+               a.server.model_name.c_str(), a.server.host.c_str(), port, static_cast<long long>(a.slots),
+               a.decode.c_str(), a.device.c_str(),
+               threads.note.empty() ? std::to_string(threads.threads).c_str() : threads.note.c_str(),
+               a.server.api_key.empty() ? "" : ", API key required");
+  std::thread stopper([&] {
+    int signal = 0;
+    sigwait(&signals, &signal);
+    std::fprintf(stderr, "serve: %s: finishing the running requests\n", signal == SIGTERM ? "SIGTERM" : "SIGINT");
+    server.stop();
+  });
+  server.serve();
+  // serve() returned: stopped by the signal thread (it is done), or the listener failed.
+  if (stopper.joinable()) {
+    pthread_kill(stopper.native_handle(), SIGTERM);  // (a no-op once it has run)
+    stopper.join();
+  }
+  std::fprintf(stderr, "serve: stopped\n");
+}
+
+}  // namespace
+
+void add_serve_command(CLI::App& app) {
+  auto a = std::make_shared<ServeArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "serve",
+      "Serve a model over an OpenAI-compatible HTTP API: POST /v1/completions and "
+      "/v1/chat/completions (streamed with \"stream\": true), GET /v1/models, /health, /metrics, "
+      "POST /tokenize and /detokenize. Requests share --slots sequences decoded together. "
+      "docs/serving.md has the details.");
+  cmd->add_option("-m,--model", a->model_path,
+                  "MODEL: a run folder or model folder (model.safetensors, config.json, "
+                  "tokenizer.json), or a .safetensors file with config.json beside it")
+      ->required();
+  cmd->add_option("--host", a->server.host, "address to listen on (127.0.0.1: this machine only)")
+      ->capture_default_str();
+  cmd->add_option("--port", a->server.port, "port to listen on (0: any free port, printed)")->capture_default_str();
+  cmd->add_option("--slots", a->slots, "requests decoded together (the decoder's batch)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  cmd->add_option("--queue", a->queue_limit, "requests that may wait for a slot; more get 503")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100000));
+  cmd->add_option("--timeout", a->server.request_timeout_s, "seconds a request may run before it ends (504)")
+      ->capture_default_str();
+  cmd->add_option("--max-body", a->server.max_body_bytes, "largest request body in bytes (413 beyond)")
+      ->capture_default_str();
+  cmd->add_option("--api-key", a->server.api_key,
+                  "require 'Authorization: Bearer KEY' on every endpoint but /health (default: "
+                  "$STAGFORMER_API_KEY, else none)");
+  cmd->add_option("--name", a->model_name, "the model's name in /v1/models and responses (default: MODEL)");
+  cmd->add_option("--decode", a->decode, "staggered, sequential or recurrent (shared-weight models)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"staggered", "sequential", "recurrent"}));
+  cmd->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
+  cmd->add_option("--precision", a->precision,
+                  "bf16 or f32 (default: bf16 on cuda, f32 on cpu)");
+  cmd->add_option("-t,--threads", a->threads, "CPU threads (default: the cores not busy with other work)");
+  cmd->add_option("--tokenizer", a->tokenizer,
+                  "tokenizer instead of the model's tokenizer.json: byte, gpt2, or a tokenizer.json file");
+  cmd->add_option("--vocab", a->vocab, "GPT-2 ranks file (default: third_party_data or $STAGFORMER_GPT2_RANKS)");
+  cmd->callback([a] { run(*a); });
+}
+
+}  // namespace sf::cli
