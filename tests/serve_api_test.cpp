@@ -15,25 +15,19 @@ namespace {
 
 using nlohmann::json;
 
-// The ApiError a body gives (status 400 expected), or fails the test.
-ApiError completion_error(const std::string& body) {
+// The ApiError parsing a body gives, or fails the test.
+template <class Parse>
+ApiError error_of(Parse parse, const std::string& body) {
   try {
-    parse_completion_request(body);
+    parse(body);
   } catch (const ApiError& e) {
     return e;
   }
   ADD_FAILURE() << "no error for " << body;
   return ApiError(0, "");
 }
-ApiError chat_error(const std::string& body) {
-  try {
-    parse_chat_request(body);
-  } catch (const ApiError& e) {
-    return e;
-  }
-  ADD_FAILURE() << "no error for " << body;
-  return ApiError(0, "");
-}
+ApiError completion_error(const std::string& body) { return error_of(parse_completion_request, body); }
+ApiError chat_error(const std::string& body) { return error_of(parse_chat_request, body); }
 
 TEST(ServeRequest, CompletionDefaultsAreOpenAis) {
   const CompletionRequest r = parse_completion_request(R"({"prompt": "Once upon"})");

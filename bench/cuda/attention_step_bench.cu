@@ -73,15 +73,9 @@ double run_case(const Case& c, cudaStream_t stream, int launches, std::mt19937& 
 
 int main(int argc, char** argv) {
   const int launches = argc > 1 ? std::max(1, std::atoi(argv[1])) : 200;
-  cudaStream_t stream;
-  check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
-  cudaDeviceProp prop;
-  check(cudaGetDeviceProperties(&prop, 0), "device");
-  const double bandwidth = bench::peak_bandwidth(stream);
-  const double empty = bench::empty_launch_us(stream, launches);
-  std::printf("# attention_step on %s: %d launches per chain, peak bandwidth %.2f TB/s, "
-              "empty kernel %.2f us/launch\n\n",
-              prop.name, launches, bandwidth / 1e12, empty);
+  const bench::Setup setup = bench::begin("attention_step", launches);
+  const cudaStream_t stream = setup.stream;
+  const double bandwidth = setup.bandwidth;
   std::printf("| case | rows | capacity | visible | rope | splits | us/launch | memory floor us |\n");
   std::printf("|---|---|---|---|---|---|---|---|\n");
   std::vector<Case> cases;

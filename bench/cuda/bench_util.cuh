@@ -70,6 +70,25 @@ inline double peak_bandwidth(cudaStream_t stream) {
   return sf::cuda::measure_device_bandwidth(stream).peak_gb_s() * 1e9;
 }
 
+// What every kernel benchmark starts with: its stream, the peak bandwidth and the launch floor,
+// printed as the record's heading ("# <what> on <GPU>: ...").
+struct Setup {
+  cudaStream_t stream;
+  double bandwidth;  // bytes/s
+  double empty_us;   // an empty kernel per launch in a chain
+};
+inline Setup begin(const char* what, int launches) {
+  Setup s;
+  check(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking), "stream");
+  cudaDeviceProp prop;
+  check(cudaGetDeviceProperties(&prop, 0), "device");
+  s.bandwidth = peak_bandwidth(s.stream);
+  s.empty_us = empty_launch_us(s.stream, launches);
+  std::printf("# %s on %s: %d launches per chain, peak bandwidth %.2f TB/s, empty kernel %.2f us/launch\n\n",
+              what, prop.name, launches, s.bandwidth / 1e12, s.empty_us);
+  return s;
+}
+
 // `count` BF16 values drawn from N(0, scale^2), on the device.
 inline __nv_bfloat16* device_random(size_t count, std::mt19937& rng, float scale = 1.f) {
   std::normal_distribution<float> normal(0.f, scale);

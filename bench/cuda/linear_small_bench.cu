@@ -139,15 +139,9 @@ std::vector<Case> model_cases(const std::string& model, int64_t d, int64_t kv, i
 
 int main(int argc, char** argv) {
   const int launches = argc > 1 ? std::max(1, std::atoi(argv[1])) : 120;
-  cudaStream_t stream;
-  check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
-  cudaDeviceProp prop;
-  check(cudaGetDeviceProperties(&prop, 0), "device");
-  const double bandwidth = bench::peak_bandwidth(stream);
-  const double empty = bench::empty_launch_us(stream, launches);
-  std::printf("# linear_small_many on %s: %d launches per chain, peak bandwidth %.2f TB/s, "
-              "empty kernel %.2f us/launch\n\n",
-              prop.name, launches, bandwidth / 1e12, empty);
+  const bench::Setup setup = bench::begin("linear_small_many", launches);
+  const cudaStream_t stream = setup.stream;
+  const double bandwidth = setup.bandwidth;
   std::printf("| case | weight MB | us/launch | GB/s | of peak bw | memory floor us |\n");
   std::printf("|---|---|---|---|---|---|\n");
   std::vector<Case> cases;

@@ -23,4 +23,11 @@ void check_last_launch(const char* kernel, const char* file, int line) {
   if (status != cudaSuccess) throw_cuda_error(status, kernel, file, line);
 }
 
+int multiprocessor_count() {
+  int device = 0, count = 0;
+  SF_CUDA_CHECK(cudaGetDevice(&device));
+  SF_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+  return count;
+}
+
 }  // namespace sf::cuda

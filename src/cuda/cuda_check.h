@@ -13,6 +13,8 @@ namespace sf::cuda {
                                    int line);
 // Checks cudaGetLastError() after a kernel launch; `kernel` names it in the message.
 void check_last_launch(const char* kernel, const char* file, int line);
+// The current device's multiprocessor count (checked calls): what launchers size grids by.
+int multiprocessor_count();
 
 }  // namespace sf::cuda
 

@@ -270,14 +270,6 @@ int choose_splits(int64_t chunks) {
   return splits;
 }
 
-// Blocks of this kernel the current device holds at once.
-int64_t resident_blocks() {
-  int device = 0, multiprocessors = 0;
-  SF_CUDA_CHECK(cudaGetDevice(&device));
-  SF_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device));
-  return static_cast<int64_t>(multiprocessors) * kBlocksPerSm;
-}
-
 }  // namespace
 
 void linear_small_many(DType dtype, const SmallProduct* all_products, int all_count, cudaStream_t stream) {
@@ -288,7 +280,7 @@ void linear_small_many(DType dtype, const SmallProduct* all_products, int all_co
   if (!streamed.empty()) linear_stream_many(dtype, streamed.data(), static_cast<int>(streamed.size()), stream);
   const SmallProduct* products = kept.data();
   const int count = static_cast<int>(kept.size());
-  const int64_t resident = resident_blocks();
+  const int64_t resident = static_cast<int64_t>(multiprocessor_count()) * kBlocksPerSm;  // blocks held at once
   for (int first = 0; first < count; first += kMaxSmallProducts) {
     ProductTable table{};
     table.count = std::min(kMaxSmallProducts, count - first);

@@ -244,9 +244,7 @@ bool linear_stream_suits(DType dtype, const SmallProduct& p) {
 }
 
 void linear_stream_many(DType dtype, const SmallProduct* products, int count, cudaStream_t stream) {
-  int multiprocessors = 0, device = 0;
-  SF_CUDA_CHECK(cudaGetDevice(&device));
-  SF_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device));
+  const int multiprocessors = multiprocessor_count();
   for (int first = 0; first < count; first += kMaxSmallProducts) {
     StreamTable table{};
     table.count = std::min(kMaxSmallProducts, count - first);

@@ -63,10 +63,7 @@ MemoryBandwidth measure_device_bandwidth(cudaStream_t stream) {
   void* a = nullptr;
   void* b = nullptr;
   float* sums = nullptr;
-  int sms = 0, device = 0;
-  SF_CUDA_CHECK(cudaGetDevice(&device));
-  SF_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int blocks = sms * 8, threads = 512;
+  const int blocks = multiprocessor_count() * 8, threads = 512;
   SF_CUDA_CHECK(cudaMalloc(&a, bytes));
   SF_CUDA_CHECK(cudaMalloc(&b, bytes));
   SF_CUDA_CHECK(cudaMalloc(&sums, blocks * sizeof(float)));

@@ -186,13 +186,8 @@ void HttpServer::routes() {
   });
   s.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
     try {
-      json body;
-      try {
-        body = json::parse(req.body);
-      } catch (const json::parse_error& e) {
-        throw ApiError(400, fmt::format("the request body is not valid JSON: {}", e.what()));
-      }
-      if (!body.is_object() || !body.contains("content") || !body["content"].is_string())
+      const json body = parse_json_object(req.body);
+      if (!body.contains("content") || !body["content"].is_string())
         throw bad_field("content", "'content' is required: the text to tokenize");
       send_json(res, {{"tokens", engine_.tokenizer().encode_with_special(body["content"].get<std::string>())}});
     } catch (const ApiError& e) {
@@ -201,13 +196,8 @@ void HttpServer::routes() {
   });
   s.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
     try {
-      json body;
-      try {
-        body = json::parse(req.body);
-      } catch (const json::parse_error& e) {
-        throw ApiError(400, fmt::format("the request body is not valid JSON: {}", e.what()));
-      }
-      if (!body.is_object() || !body.contains("tokens") || !body["tokens"].is_array())
+      const json body = parse_json_object(req.body);
+      if (!body.contains("tokens") || !body["tokens"].is_array())
         throw bad_field("tokens", "'tokens' is required: an array of token ids");
       std::vector<int32_t> ids;
       const int32_t vocab = engine_.tokenizer().vocab_size();

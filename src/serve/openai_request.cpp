@@ -34,7 +34,9 @@ std::string type_name(const json& v) {
   return "an object";
 }
 
-json parse_object(std::string_view body) {
+}  // namespace
+
+json parse_json_object(std::string_view body) {
   json j;
   try {
     j = json::parse(body.begin(), body.end());
@@ -46,6 +48,8 @@ json parse_object(std::string_view body) {
     throw ApiError(400, fmt::format("the request body must be a JSON object, got {}", type_name(j)));
   return j;
 }
+
+namespace {
 
 void check_known(const json& body, const std::set<std::string>& known) {
   for (const auto& [key, value] : body.items())
@@ -169,7 +173,7 @@ std::vector<int32_t> token_ids(const json& a) {
 }  // namespace
 
 CompletionRequest parse_completion_request(std::string_view body_text) {
-  const json body = parse_object(body_text);
+  const json body = parse_json_object(body_text);
   std::set<std::string> known = kShared;
   known.insert({"prompt", "best_of", "echo", "suffix"});
   check_known(body, known);
@@ -201,7 +205,7 @@ CompletionRequest parse_completion_request(std::string_view body_text) {
 }
 
 ChatRequest parse_chat_request(std::string_view body_text) {
-  const json body = parse_object(body_text);
+  const json body = parse_json_object(body_text);
   std::set<std::string> known = kShared;
   known.insert({"messages", "max_completion_tokens", "top_logprobs"});
   check_known(body, known);

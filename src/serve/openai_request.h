@@ -22,6 +22,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "serve/api_error.h"
 
 namespace sf::serve {
@@ -60,6 +62,10 @@ struct ChatRequest {
   GenerationRequest generation;
   std::vector<ChatMessage> messages;  // at least one
 };
+
+// A request body as a JSON object; ApiError (400) when it is not valid JSON (naming the byte) or
+// not an object. Every endpoint that takes a JSON body reads it through this.
+nlohmann::json parse_json_object(std::string_view body);
 
 // Throw ApiError (400) for a body that is not a JSON object, an unknown field, a field of the
 // wrong type or out of range, naming it.
