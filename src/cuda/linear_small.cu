@@ -127,11 +127,20 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSm) linear_small_kernel
   __shared__ float partial[kWarps][F][M];
   for (int64_t g = g0; g * outputs_per_group < p.n; g += stride) {  // (uniform in the block)
     const int64_t n0 = first_output(g);
-    float acc[F][M];
+    float acc[F][M], add[F][M];
 #pragma unroll
     for (int f = 0; f < F; ++f)
 #pragma unroll
-      for (int m = 0; m < M; ++m) acc[f][m] = 0.f;
+      for (int m = 0; m < M; ++m) acc[f][m] = add[f][m] = 0.f;
+    // The addend (the residual) requested before the sums, off the chain of dependent loads.
+    if (lane == 0 && s == 0 && p.addend) {
+      const T* addend = static_cast<const T*>(p.addend);
+#pragma unroll
+      for (int f = 0; f < F; ++f)
+#pragma unroll
+        for (int m = 0; m < M; ++m)
+          if (n0 + f < p.n && m < p.m) add[f][m] = to_float(addend[m * p.n + n0 + f]);
+    }
     if (n0 < p.n && p.vector_loads) {
       // (the loop bound is the warp's first chunk of the group: uniform within the warp)
       for (int64_t i0 = 0; 32 * (s + static_cast<int64_t>(S) * i0) < chunks; i0 += kUnroll) {
@@ -219,9 +228,7 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSm) linear_small_kernel
 #pragma unroll
         for (int m = 0; m < M; ++m) {
           if (m < p.m) {
-            float value = acc[f][m];
-            if (addend) value += to_float(addend[m * p.n + n]);
-            out[m * p.n + n] = from_float<T>(value);
+            out[m * p.n + n] = from_float<T>(addend ? acc[f][m] + add[f][m] : acc[f][m]);
           }
         }
       }

@@ -16,8 +16,9 @@
 // kStages tiles in flight, each stage signalled by an mbarrier's transaction count; the block's
 // 8 warps compute a tile from shared memory (warps split over rows: 16 rows = 2 per warp; fewer
 // rows than warps = several warps per row, their sums added in warp order), then free the stage
-// for the tile kStages ahead. When the block reaches a new product it stages that product's
-// inputs x' (normalised or gated, rounded to T) for all rows in shared memory once.
+// for the tile kStages ahead (kLongStages in a long stream). When the block reaches a new
+// product it stages that product's inputs x' (normalised or gated, rounded to T) for all rows
+// in shared memory once. The addend of an output is read before its sums.
 // Every output is one fixed-order sum that depends on K only (the row's chunks in lane order,
 // the warps of a row in order), so a product sums alike in every launch it is part of and at any
 // number of rows (staggered = sequential bit for bit). Its order differs from linear_small.cu's,
@@ -40,14 +41,19 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
+// Stages in flight: 3 keep a block at 108 kB of shared memory, so the next kernel's blocks fit
+// beside it and start their own loads early (dependent launch); a launch whose blocks stream
+// many tiles (the output head) keeps kLongStages in flight instead (stream_stages).
 constexpr int kStages = 3;
+constexpr int kLongStages = 6;
+constexpr int64_t kLongStreamTiles = 16;  // tiles per block from which kLongStages pay
 constexpr int64_t kStageBytes = 32 << 10;
 constexpr int kMaxTileRows = 16;
 constexpr int kMaxRows = kMaxSmallRows;     // rows of x (the template's M)
 constexpr int64_t kMaxRowBytes = 12 << 10;  // K * sizeof(T) of a streamed product
 constexpr int64_t kMinWeightBytes = 4 << 20;
 // Shared memory: the stages, then x' for up to kMaxRows rows of kMaxRowBytes.
-constexpr int64_t kSharedBytes = kStages * kStageBytes + kMaxRows * kMaxRowBytes;
+constexpr int64_t shared_bytes(int stages, int rows) { return stages * kStageBytes + rows * kMaxRowBytes; }
 
 struct StreamTable {
   SmallProduct products[kMaxSmallProducts];
@@ -99,14 +105,14 @@ __device__ __forceinline__ bool barrier_done(uint64_t* barrier, uint32_t parity)
   return done != 0;
 }
 
-template <class T, int M>
+template <class T, int M, int Stages>
 __global__ void __launch_bounds__(kThreads, 1) linear_stream_kernel(const StreamTable table) {
   extern __shared__ __align__(128) unsigned char shared[];
   T* const stages = reinterpret_cast<T*>(shared);
-  T* const xs = reinterpret_cast<T*>(shared + kStages * kStageBytes);
+  T* const xs = reinterpret_cast<T*>(shared + Stages * kStageBytes);
   constexpr int64_t kStageElements = kStageBytes / sizeof(T);
   constexpr int V = 16 / sizeof(T);  // values per 16-byte chunk
-  __shared__ __align__(8) uint64_t full[kStages];
+  __shared__ __align__(8) uint64_t full[Stages];
   __shared__ float rstd[M];
   __shared__ float partial[kWarps][M];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -127,9 +133,9 @@ __global__ void __launch_bounds__(kThreads, 1) linear_stream_kernel(const Stream
                   static_cast<uint32_t>(rows * p.k * sizeof(T)), &full[s]);
   };
   if (threadIdx.x == 0) {
-    for (int s = 0; s < kStages; ++s) barrier_init(&full[s]);
+    for (int s = 0; s < Stages; ++s) barrier_init(&full[s]);
     barrier_init_fence();
-    for (int s = 0; s < kStages && begin + s < end; ++s) fetch(begin + s, s);
+    for (int s = 0; s < Stages && begin + s < end; ++s) fetch(begin + s, s);
   }
   __syncthreads();  // (the barriers exist before anyone waits on them)
   dependency_wait();
@@ -138,7 +144,7 @@ __global__ void __launch_bounds__(kThreads, 1) linear_stream_kernel(const Stream
   int staged = -1;  // the product whose inputs xs holds
   for (int64_t tile = begin; tile < end; ++tile) {
     const int64_t i = tile - begin;
-    const int s = static_cast<int>(i % kStages);
+    const int s = static_cast<int>(i % Stages);
     const int t = product_of(tile);
     const SmallProduct& p = table.products[t];
     if (t != staged) {
@@ -153,7 +159,7 @@ __global__ void __launch_bounds__(kThreads, 1) linear_stream_kernel(const Stream
     const int rows_per_warp = rows_per_tile >= kWarps ? rows_per_tile / kWarps : 1;
     const int share = warp % warps_per_row;
     const int64_t chunks = p.k / V;
-    while (!barrier_done(&full[s], static_cast<uint32_t>((i / kStages) & 1))) {
+    while (!barrier_done(&full[s], static_cast<uint32_t>((i / Stages) & 1))) {
     }
     const T* stage = stages + s * kStageElements;
     T* out = static_cast<T*>(p.out);
@@ -161,9 +167,14 @@ __global__ void __launch_bounds__(kThreads, 1) linear_stream_kernel(const Stream
     for (int r = 0; r < rows_per_warp; ++r) {
       const int row = rows_per_tile >= kWarps ? warp * rows_per_warp + r : warp / warps_per_row;
       const bool here = row0 + row < p.n;  // (uniform within the warp)
-      float acc[M];
+      float acc[M], add[M];
 #pragma unroll
-      for (int m = 0; m < M; ++m) acc[m] = 0.f;
+      for (int m = 0; m < M; ++m) acc[m] = add[m] = 0.f;
+      // The addend (the residual) requested before the sums, off the chain of dependent loads.
+      if (here && lane == 0 && share == 0 && addend)
+#pragma unroll
+        for (int m = 0; m < M; ++m)
+          if (m < p.m) add[m] = to_float(addend[m * p.n + row0 + row]);
       if (here) {
         const T* w = stage + row * p.k;
 #pragma unroll 4
@@ -201,28 +212,50 @@ __global__ void __launch_bounds__(kThreads, 1) linear_stream_kernel(const Stream
 #pragma unroll
         for (int m = 0; m < M; ++m) {
           if (m >= p.m) break;
-          float value = acc[m];
-          if (addend) value += to_float(addend[m * p.n + n]);
-          out[m * p.n + n] = from_float<T>(value);
+          out[m * p.n + n] = from_float<T>(addend ? acc[m] + add[m] : acc[m]);
         }
       }
     }
     __syncthreads();  // every warp is done with stage s (and partial) before it is refilled
-    if (threadIdx.x == 0 && tile + kStages < end) fetch(tile + kStages, s);
+    if (threadIdx.x == 0 && tile + Stages < end) fetch(tile + Stages, s);
   }
 }
 
-template <class T, int M>
-void launch(const StreamTable& table, int blocks, cudaStream_t stream) {
+template <class T, int M, int S>
+void launch_staged(const StreamTable& table, int blocks, cudaStream_t stream) {
   static const bool sized = [] {  // (dynamic shared memory beyond 48 kB is asked for once)
-    SF_CUDA_CHECK(cudaFuncSetAttribute(linear_stream_kernel<T, M>,
+    SF_CUDA_CHECK(cudaFuncSetAttribute(linear_stream_kernel<T, M, S>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(kSharedBytes)));
+                                       static_cast<int>(shared_bytes(S, M))));
     return true;
   }();
   (void)sized;
-  launch_dependent(linear_stream_kernel<T, M>, dim3(blocks), dim3(kThreads),
-                   static_cast<size_t>(kStages * kStageBytes + M * kMaxRowBytes), stream, table);
+  launch_dependent(linear_stream_kernel<T, M, S>, dim3(blocks), dim3(kThreads),
+                   static_cast<size_t>(shared_bytes(S, M)), stream, table);
+}
+
+// The stages a launch keeps in flight: kLongStages when its blocks stream kLongStreamTiles or
+// more tiles each; SF_STREAM_STAGES=3 or 6 in the environment forces one (the benchmarks' A/B
+// switch). The stage count changes no sum.
+int stream_stages(int64_t tiles_per_block) {
+  static const int forced = [] {
+    const char* flag = std::getenv("SF_STREAM_STAGES");
+    return flag ? std::atoi(flag) : 0;
+  }();
+  if (forced == kStages || forced == kLongStages) return forced;
+  return tiles_per_block >= kLongStreamTiles ? kLongStages : kStages;
+}
+
+constexpr int64_t kMaxSharedBytes = 227 << 10;  // a block's most on sm_90
+
+template <class T, int M>
+void launch(const StreamTable& table, int blocks, cudaStream_t stream) {
+  const int64_t tiles = table.first_tile[table.count];
+  if constexpr (shared_bytes(kLongStages, M) <= kMaxSharedBytes) {  // (up to 2 rows)
+    if (stream_stages((tiles + blocks - 1) / blocks) == kLongStages)
+      return launch_staged<T, M, kLongStages>(table, blocks, stream);
+  }
+  launch_staged<T, M, kStages>(table, blocks, stream);
 }
 
 bool streaming_enabled() {
