@@ -32,7 +32,6 @@
 #include "infer/decoder.h"
 #include "support/device_tensors.h"
 #include "support/gradcheck.h"
-#include "support/scoped_env.h"
 #include "support/tiny_models.h"
 #include "train/adamw.h"
 
@@ -145,9 +144,6 @@ class CudaDecode : public ::testing::TestWithParam<Case> {
     RecordProperty("worst_" + std::string(dtype_name(dt)), std::to_string(worst));
     std::printf("%s %s: worst relative error %.3g\n", c.name.c_str(), std::string(dtype_name(dt)).c_str(), worst);
   }
-  // The recorded step replays exactly what direct launches compute, and the staggered schedule
-  // exactly what the sequential one does (below).
-  void expect_recorded_and_sequential_identical();
   CpuBackend cpu_;
   std::unique_ptr<Backend> gpu_;
 };
@@ -158,17 +154,7 @@ TEST_P(CudaDecode, Bf16MatchesTheCpuDecoder) { compare(DType::bf16, 3e-2); }
 // The recorded step replays exactly what direct launches compute, and the staggered schedule
 // (the stacks' products in one launch, shared weights as one product over all rows) exactly
 // what the sequential one does.
-TEST_P(CudaDecode, RecordedAndSequentialStepsAreBitIdentical) { expect_recorded_and_sequential_identical(); }
-
-// Both again with the q, k, v projections fused into the attention step (off by default:
-// SF_STEP_PROJECTION=1; the shapes it takes: every MHA variant here, GQA runs unfused).
-TEST_P(CudaDecode, ProjectedStepMatchesTheCpuDecoder) {
-  const test::ScopedEnv fused("SF_STEP_PROJECTION", "1");
-  compare(DType::bf16, 3e-2);
-  expect_recorded_and_sequential_identical();
-}
-
-void CudaDecode::expect_recorded_and_sequential_identical() {
+TEST_P(CudaDecode, RecordedAndSequentialStepsAreBitIdentical) {
   const Case& c = GetParam();
   Model model(c.config, *gpu_, DType::f32, DType::bf16);
   model.initialize();

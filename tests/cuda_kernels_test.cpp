@@ -24,7 +24,6 @@
 #include "cuda/cuda_backend.h"
 #include "cuda/recording_memsets.h"
 #include "support/device_tensors.h"
-#include "support/scoped_env.h"
 #include "support/gradcheck.h"
 
 namespace sf {
@@ -486,10 +485,9 @@ struct StepLayout {
 };
 
 // One decode step of attention (RoPE, cache write, attention) against the CPU's unfused
-// operations: short contexts at head_dim 8 (scalar loads, one split), and contexts of up to
-// 2100 positions at head_dim 64 (16-byte loads; 3, 6 and 8 splits merged in a cluster, the
-// last with 3 rounds of 128 keys per split), over plain caches and a ring of 260 slots that
-// wraps around.
+// operations: short contexts at head_dim 8 (scalar loads), and contexts of up to 2100
+// positions at head_dim 64 (16-byte loads, up to 33 splits of 64 keys whose partial results are
+// merged), over plain caches and a ring of 260 slots that wraps around.
 TEST_P(CudaKernels, DecodeAttentionStepMatchesTheUnfusedOperations) {
   const int64_t N = 3, Hq = 4, Hkv = 2;
   const std::vector<std::pair<int64_t, StepLayout>> cases{
@@ -529,79 +527,6 @@ TEST_P(CudaKernels, DecodeAttentionStepMatchesTheUnfusedOperations) {
     expect_close(k_cache.device, kc_ref, what + " key cache");
     expect_close(v_cache.device, vc_ref, what + " value cache");
   }
-}
-
-// One decode step of attention with its q, k, v projections (attention_step_projected) against
-// the CPU's products then step: self-attention of two blocks of rows with their own weights (the
-// norm fused, k and v from the normalised rows) and cross-attention (q normalised, k and v from
-// other rows as they are), d_model 64 and 768 (96 16-byte chunks in BF16, the most the fused
-// kernel takes; F32 at 768 runs unfused and must agree as well), caches of 700 and 2100
-// positions (every row at its own position).
-TEST_P(CudaKernels, DecodeAttentionStepProjectedMatchesTheUnfusedOperations) {
-  const int64_t G = 2, R = 2, N = G * R, H = 4, hd = 64, Q = H * hd;
-  for (const char* fused : {"1", "0"})  // (off by default: the products, then the step)
-  for (const int64_t D : {64, 768})
-    for (const bool cross : {false, true})
-      for (const int64_t C : {700, 2100}) {
-        const test::ScopedEnv projection("SF_STEP_PROJECTION", fused);
-        const std::string what = fmt::format("SF_STEP_PROJECTION={} d_model {} {} capacity {}", fused, D,
-                                             cross ? "cross" : "self", C);
-        const double w_scale = 1.0 / std::sqrt(static_cast<double>(D));
-        Input x = input({N, D}), memory = input({N, D}), norm = input({D}, 0.2, 1.0);
-        std::vector<Input> wq, wk, wv;
-        for (int64_t g = 0; g < G; ++g) {
-          wq.push_back(input({Q, D}, w_scale));
-          wk.push_back(input({Q, D}, w_scale));
-          wv.push_back(input({Q, D}, w_scale));
-        }
-        Input k_cache = input({N, C, H, hd}), v_cache = input({N, C, H, hd});
-        const std::vector<int32_t> positions{1, static_cast<int32_t>(C / 3), static_cast<int32_t>(C - 1),
-                                             static_cast<int32_t>(C / 2)};
-        auto indices = [&](auto&& value_of) {
-          Tensor t = Tensor::zeros({N}, DType::i32);
-          for (int64_t r = 0; r < N; ++r) t.data<int32_t>()[r] = value_of(positions[r]);
-          return t;
-        };
-        auto key_position = [&](int32_t p) { return cross ? p - 1 : p; };
-        AttentionStepRows host{indices([](int32_t p) { return p; }), indices(key_position),
-                               indices([&](int32_t p) { return static_cast<int32_t>(key_position(p) % C); }),
-                               indices([](int32_t) { return 0; }),
-                               indices([&](int32_t p) { return key_position(p) + 1; })};
-        AttentionStepRows device{to_backend(*gpu_, host.position, DType::i32),
-                                 to_backend(*gpu_, host.key_position, DType::i32),
-                                 to_backend(*gpu_, host.slot, DType::i32),
-                                 to_backend(*gpu_, host.key_begin, DType::i32),
-                                 to_backend(*gpu_, host.key_end, DType::i32)};
-        // The tasks as a decode step builds them (block.cpp, step_projections).
-        auto tasks_of = [&](bool on_gpu, Tensor& q, Tensor& k, Tensor& v, Backend& be) {
-          auto pick = [&](const Input& in) { return on_gpu ? in.device : in.host; };
-          std::vector<LinearTask> tasks;
-          const Tensor qm = q.view({N, Q}), km = k.view({N, Q}), vm = v.view({N, Q});
-          for (int64_t g = 0; g < G; ++g) {
-            const InputNorm q_norm{pick(norm), 1e-5, be.zeros({R, D}, on_gpu ? dt() : DType::f32),
-                                   be.zeros({R}, DType::f32)};
-            const Tensor rows = pick(x).slice(0, g * R, R);
-            const Tensor kv_rows = cross ? pick(memory).slice(0, g * R, R) : rows;
-            const InputNorm kv_norm = cross ? InputNorm{} : q_norm;
-            tasks.push_back({qm.slice(0, g * R, R), rows, pick(wq[g]), false, q_norm});
-            tasks.push_back({km.slice(0, g * R, R), kv_rows, pick(wk[g]), false, kv_norm});
-            tasks.push_back({vm.slice(0, g * R, R), kv_rows, pick(wv[g]), false, kv_norm});
-          }
-          return tasks;
-        };
-        Tensor q_ref = Tensor::zeros({N, H, hd}), k_ref = Tensor::zeros({N, H, hd}),
-               v_ref = Tensor::zeros({N, H, hd}), out_ref = Tensor::zeros({N, H, hd});
-        Tensor kc_ref = test::clone(k_cache.host), vc_ref = test::clone(v_cache.host);
-        cpu_.attention_step_projected(tasks_of(false, q_ref, k_ref, v_ref, cpu_), out_ref, q_ref, k_ref,
-                                      v_ref, kc_ref, vc_ref, host, true, true, 10000.0);
-        Tensor q = gpu_->zeros({N, H, hd}, dt()), k = gpu_->zeros({N, H, hd}, dt()),
-               v = gpu_->zeros({N, H, hd}, dt()), out = poisoned({N, H, hd}, dt());
-        gpu_->attention_step_projected(tasks_of(true, q, k, v, *gpu_), out, q, k, v, k_cache.device,
-                                       v_cache.device, device, true, true, 10000.0);
-        expect_close(out, out_ref, what + " output");
-        expect_close(k_cache.device, kc_ref, what + " key cache");
-        expect_close(v_cache.device, vc_ref, what + " value cache");
-      }
 }
 
 // A prefill's bulk cache write: positions first .. first + n - 1 of one sequence, with a ring

@@ -1,7 +1,7 @@
 // attention_step_bench.cu — times the decode step's attention kernel (cuda::attention_step) on
 // its own, to find where its time goes: the same launcher the decoder uses, with the arguments
 // varied one at a time (RoPE on/off, the cache capacity that fixes the split count, one split
-// instead of a cluster of several, rows, visible keys), each case a recorded chain of back-to-back launches
+// instead of several, rows, visible keys), each case a recorded chain of back-to-back launches
 // as in a decode step (dependent launches unless SF_PDL=0). An empty kernel's chain gives the
 // launch floor, and the bytes each launch must read (visible keys' K and V rows) over the
 // peak bandwidth measured as `stagformer bench` does give the memory floor.
@@ -47,14 +47,24 @@ double run_case(const Case& c, cudaStream_t stream, int launches, std::mt19937& 
   int32_t* slot = device_ints(std::vector<int32_t>(R, static_cast<int32_t>(fresh % C)));
   int32_t* begin = device_ints(std::vector<int32_t>(R, 0));
   int32_t* end = device_ints(std::vector<int32_t>(R, static_cast<int32_t>(c.visible)));
+  sf::cuda::AttentionStepWorkspace ws;
+  if (c.split) {
+    const int64_t splits = (C + 63) / 64 + 1;
+    ws.partial_floats = R * H * splits * (D + 2);
+    check(cudaMalloc(&ws.partials, ws.partial_floats * sizeof(float)), "malloc");
+    ws.counter_count = R * H;
+    check(cudaMalloc(&ws.counters, ws.counter_count * sizeof(unsigned)), "malloc");
+    check(cudaMemset(ws.counters, 0, ws.counter_count * sizeof(unsigned)), "memset");
+  }
   const double us = bench::time_chain(stream, launches, [&](int) {
     sf::cuda::attention_step(sf::DType::bf16, out, q, k_new, v_new, k_cache, v_cache, position,
                              position, slot, begin, end, R, C, H, H, D, 10000.0, c.rope, c.rope,
-                             stream, c.split ? 0 : 1);
+                             ws, stream);
   });
   check(cudaStreamSynchronize(stream), "run");
   for (void* p : {(void*)k_cache, (void*)v_cache, (void*)q, (void*)k_new, (void*)v_new, (void*)out,
-                  (void*)position, (void*)slot, (void*)begin, (void*)end})
+                  (void*)position, (void*)slot, (void*)begin, (void*)end, (void*)ws.partials,
+                  (void*)ws.counters})
     cudaFree(p);
   return us;
 }
@@ -73,7 +83,7 @@ int main(int argc, char** argv) {
   cases.push_back(decode);
   Case c = decode; c.name = "no RoPE"; c.rope = false; cases.push_back(c);
   c = decode; c.name = "capacity = visible (no empty splits)"; c.capacity = 576; cases.push_back(c);
-  c = decode; c.name = "one split (no cluster)"; c.split = false; cases.push_back(c);
+  c = decode; c.name = "one split (no workspace)"; c.split = false; cases.push_back(c);
   c = decode; c.name = "64 keys visible"; c.visible = 64; cases.push_back(c);
   c = decode; c.name = "1024 keys visible"; c.visible = 1024; cases.push_back(c);
   c = decode; c.name = "2 rows (two stacks)"; c.rows = 2; cases.push_back(c);
@@ -85,7 +95,7 @@ int main(int argc, char** argv) {
     const double bytes = 2.0 * k.rows * k.visible * k.heads * k.head_dim * 2;
     std::printf("| %s | %lld | %lld | %lld | %s | %s | %.2f | %.2f |\n", k.name.c_str(),
                 (long long)k.rows, (long long)k.capacity, (long long)k.visible,
-                k.rope ? "yes" : "no", std::to_string(sf::cuda::attention_step_splits(k.capacity, k.split ? 0 : 1)).c_str(), us, 1e6 * bytes / bandwidth);
+                k.rope ? "yes" : "no", k.split ? "by capacity" : "1", us, 1e6 * bytes / bandwidth);
   }
   return 0;
 }

@@ -329,18 +329,6 @@ class Backend {
     attention_decode(out, q, k_cache, v_cache, rows.key_begin, rows.key_end);
   }
 
-  // One decode step of attention with its projections: linear_many(projections), which writes
-  // q, k and v (tasks 3g, 3g + 1, 3g + 2: block g of each, its rows' q, k, v; a norm fused
-  // into them; see the decode step's project_step), then attention_step. A backend may fuse
-  // the two and leave q, k and v unwritten: the caller reads only out and the caches after.
-  virtual void attention_step_projected(const std::vector<LinearTask>& projections, Tensor& out,
-                                        Tensor& q, Tensor& k, Tensor& v, Tensor& k_cache,
-                                        Tensor& v_cache, const AttentionStepRows& rows,
-                                        bool rope_q, bool rope_k, double theta) {
-    linear_many(projections);
-    attention_step(out, q, k, v, k_cache, v_cache, rows, rope_q, rope_k, theta);
-  }
-
   // ---- optimizer -------------------------------------------------------------------------------
   // One AdamW step on a parameter (F32) with its gradient and moments (F32, same shape).
   virtual void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,

@@ -18,7 +18,6 @@
 #include "cuda/op_profiler.h"
 #include "cuda/pinned_readback.h"
 #include "cuda/recording_memsets.h"
-#include "cuda/step_projection.h"
 
 namespace sf {
 
@@ -48,6 +47,7 @@ class CudaBackend final : public Backend {
     matmul_.reset();
     cudaStreamSynchronize(stream_);
     if (workspace_) cudaFree(workspace_);
+    if (step_workspace_.partials) cudaFree(step_workspace_.partials);
     if (sum_results_) cudaFree(sum_results_);
     if (scalars_) cudaFree(scalars_);
     for (auto& [key, table] : tables_) cudaFree(table);
@@ -188,6 +188,7 @@ class CudaBackend final : public Backend {
   bool can_record() const override { return !profiler_; }
   void begin_recording() override {
     SF_CHECK(!capturing_, "begin_recording: a recording is already open");
+    allocate_step_workspace();  // attention_step may need it, and no allocation can be captured
     // Relaxed: the launchers' cudaFuncSetAttribute and attribute queries are not stream work.
     SF_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
     capturing_ = true;
@@ -563,10 +564,10 @@ class CudaBackend final : public Backend {
     cuda::kv_cache_write_range(cache.dtype(), cache.raw(), rows.raw(), sequence, first_position,
                                rows.dim(0), cache.dim(1), W, stream_);
   }
-  // attention_step's arguments: device tensors of one dtype, shapes that agree, head_dim within
-  // what the kernel holds.
-  void check_attention_step(const Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v,
-                            const Tensor& k_cache, const Tensor& v_cache, const AttentionStepRows& rows) {
+  void attention_step(Tensor& out, Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache,
+                      Tensor& v_cache, const AttentionStepRows& rows, bool rope_q, bool rope_k,
+                      double theta) override {
+    const auto op_timer = profile("attention_step");
     for (const Tensor* t : TensorList{&out, &q, &k, &v, &k_cache, &v_cache}) check(*t, "attention_step");
     for (const Tensor* t : {&rows.position, &rows.key_position, &rows.slot, &rows.key_begin, &rows.key_end})
       check_tokens(*t, "attention_step");
@@ -584,40 +585,12 @@ class CudaBackend final : public Backend {
     SF_CHECK(q.dim(2) <= max_head_dim,
              "attention_step: head_dim {} is above the {} the decode kernel holds for {}", q.dim(2),
              max_head_dim, dtype_name(q.dtype()));
-  }
-  void attention_step(Tensor& out, Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache,
-                      Tensor& v_cache, const AttentionStepRows& rows, bool rope_q, bool rope_k,
-                      double theta) override {
-    const auto op_timer = profile("attention_step");
-    check_attention_step(out, q, k, v, k_cache, v_cache, rows);
-    const int64_t N = q.dim(0);
+    if (!capturing_) allocate_step_workspace();  // (a recording allocated it before capturing)
     cuda::attention_step(q.dtype(), out.raw(), q.raw(), k.raw(), v.raw(), k_cache.raw(),
                          v_cache.raw(), tokens_ptr(rows.position), tokens_ptr(rows.key_position),
                          tokens_ptr(rows.slot), tokens_ptr(rows.key_begin),
                          tokens_ptr(rows.key_end), N, k_cache.dim(1), q.dim(1), k.dim(1), q.dim(2),
-                         theta, rope_q, rope_k, stream_);
-  }
-  void attention_step_projected(const std::vector<LinearTask>& projections, Tensor& out,
-                                Tensor& q, Tensor& k, Tensor& v, Tensor& k_cache, Tensor& v_cache,
-                                const AttentionStepRows& rows, bool rope_q, bool rope_k,
-                                double theta) override {
-    // Fused where the kernel takes the shapes (step_projection.h, kernels.h), decided by the
-    // shapes alone; else the products, then the step.
-    cuda::StepProjection projection;
-    if (!cuda::read_step_projection(projections, q, k, v, projection) ||
-        !cuda::attention_step_projection_suits(q.dtype(), projection, q.dim(1), k.dim(1), q.dim(2)))
-      return Backend::attention_step_projected(projections, out, q, k, v, k_cache, v_cache, rows,
-                                               rope_q, rope_k, theta);
-    const auto op_timer = profile("attention_step_projected");
-    check_attention_step(out, q, k, v, k_cache, v_cache, rows);
-    for (const LinearTask& t : projections)
-      for (const Tensor* input : {&t.x, &t.w, &t.norm.weight})
-        if (input->defined()) check(*input, "attention_step_projected");
-    cuda::attention_step_projected(q.dtype(), projection, out.raw(), k_cache.raw(), v_cache.raw(),
-                                   tokens_ptr(rows.position), tokens_ptr(rows.key_position),
-                                   tokens_ptr(rows.slot), tokens_ptr(rows.key_begin),
-                                   tokens_ptr(rows.key_end), k_cache.dim(1), q.dim(1), q.dim(2),
-                                   theta, rope_q, rope_k, stream_);
+                         theta, rope_q, rope_k, step_workspace_, stream_);
   }
   void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache,
                         const Tensor& v_cache, const Tensor& key_begin,
@@ -966,6 +939,24 @@ class CudaBackend final : public Backend {
     return d;
   }
 
+  // attention_step's workspace for the partial results of its key splits and their arrival
+  // counts: a fixed size, so that the split count (and a recorded step's launch shape)
+  // depends on the shapes alone.
+  void allocate_step_workspace() {
+    if (step_workspace_.partials) return;
+    // One allocation: the partials, then the arrival counts (zero-filled: the kernel expects
+    // them so and leaves them so).
+    void* memory = nullptr;
+    const size_t partial_bytes = kStepPartialFloats * sizeof(float);
+    const size_t bytes = partial_bytes + kStepCounters * sizeof(unsigned);
+    SF_CUDA_CHECK(cudaMalloc(&memory, bytes));
+    SF_CUDA_CHECK(cudaMemsetAsync(memory, 0, bytes, stream_));  // (never while capturing)
+    step_workspace_.partials = static_cast<float*>(memory);
+    step_workspace_.partial_floats = kStepPartialFloats;
+    step_workspace_.counters = reinterpret_cast<unsigned*>(static_cast<char*>(memory) + partial_bytes);
+    step_workspace_.counter_count = kStepCounters;
+  }
+
   // A device scratch buffer that grows to `bytes` (never shrinks); its contents are not kept.
   void* grown(void*& buffer, size_t& capacity, size_t bytes) {
     if (bytes > capacity) {
@@ -1014,6 +1005,9 @@ class CudaBackend final : public Backend {
   // 8 MiB. Splits of 256 keys: a 2048-position cache at batch 1 takes 8 (270 K floats for 32
   // heads of 128 dimensions); at batch 32 the same heads get 15 splits, and fewer splits of
   // longer chunks beyond that.
+  static constexpr int64_t kStepPartialFloats = int64_t{2} << 20;
+  static constexpr int64_t kStepCounters = int64_t{1} << 16;  // rows x query heads
+  cuda::AttentionStepWorkspace step_workspace_;
   size_t workspace_bytes_ = 0;
   void* sum_results_ = nullptr;   // sum_squares_many's per-tensor sums
   size_t sum_results_bytes_ = 0;

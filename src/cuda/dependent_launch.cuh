@@ -49,39 +49,21 @@ inline bool dependent_launch_enabled() {
   return enabled;
 }
 
-// kernel<<<grid, block, shared, stream>>>(args...), allowed to start early (see above); with
-// `cluster` other than 1x1x1, its blocks are grouped in thread-block clusters of that shape
-// (sm_90: the blocks of a cluster run at once and can read and write each other's shared
-// memory), which the grid's dimensions must be multiples of.
+// kernel<<<grid, block, shared, stream>>>(args...), allowed to start early (see above).
 template <class... Params, class... Args>
-void launch_dependent_clusters(void (*kernel)(Params...), dim3 grid, dim3 block, dim3 cluster,
-                               size_t shared, cudaStream_t stream, Args&&... args) {
-  cudaLaunchAttribute attribute[2];
-  unsigned count = 0;
-  if (dependent_launch_enabled()) {
-    attribute[count].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attribute[count++].val.programmaticStreamSerializationAllowed = 1;
-  }
-  if (cluster.x * cluster.y * cluster.z > 1) {
-    attribute[count].id = cudaLaunchAttributeClusterDimension;
-    attribute[count].val.clusterDim.x = cluster.x;
-    attribute[count].val.clusterDim.y = cluster.y;
-    attribute[count++].val.clusterDim.z = cluster.z;
-  }
+void launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared,
+                      cudaStream_t stream, Args&&... args) {
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
   cudaLaunchConfig_t config{};
   config.gridDim = grid;
   config.blockDim = block;
   config.dynamicSmemBytes = shared;
   config.stream = stream;
   config.attrs = attribute;
-  config.numAttrs = count;
+  config.numAttrs = dependent_launch_enabled() ? 1 : 0;
   SF_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
-}
-
-template <class... Params, class... Args>
-void launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared,
-                      cudaStream_t stream, Args&&... args) {
-  launch_dependent_clusters(kernel, grid, block, dim3(1, 1, 1), shared, stream, std::forward<Args>(args)...);
 }
 
 }  // namespace sf::cuda

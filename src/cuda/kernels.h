@@ -148,49 +148,27 @@ void kv_cache_write_range(DType dtype, void* cache, const void* rows, int64_t se
                           int64_t first_position, int64_t n, int64_t capacity, int64_t width,
                           cudaStream_t stream);
 // RoPE of q and the new key, the new key and value into the caches, attention over the caches:
-// Backend::attention_step, its keys split over the blocks of a thread-block cluster
-// (attention_step.cu says how). The number of splits depends only on the cache's capacity
-// (attention_step_splits; at most max_splits when that is > 0), so a recorded step keeps one
-// launch shape. head_dim even and <= attention_step_max_head_dim.
+// Backend::attention_step, its keys split over blocks (decode_ops.cu says how). The workspace
+// holds the splits' partial results and one arrival count per (row, query head), zero between
+// launches (the kernel leaves them so); without it, or when it is too small for the rows, one
+// split. The number of splits depends only on the shapes and the workspace's sizes, so a
+// recorded step keeps one launch shape. head_dim even and <= attention_step_max_head_dim.
 inline constexpr int64_t kAttentionStepMaxHeadDim = 256;
 // The largest head_dim the kernel holds for this dtype and head_dim's divisibility: 256 when
 // head_dim is a multiple of 16 bytes' worth of elements, else 128.
 int64_t attention_step_max_head_dim(DType dtype, int64_t head_dim);
-int64_t attention_step_splits(int64_t capacity, int64_t max_splits = 0);
+struct AttentionStepWorkspace {
+  float* partials = nullptr;
+  int64_t partial_floats = 0;
+  unsigned* counters = nullptr;  // zero-filled once by its owner
+  int64_t counter_count = 0;
+};
 void attention_step(DType dtype, void* out, const void* q, const void* k_new, const void* v_new,
                     void* k_cache, void* v_cache, const int32_t* position,
                     const int32_t* key_position, const int32_t* slot, const int32_t* key_begin,
                     const int32_t* key_end, int64_t rows, int64_t capacity, int64_t q_heads,
                     int64_t kv_heads, int64_t head_dim, double theta, bool rope_q, bool rope_k,
-                    cudaStream_t stream, int64_t max_splits = 0);
-// attention_step with the q, k, v projections of its rows fused in (Backend::
-// attention_step_projected): row r of group g = r / rows_per_group projects q from x[g]'s row
-// normalised by norm[g] (RMSNorm, eps; nullptr: none), k and v from kv_x[g]'s row (cross-
-// attention: the memory, normalised already) or from that same normalised row (nullptr), with
-// the group's weights wq, wk, wv [heads * head_dim, d_model]. For the shapes
-// attention_step_projection_suits accepts (decided by the shapes alone: d_model up to 768 in
-// BF16, head_dim up to 64; and only with SF_STEP_PROJECTION=1 in the environment, see
-// attention_step.cu); q_heads = kv_heads.
-inline constexpr int kMaxProjectionGroups = 8;
-struct StepProjection {
-  int groups = 0;
-  int64_t rows_per_group = 0, d_model = 0;
-  float eps = 0.f;
-  const void* x[kMaxProjectionGroups] = {};
-  const void* kv_x[kMaxProjectionGroups] = {};
-  const void* norm[kMaxProjectionGroups] = {};
-  const void* wq[kMaxProjectionGroups] = {};
-  const void* wk[kMaxProjectionGroups] = {};
-  const void* wv[kMaxProjectionGroups] = {};
-};
-bool attention_step_projection_suits(DType dtype, const StepProjection& projection, int64_t q_heads,
-                                     int64_t kv_heads, int64_t head_dim);
-void attention_step_projected(DType dtype, const StepProjection& projection, void* out,
-                              void* k_cache, void* v_cache, const int32_t* position,
-                              const int32_t* key_position, const int32_t* slot,
-                              const int32_t* key_begin, const int32_t* key_end, int64_t capacity,
-                              int64_t q_heads, int64_t head_dim, double theta, bool rope_q,
-                              bool rope_k, cudaStream_t stream);
+                    const AttentionStepWorkspace& workspace, cudaStream_t stream);
 // One query per sequence over its cache; see Backend::attention_decode.
 void attention_decode(DType dtype, void* out, const void* q, const void* k_cache,
                       const void* v_cache, const int32_t* key_begin, const int32_t* key_end,

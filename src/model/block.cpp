@@ -95,14 +95,12 @@ void project_qkv(Backend& be, const AttentionWeights& w, const Tensor& q_in, con
   be.matmul_batched(a.kv, kv_in, false, w.kv.value, true, 1.0, 0.0);
 }
 
-// A decode step's projections: q, k, v of every block as the tasks of one linear_many call
-// (Backend::attention_step_projected runs them), the sub-block's norm fused into the products
-// that read the normalised input (a backend that does not fuse it writes norm_out first);
-// blocks that share their weights run as one task over all their rows. Cross-attention's k and
-// v read the memory, normalised already.
-std::vector<LinearTask> step_projections(const ModelConfig& c, const std::vector<AttentionWeights>& w,
-                                         const Tensor& x_in, const Tensor* kv_source,
-                                         AttentionActivations& a) {
+// A decode step's projections: q (and k, v for self-attention) of every block as one
+// linear_many call, the sub-block's norm fused into the products that read the normalised input
+// (a backend that does not fuse it writes norm_out first); blocks that share their weights run
+// as one task over all their rows.
+void project_step(Backend& be, const ModelConfig& c, const std::vector<AttentionWeights>& w,
+                  const Tensor& x_in, const Tensor* kv_source, AttentionActivations& a) {
   const size_t G = w.size();
   const bool merged = one_weight(G, [&](size_t g) { return w[g].wq.value; }) &&
                       one_weight(G, [&](size_t g) { return w[g].kv.value; }) &&
@@ -120,7 +118,7 @@ std::vector<LinearTask> step_projections(const ModelConfig& c, const std::vector
     tasks.push_back({block_of(k, g, blocks), kv_x, w[g].wk.value, false, kv_norm});
     tasks.push_back({block_of(v, g, blocks), kv_x, w[g].wv.value, false, kv_norm});
   }
-  return tasks;
+  be.linear_many(tasks);
 }
 
 }  // namespace
@@ -195,12 +193,13 @@ void attention_block_forward(Backend& be, const ModelConfig& c,
     // One new position per row of every block: the projections with the norm fused, then RoPE
     // at the rows' positions, this step's key and value into the cache, attention over the
     // cache's visible keys.
+    project_step(be, c, w, x_in, kv_source, a);
     const int64_t N = a.q.dim(0) * a.q.dim(1);
     auto rows_of = [N](const Tensor& t) { return t.view({N, t.dim(2), t.dim(3)}); };
-    Tensor q = rows_of(a.q), k = rows_of(a.k), v = rows_of(a.v), out = rows_of(a.out);
+    Tensor q = rows_of(a.q), k = rows_of(a.k), out = rows_of(a.out);
     Tensor k_cache = cache->kv.k, v_cache = cache->kv.v;
-    be.attention_step_projected(step_projections(c, w, x_in, kv_source, a), out, q, k, v, k_cache,
-                                v_cache, cache->rows, spec.rope_q, spec.rope_k, c.rope_theta);
+    be.attention_step(out, q, k, rows_of(a.v), k_cache, v_cache, cache->rows, spec.rope_q,
+                      spec.rope_k, c.rope_theta);
   } else {
     // Whole sequences of one stack (training, prefill).
     SF_CHECK(G == 1, "attention_block_forward: whole sequences run one stack at a time, not {}", G);
