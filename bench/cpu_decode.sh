@@ -45,21 +45,7 @@ for t in "${threads[@]}"; do
   [[ "$t" =~ ^[0-9]+$ && "$t" -ge 1 ]] || { echo "cpu_decode.sh: thread count '$t' is not a positive integer" >&2; exit 1; }
 done
 
-if [[ -n "${COMMIT:-}" ]]; then
-  commit=$COMMIT
-elif git -C "$root" rev-parse --short HEAD >/dev/null 2>&1; then
-  commit=$(git -C "$root" rev-parse --short HEAD)
-  if [[ -n "$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null)" ]]; then
-    commit="$commit (with uncommitted changes)"
-  fi
-else
-  commit="unknown (no .git here; set COMMIT)"
-fi
-
-date_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-cpu=$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | sed 's/^[^:]*: *//' || true)
-cpu=${cpu:-unknown CPU}
-memory=$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo 2>/dev/null || echo "unknown")
+source "$root/bench/record_env.sh"  # commit, date_utc, cpu, memory
 host=$(hostname -s 2>/dev/null || echo host)
 mkdir -p "$results_dir"
 out="$results_dir/cpu-decode-$(date -u +%Y%m%d-%H%M%S)-$host.md"

@@ -1,6 +1,8 @@
 // serve_engine_test.cpp — the serving engine (src/serve/engine.h): requests decoded together in
 // a few slots (continuous batching) give each exactly what it gets alone; the queue's limit, a
-// cancelled request, stop strings, max_tokens and the context's end, and draining.
+// cancelled request, stop strings, max_tokens and the context's end, draining, and a context
+// shorter than the model's (--ctx).
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -8,6 +10,7 @@
 #include <future>
 #include <mutex>
 
+#include "core/error.h"
 #include "cpu/cpu_backend.h"
 #include "data/byte_tokenizer.h"
 #include "infer/generator.h"
@@ -184,6 +187,60 @@ TEST_F(ServeEngine, ARequestPastItsDeadlineEndsWithTimeout) {
   engine.submit(r, late.sink());
   EXPECT_EQ(late.wait().finish, "timeout");
   EXPECT_TRUE(late.reply.text.empty());
+}
+
+// --ctx: slots of 16 positions on a model of 32. A request within them is served exactly as
+// alone (the smaller caches change nothing), a reply without max_tokens ends where the 16 are
+// used up, and one that does not fit is refused before it is queued; the decoder holds less.
+TEST_F(ServeEngine, AShorterContextServesWhatFitsAndRefusesTheRest) {
+  ASSERT_EQ(config_.max_seq_len, 32);
+  Engine engine(model_, tokenizer_, EngineOptions{2, 8, DecodeMode::staggered, 16});
+  EXPECT_EQ(engine.context(), 16);
+  {
+    Engine full(model_, tokenizer_, EngineOptions{2, 8, DecodeMode::staggered});
+    EXPECT_EQ(full.context(), 32);
+    EXPECT_LT(engine.decoder_bytes(), full.decoder_bytes());
+  }
+  const auto refused = [&](const EngineRequest& r, const std::string& param, const std::string& words) {
+    try {
+      Collector c;
+      engine.submit(r, c.sink());
+      ADD_FAILURE() << "a request beyond the context was taken (" << words << ")";
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.status(), 400);
+      EXPECT_EQ(e.param(), param);
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+  };
+  refused(greedy("0123456789abcdefg", 1), "prompt", "the prompt has 17 tokens but the server's context is 16");
+  // 10 prompt tokens leave room for 16 - 10 + 1 = 7 (the last one predicted from a full context).
+  refused(greedy("0123456789", 8), "max_tokens", "leaves room for 7");
+  const std::string prompt = "0123456789";
+  Collector within, unlimited;
+  engine.submit(greedy(prompt, 7), within.sink());
+  engine.submit(greedy(prompt, std::nullopt), unlimited.sink());
+  const auto [text, stop] = alone(prompt, 7);
+  EXPECT_EQ(within.wait().text, text);
+  EXPECT_EQ(within.reply.finish, stop == StopReason::end_of_text ? "stop" : "length");
+  const Reply& o = unlimited.wait();
+  EXPECT_EQ(o.text, text);  // (greedy: the same tokens, up to where the context ends)
+  if (o.finish == "length") EXPECT_EQ(o.usage.completion_tokens, 7);
+  else EXPECT_EQ(o.finish, "stop");
+}
+
+TEST_F(ServeEngine, AContextBeyondTheModelsIsRefused) {
+  for (const int64_t ctx : {33, 1000, 1, 0, -5}) {
+    try {
+      Engine engine(model_, tokenizer_, EngineOptions{2, 8, DecodeMode::staggered, ctx});
+      ADD_FAILURE() << "--ctx " << ctx << " was taken for a model of max_seq_len 32";
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find(fmt::format("--ctx {}", ctx)), std::string::npos) << what;
+      EXPECT_NE(what.find("max_seq_len 32"), std::string::npos) << what;
+    }
+  }
+  Engine largest(model_, tokenizer_, EngineOptions{2, 8, DecodeMode::staggered, 32});
+  EXPECT_EQ(largest.context(), 32);
 }
 
 }  // namespace

@@ -2,9 +2,14 @@
 // server on a free loopback port in this process, called over HTTP. Every endpoint; the streamed
 // text equals the whole text; concurrent streaming clients each get what they get alone; a client
 // that goes away frees its slot; every bad input gets its 4xx and the server keeps serving; the
-// API key; stop() drains a running request.
+// API key; the page at /; stop() drains a running request.
 #include <gtest/gtest.h>
 #include <httplib.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -232,6 +237,76 @@ TEST_F(ServeHttp, TheApiKeyGuardsEveryEndpointButHealth) {
   EXPECT_EQ(c.Get("/v1/models", wrong)->status, 401);
   httplib::Headers right = {{"Authorization", "Bearer secret"}};
   EXPECT_EQ(c.Get("/v1/models", right)->status, 200);
+}
+
+// The raw bytes of one response on a fresh connection: the request's head is sent, then its
+// body after a pause (a client that writes them separately, as Node's fetch does).
+std::string raw_exchange(int port, const std::string& head, const std::string& body) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval timeout{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  std::string response;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    ::send(fd, head.data(), head.size(), MSG_NOSIGNAL);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ::send(fd, body.data(), body.size(), MSG_NOSIGNAL);
+    // Until the head and the Content-Length bytes after it are in.
+    char buffer[4096];
+    for (;;) {
+      const size_t head_end = response.find("\r\n\r\n");
+      const size_t length_at = response.find("Content-Length: ");
+      if (head_end != std::string::npos && length_at != std::string::npos &&
+          response.size() >= head_end + 4 + std::stoul(response.substr(length_at + 16)))
+        break;
+      const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+      if (n <= 0) break;
+      response.append(buffer, static_cast<size_t>(n));
+    }
+  }
+  ::close(fd);
+  return response;
+}
+
+// A request refused for its key is answered before its body is read, so the answer closes the
+// connection: a client that reused it would have its next request parsed after the unread body
+// (a 400 for a good request; found by the openai package on Node 18, tests/clients/).
+TEST_F(ServeHttp, ARefusedKeyClosesTheConnection) {
+  shutdown();
+  start("secret");
+  const std::string body = R"({"prompt": "x", "max_tokens": 2})";
+  const std::string head = "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                           "Authorization: Bearer wrong\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n";
+  const std::string response = raw_exchange(port_, head, body);
+  EXPECT_EQ(response.rfind("HTTP/1.1 401", 0), 0u) << response;
+  EXPECT_NE(response.find("\r\nConnection: close\r\n"), std::string::npos) << response;
+  httplib::Headers right = {{"Authorization", "Bearer secret"}};
+  auto r = client().Post("/v1/completions", right, body, "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
+// GET /: the page to try the model, with its form, public even when a key guards the API, and
+// loading nothing from elsewhere (no URL with a scheme in it).
+TEST_F(ServeHttp, ThePageAtRootHasItsFormAndNeedsNoKey) {
+  shutdown();
+  start("secret");
+  auto page = client().Get("/");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+  EXPECT_EQ(page->get_header_value("Content-Type"), "text/html; charset=utf-8");
+  EXPECT_NE(page->get_header_value("Content-Security-Policy").find("default-src 'none'"), std::string::npos);
+  for (const char* element : {"<form", "id=\"prompt\"", "id=\"max_tokens\"", "id=\"temperature\"", "id=\"top_k\"",
+                              "id=\"top_p\"", "id=\"seed\"", "id=\"api_key\"", "id=\"send\"", "id=\"stop\"",
+                              "id=\"completion\"", "id=\"stats\"", "/v1/completions", "include_usage"})
+    EXPECT_NE(page->body.find(element), std::string::npos) << element;
+  EXPECT_EQ(page->body.find("://"), std::string::npos) << "the page refers to another site";
+  // Only the page is public: the API behind it still wants the key.
+  EXPECT_EQ(client().Post("/v1/completions", R"({"prompt": "x"})", "application/json")->status, 401);
+  EXPECT_EQ(client().Post("/", "{}", "application/json")->status, 401);
 }
 
 TEST_F(ServeHttp, StopDrainsARunningRequest) {

@@ -22,6 +22,8 @@ struct ServeArgs {
   std::string model_name;
   serve::ServerOptions server;
   int64_t slots = 4, queue_limit = 64;
+  int64_t ctx = 0;
+  bool ctx_given = false;  // --ctx on the command line (else the model's max_seq_len)
   int threads = 0;
 };
 
@@ -38,6 +40,8 @@ void run(ServeArgs& a) {
     if (const char* key = std::getenv("STAGFORMER_API_KEY")) a.server.api_key = key;
   SF_CHECK(a.server.port >= 0 && a.server.port <= 65535, "--port must be in [0, 65535], got {}", a.server.port);
   SF_CHECK(a.server.request_timeout_s > 0, "--timeout must be > 0 seconds, got {}", a.server.request_timeout_s);
+  // Before the model loads (it may take a while); the upper limit needs the model (the engine).
+  SF_CHECK(!a.ctx_given || a.ctx > 0, "--ctx must be > 0 tokens, got {}", a.ctx);
   const ThreadChoice threads = set_threads(a.threads);
   auto backend = make_backend(a.device);
   LoadedModel loaded = load_model_for_inference(a.model_path, *backend, a.tokenizer, a.vocab,
@@ -46,14 +50,16 @@ void run(ServeArgs& a) {
   (void)DecodeSchedule(loaded.config, mode);  // a mode the model cannot run: one clear error
   a.server.model_name = a.model_name.empty() ? a.model_path : a.model_name;
 
-  serve::Engine engine(*loaded.model, *loaded.tokenizer,
-                       serve::EngineOptions{a.slots, a.queue_limit, mode});
+  serve::EngineOptions engine_options{a.slots, a.queue_limit, mode};
+  if (a.ctx_given) engine_options.context = a.ctx;
+  serve::Engine engine(*loaded.model, *loaded.tokenizer, engine_options);
   serve::HttpServer server(engine, a.server);
   const int port = server.bind();
   std::fprintf(stderr,
-               "serve: %s on http://%s:%d (%lld slots, decode %s, %s, threads %s)%s; Ctrl-C or "
-               "SIGTERM drains the requests and stops\n",
+               "serve: %s on http://%s:%d (%lld slots of %lld tokens, decoder %.1f MiB, decode %s, %s, "
+               "threads %s)%s; Ctrl-C or SIGTERM drains the requests and stops\n",
                a.server.model_name.c_str(), a.server.host.c_str(), port, static_cast<long long>(a.slots),
+               static_cast<long long>(engine.context()), static_cast<double>(engine.decoder_bytes()) / (1 << 20),
                a.decode.c_str(), a.device.c_str(),
                threads.note.empty() ? std::to_string(threads.threads).c_str() : threads.note.c_str(),
                a.server.api_key.empty() ? "" : ", API key required");
@@ -92,6 +98,10 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--slots", a->slots, "requests decoded together (the decoder's batch)")
       ->capture_default_str()
       ->check(CLI::Range(1, 256));
+  CLI::Option* ctx = cmd->add_option(
+      "--ctx", a->ctx,
+      "tokens each slot may hold, prompt and reply (default: the model's max_seq_len, the most "
+      "it may be): the decoder's memory is allocated for it; longer requests get 400");
   cmd->add_option("--queue", a->queue_limit, "requests that may wait for a slot; more get 503")
       ->capture_default_str()
       ->check(CLI::Range(0, 100000));
@@ -113,7 +123,10 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--tokenizer", a->tokenizer,
                   "tokenizer instead of the model's tokenizer.json: byte, gpt2, or a tokenizer.json file");
   cmd->add_option("--vocab", a->vocab, "GPT-2 ranks file (default: third_party_data or $STAGFORMER_GPT2_RANKS)");
-  cmd->callback([a] { run(*a); });
+  cmd->callback([a, ctx] {
+    a->ctx_given = ctx->count() > 0;
+    run(*a);
+  });
 }
 
 }  // namespace sf::cli

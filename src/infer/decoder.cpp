@@ -4,10 +4,10 @@
 
 namespace sf {
 
-Decoder::Decoder(Model& model, int64_t batch, DecodeMode mode)
+Decoder::Decoder(Model& model, int64_t batch, DecodeMode mode, int64_t context)
     : model_(model),
       schedule_(model.config(), mode),
-      state_(model, batch, schedule_.plan()),
+      state_(model, batch, schedule_.plan(), context),
       length_(static_cast<size_t>(batch), 0) {
   model.sync_compute_weights();  // mixed precision: the working copies the decoder reads
   const DType dt = model.compute_dtype();
@@ -34,8 +34,8 @@ void Decoder::prefill(int64_t b, std::span<const int32_t> prompt) {
   SF_CHECK(b >= 0 && b < batch(), "prefill: sequence {} outside the batch of {}", b, batch());
   const int64_t n = static_cast<int64_t>(prompt.size());
   SF_CHECK(n >= 1, "prefill: empty prompt");
-  SF_CHECK(n <= c.max_seq_len, "the prompt has {} tokens but the model's context is {}", n,
-           c.max_seq_len);
+  SF_CHECK(n <= context(), "the prompt has {} tokens but the {} context is {}", n,
+           context() == c.max_seq_len ? "model's" : "decoder's", context());
   Tensor tokens = Tensor::zeros({n}, DType::i32);
   for (int64_t i = 0; i < n; ++i) {
     const int32_t id = prompt[static_cast<size_t>(i)];
@@ -59,9 +59,8 @@ void Decoder::step(std::span<const int32_t> tokens) {
     const int32_t id = tokens[static_cast<size_t>(b)];
     if (id == kIdle) continue;
     SF_CHECK(length >= 1, "step: sequence {} has not been prefilled (or was idle since)", b);
-    SF_CHECK(length < c.max_seq_len,
-             "step: sequence {} is full (its context of {} positions is used up)", b,
-             c.max_seq_len);
+    SF_CHECK(length < context(), "step: sequence {} is full (its context of {} positions is used up)", b,
+             context());
     SF_CHECK(id >= 0 && id < c.vocab_size,
              "step: token id {} of sequence {} is outside the vocabulary [0, {})", id, b,
              c.vocab_size);

@@ -6,7 +6,8 @@
 // user's input, keeps each sequence's length, fills the step's indices on the host (uploaded in
 // one copy) and reads the logits back.
 //
-// State: a self-attention K/V cache per stack and layer (max_seq_len positions) and, for stacks
+// State: a self-attention K/V cache per stack and layer (the decoder's context: max_seq_len
+// positions unless a shorter one is asked) and, for stacks
 // s >= 1, a cross-attention K/V cache per layer holding Wk·M_j, Wv·M_j of the memory positions
 // produced so far (a ring of w slots when cross_window = w > 0), allocated once, for `batch`
 // sequences, at construction; plus the prefill's activations for the longest prompt.
@@ -24,9 +25,11 @@ namespace sf {
 
 class Decoder {
  public:
-  // The model's weights must not change while the decoder is in use. Errors: batch < 1, a mode
+  // The model's weights must not change while the decoder is in use. `context`: the positions
+  // each sequence may hold (prompt and generated tokens), 0 for the model's max_seq_len; the
+  // caches are allocated for it. Errors: batch < 1, a context outside [1, max_seq_len], a mode
   // the model cannot run, memory that is not available.
-  Decoder(Model& model, int64_t batch, DecodeMode mode);
+  Decoder(Model& model, int64_t batch, DecodeMode mode, int64_t context = 0);
 
   int64_t batch() const { return state_.batch(); }
   DecodeMode mode() const { return schedule_.mode(); }
@@ -35,8 +38,9 @@ class Decoder {
   // Record the step once and replay it (the default where the backend can), or not.
   void set_step_recording(bool on) { state_.set_step_recording(on); }
   int64_t length(int64_t sequence) const { return length_.at(static_cast<size_t>(sequence)); }
+  int64_t context() const { return state_.context(); }
 
-  // Resets sequence b and runs its prompt (1 <= size <= max_seq_len, ids in the vocabulary).
+  // Resets sequence b and runs its prompt (1 <= size <= context(), ids in the vocabulary).
   // Afterwards logits() row b predicts the token after the prompt.
   void prefill(int64_t sequence, std::span<const int32_t> prompt);
   // Feeds one token to every sequence (tokens.size() == batch), each at its own position; then

@@ -27,6 +27,14 @@ void check_plan(const StepPlan& plan, const ModelConfig& c) {
     if (const std::string why = recurrent_unsupported(c); !why.empty()) fail("recurrent decoding " + why);
 }
 
+// The positions a DecodingState holds per sequence: `asked`, or the model's context for 0.
+int64_t context_of(const ModelConfig& c, int64_t asked) {
+  SF_CHECK(asked >= 0 && asked <= c.max_seq_len,
+           "decoding context {} is outside [1, {}] (the model's max_seq_len; 0 takes it)", asked,
+           c.max_seq_len);
+  return asked == 0 ? c.max_seq_len : asked;
+}
+
 // The structure whose buffers every prefill reuses: a stack with cross-attention when the model
 // has one, so that the views serve every stack.
 StackGroup prefill_group(const ModelConfig& c) { return StackGroup{c.n_stacks > 1 ? 1 : 0, 1}; }
@@ -68,14 +76,15 @@ DecodingState::PrefillViews DecodingState::prefill_views(int64_t n) {
   return v;
 }
 
-DecodingState::DecodingState(Model& model, int64_t batch, StepPlan plan)
+DecodingState::DecodingState(Model& model, int64_t batch, StepPlan plan, int64_t context)
     : model_(model),
       backend_(model.backend()),
       config_(model.config()),
       dtype_(model.compute_dtype()),
       batch_(batch),
+      context_(context_of(model.config(), context)),
       plan_(std::move(plan)),
-      cache_(model.backend(), model.config(), model.compute_dtype(), batch, model.config().max_seq_len),
+      cache_(model.backend(), model.config(), model.compute_dtype(), batch, context_),
       indices_(model.backend(), cache_) {
   const ModelConfig& c = config_;
   SF_CHECK(batch >= 1, "decoder batch must be >= 1, got {}", batch);
@@ -83,7 +92,7 @@ DecodingState::DecodingState(Model& model, int64_t batch, StepPlan plan)
   alpha_ = model.combine_alpha();
   if (const char* graphs = std::getenv("SF_DECODE_GRAPHS"); graphs && std::strcmp(graphs, "0") == 0)
     step_recording_ = false;
-  const int64_t p = c.n_stacks, B = batch, D = c.d_model, T = c.max_seq_len;
+  const int64_t p = c.n_stacks, B = batch, D = c.d_model, T = context_;
   const DType stat = statistics_dtype(dtype_);
   try {
     ActivationAllocator alloc(backend_);
@@ -140,7 +149,7 @@ void DecodingState::prefill(int64_t b, const Tensor& prompt) {
   SF_CHECK(prompt.device() == Device::cpu && prompt.dtype() == DType::i32 && prompt.ndim() == 1,
            "prefill: expected a CPU I32 [n] tensor of token ids, got {}", prompt.describe());
   const int64_t n = prompt.numel();
-  SF_CHECK(n >= 1 && n <= c.max_seq_len, "prefill: {} tokens for a context of {}", n, c.max_seq_len);
+  SF_CHECK(n >= 1 && n <= context_, "prefill: {} tokens for a context of {}", n, context_);
   PrefillViews v = prefill_views(n);
   backend_.copy(v.tokens, prompt);
   const ModelWeights& w = model_.weights();

@@ -43,20 +43,25 @@ std::string recurrent_unsupported(const ModelConfig& config);
 
 class DecodingState {
  public:
-  // State for `batch` sequences of up to the model's max_seq_len positions, to be stepped by
-  // `plan`. The model's weights must not change while it is in use (combine.alpha is read once).
-  // Errors: a plan that does not fit the model, memory that is not available (naming the bytes).
-  DecodingState(Model& model, int64_t batch, StepPlan plan);
+  // State for `batch` sequences of up to `context` positions (0: the model's max_seq_len; at
+  // most that), to be stepped by `plan`: the caches and the prefill's buffers are sized for
+  // `context`, so a server that needs less than the model's context holds less memory. The
+  // model's weights must not change while it is in use (combine.alpha is read once).
+  // Errors: a context outside [1, max_seq_len], a plan that does not fit the model, memory that
+  // is not available (naming the bytes).
+  DecodingState(Model& model, int64_t batch, StepPlan plan, int64_t context = 0);
   ~DecodingState();
   DecodingState(const DecodingState&) = delete;
   DecodingState& operator=(const DecodingState&) = delete;
 
   int64_t batch() const { return batch_; }
+  // Positions each sequence may hold (prompt and generated tokens).
+  int64_t context() const { return context_; }
   const StepPlan& plan() const { return plan_; }
   const KvCache& cache() const { return cache_; }
   StepIndices& indices() { return indices_; }
 
-  // Sequence b's prompt (CPU I32 [n], 1 <= n <= max_seq_len, ids already checked): runs it
+  // Sequence b's prompt (CPU I32 [n], 1 <= n <= context(), ids already checked): runs it
   // through every stack like the training forward, without gradient buffers (activations
   // planned once for the longest prompt), filling b's caches with one bulk write per cache.
   // Afterwards logits() row b predicts the token after the prompt.
@@ -91,6 +96,7 @@ class DecodingState {
   const ModelConfig& config_;
   DType dtype_;
   int64_t batch_;
+  int64_t context_;  // before cache_: it sizes the caches
   StepPlan plan_;
   KvCache cache_;
   StepIndices indices_;
@@ -100,8 +106,8 @@ class DecodingState {
   Tensor x_, memory_, memory_rstd_;
   std::map<std::pair<int64_t, int64_t>, LayerActivations> step_activations_;
   Tensor combined_, final_norm_out_, final_rstd_, logits_;  // [B, ...]
-  // Prefill: device token ids [max_seq_len], and the activations for max_seq_len positions
-  // that every shorter prompt reuses (ActivationAllocator).
+  // Prefill: device token ids [context], and the activations for context positions that every
+  // shorter prompt reuses (ActivationAllocator).
   Tensor prefill_tokens_;
   std::vector<Tensor> prefill_buffers_;
   int64_t bytes_ = 0;

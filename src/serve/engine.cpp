@@ -9,6 +9,7 @@
 #include "infer/decoder.h"
 #include "infer/utf8_stream.h"
 #include "serve/api_error.h"
+#include "serve/openai_request.h"
 #include "serve/stop_strings.h"
 
 namespace sf::serve {
@@ -38,9 +39,15 @@ Engine::Engine(Model& model, const Tokenizer& tokenizer, const EngineOptions& op
   SF_CHECK(tokenizer.vocab_size() <= model.config().vocab_size,
            "the tokenizer '{}' has {} ids but the model's vocab_size is {}: they do not belong together",
            tokenizer.name(), tokenizer.vocab_size(), model.config().vocab_size);
-  SF_CHECK(model.config().max_seq_len >= 2, "serve: the model's context ({}) must hold at least 2 positions",
-           model.config().max_seq_len);
-  decoder_ = std::make_unique<Decoder>(model, options.slots, options.decode);
+  const int64_t limit = model.config().max_seq_len;
+  context_ = options.context.value_or(limit);
+  // At least 2: a free slot's row runs at position 1 (Decoder::kIdle).
+  SF_CHECK(!options.context || (context_ >= 2 && context_ <= limit),
+           "serve: --ctx {} is outside [2, {}]: a slot's context can be at most the model's (max_seq_len {})",
+           context_, limit, limit);
+  SF_CHECK(limit >= 2, "serve: the model's context ({}) must hold at least 2 positions", limit);
+  decoder_ = std::make_unique<Decoder>(model, options.slots, options.decode, context_);
+  decoder_bytes_ = decoder_->state().bytes();
   slots_.resize(static_cast<size_t>(options.slots));
   row_.resize(static_cast<size_t>(model.config().vocab_size));
   counters_.slots = options.slots;
@@ -58,6 +65,9 @@ Engine::~Engine() {
 }
 
 std::shared_ptr<RequestHandle> Engine::submit(EngineRequest request, EngineSink sink) {
+  // The HTTP layer checks this too, naming its own field; here it guards the decoder (a prompt
+  // longer than the slots' context would fail only at its prefill).
+  check_fits_context(static_cast<int64_t>(request.prompt.size()), request.max_tokens, context_, "prompt");
   auto job = std::make_unique<Job>();
   job->request = std::move(request);
   job->sink = std::move(sink);
@@ -124,7 +134,7 @@ void Engine::finish(Slot& slot, const std::string& reason, const std::string& er
   idle_.notify_all();
 }
 
-void Engine::admit(Slot& slot, std::unique_ptr<Job> job, std::vector<int64_t>& newly) {
+void Engine::admit(Slot& slot, std::unique_ptr<Job> job) {
   const int64_t b = &slot - slots_.data();
   slot.job = std::move(job);
   const EngineRequest& r = slot.job->request;
@@ -137,7 +147,9 @@ void Engine::admit(Slot& slot, std::unique_ptr<Job> job, std::vector<int64_t>& n
     counters_.prompt_tokens += static_cast<int64_t>(r.prompt.size());
     counters_.decode_seconds += std::chrono::duration<double>(Clock::now() - start).count();
   }
-  newly.push_back(b);
+  // Its first token now, from the prefill's logits row (a later prefill writes only its own
+  // row): a request's time to first token does not wait for the other prompts of this turn.
+  advance(slot, b);
 }
 
 void Engine::advance(Slot& slot, int64_t row) {
@@ -166,7 +178,7 @@ void Engine::advance(Slot& slot, int64_t row) {
   if (slot.stops->stopped()) return finish(slot, "stop");
   if (r.max_tokens && slot.generated >= *r.max_tokens) return finish(slot, "length");
   // The token just drawn was predicted from a full context: it cannot be fed.
-  if (decoder_->length(row) >= model_.config().max_seq_len) return finish(slot, "length");
+  if (decoder_->length(row) >= context_) return finish(slot, "length");
   slot.next = token;
 }
 
@@ -187,7 +199,6 @@ void Engine::run() {
       }
     }
     const auto now = Clock::now();
-    std::vector<int64_t> newly;
     for (auto& [slot, job] : admitted) {
       if (job->handle->cancelled() || now >= job->request.deadline) {
         slot->job = std::move(job);
@@ -195,9 +206,9 @@ void Engine::run() {
         continue;
       }
       try {
-        admit(*slot, std::move(job), newly);
+        admit(*slot, std::move(job));
       } catch (const std::exception& e) {
-        finish(*slot, "error", e.what());
+        if (slot->job) finish(*slot, "error", e.what());  // (unless it had ended already)
       }
     }
     // Requests whose client went away or whose time is up end here; the others go on.
@@ -205,8 +216,6 @@ void Engine::run() {
       if (slot.job && (slot.job->handle->cancelled() || now >= slot.job->request.deadline))
         finish(slot, slot.job->handle->cancelled() ? "cancelled" : "timeout");
     try {
-      for (int64_t b : newly)
-        if (slots_[static_cast<size_t>(b)].job) advance(slots_[static_cast<size_t>(b)], b);
       bool any = false;
       for (size_t b = 0; b < slots_.size(); ++b) {
         tokens[b] = slots_[b].job ? slots_[b].next : Decoder::kIdle;

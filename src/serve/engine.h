@@ -2,13 +2,19 @@
 // while requests come and go (continuous batching), fed from a bounded queue.
 //
 // One thread owns the model and the decoder. Each turn it admits queued requests into free
-// slots (prefilling each prompt: a new request joins while the others decode), then runs one
-// decode step for every busy slot together (free slots sit out: Decoder::kIdle), samples each
-// slot's next token with its own sampler, and hands the text to the request's sink. Text is
-// released at UTF-8 character boundaries and before any possible stop string (stop_strings.h),
-// so streamed pieces concatenate to the whole reply. A request ends at end-of-text or a stop
-// string ("stop"), at max_tokens or a full context ("length"), or when cancelled (a client that
-// went away, a timeout): its slot is free for the next turn.
+// slots (prefilling each prompt and sampling its first token at once: a new request joins while
+// the others decode), then runs one decode step for every busy slot together (free slots sit
+// out: Decoder::kIdle, though their rows still run, which on a CPU costs what a busy row does),
+// samples each slot's next token with its own sampler, and hands the text to the request's sink.
+// Text is released at UTF-8 character boundaries and before any possible stop string
+// (stop_strings.h), so streamed pieces concatenate to the whole reply. A request ends at
+// end-of-text or a stop string ("stop"), at max_tokens or a full context ("length"), or when
+// cancelled (a client that went away, a timeout): its slot is free for the next turn.
+//
+// Each slot holds `context` positions (prompt and reply; `--ctx`, at most the model's
+// max_seq_len): the decoder's caches are allocated for that many, so a server that needs less
+// than the model's context holds less memory, and a request that does not fit is refused (400)
+// before it is queued.
 #pragma once
 
 #include <atomic>
@@ -37,9 +43,18 @@ class Decoder;
 namespace sf::serve {
 
 struct EngineOptions {
-  int64_t slots = 4;           // sequences decoded together
-  int64_t queue_limit = 64;    // waiting requests beyond which submit() refuses (503)
-  DecodeMode decode = DecodeMode::staggered;
+  // Positional, the later options optional: `EngineOptions{slots, queue, mode}` (a constructor
+  // rather than an aggregate, which would warn of every option left out).
+  EngineOptions(int64_t slots = 4, int64_t queue_limit = 64, DecodeMode decode = DecodeMode::staggered,
+                std::optional<int64_t> context = std::nullopt)
+      : slots(slots), queue_limit(queue_limit), decode(decode), context(context) {}
+
+  int64_t slots;        // sequences decoded together
+  int64_t queue_limit;  // waiting requests beyond which submit() refuses (503)
+  DecodeMode decode;
+  // Positions each slot may use, prompt and reply (`--ctx`): in [2, max_seq_len] (a free slot's
+  // row runs at position 1); none: the model's max_seq_len.
+  std::optional<int64_t> context;
 };
 
 struct EngineRequest {
@@ -83,19 +98,25 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Queues a request; throws ApiError 503 when the queue is full or the engine is draining.
+  // Queues a request; throws ApiError 400 when it does not fit context() (param "prompt" or
+  // "max_tokens": check_fits_context), 503 when the queue is full or the engine is draining.
   std::shared_ptr<RequestHandle> submit(EngineRequest request, EngineSink sink);
   // Refuses new requests and returns once every queued and running one has ended.
   void drain();
   EngineStats stats() const;
   const Tokenizer& tokenizer() const { return tokenizer_; }
   const Model& model() const { return model_; }
+  // Positions each slot may use (prompt and reply): the limit requests are checked against.
+  int64_t context() const { return context_; }
+  // Memory the decoder holds (its caches, buffers and activations), in bytes.
+  int64_t decoder_bytes() const { return decoder_bytes_; }
 
  private:
   struct Job;
   struct Slot;
   void run();
-  void admit(Slot& slot, std::unique_ptr<Job> job, std::vector<int64_t>& newly);
+  // Prefills the request's prompt into the slot and samples its first token.
+  void admit(Slot& slot, std::unique_ptr<Job> job);
   // Samples the slot's next token from the decoder's logits row and acts on it.
   void advance(Slot& slot, int64_t row);
   // Hands text to the request's sink (the chat reply's leading space dropped).
@@ -107,6 +128,8 @@ class Engine {
   Model& model_;
   const Tokenizer& tokenizer_;
   EngineOptions options_;
+  int64_t context_ = 0;
+  int64_t decoder_bytes_ = 0;
   mutable std::mutex mutex_;
   std::condition_variable wake_, idle_;
   std::deque<std::unique_ptr<Job>> queue_;

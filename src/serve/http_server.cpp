@@ -22,6 +22,7 @@
 #include "serve/engine.h"
 #include "serve/openai_request.h"
 #include "serve/openai_response.h"
+#include "serve/web_page.h"
 
 namespace sf::serve {
 
@@ -151,13 +152,28 @@ void HttpServer::routes() {
   });
   const std::string key = options_.api_key;
   s.set_pre_routing_handler([key](const httplib::Request& req, httplib::Response& res) {
-    if (key.empty() || req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
+    // Public: /health, and the page at / (it holds no data, and a browser cannot send a header
+    // when it navigates; the API calls the page makes carry the key typed into it).
+    const bool page = req.path == "/" && (req.method == "GET" || req.method == "HEAD");
+    if (key.empty() || req.path == "/health" || page) return httplib::Server::HandlerResponse::Unhandled;
     if (req.get_header_value("Authorization") == "Bearer " + key) return httplib::Server::HandlerResponse::Unhandled;
     send_error(res, ApiError(401, "a valid API key is required: send 'Authorization: Bearer <key>'", "",
                              "invalid_request_error", "invalid_api_key"));
+    // Answered before httplib reads the body: on a reused connection the unread body would be
+    // taken for the start of the next request, so the client is told to open a new one.
+    res.set_header("Connection", "close");
     return httplib::Server::HandlerResponse::Handled;
   });
 
+  s.Get("/", [](const httplib::Request&, httplib::Response& res) {
+    const std::string_view page = web_page_html();
+    // The page loads nothing from elsewhere; the policy makes the browser hold it to that.
+    res.set_header("Content-Security-Policy",
+                   "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                   "connect-src 'self'; base-uri 'none'; form-action 'none'");
+    res.set_header("Cache-Control", "no-cache");  // a restarted server's page replaces the old one
+    res.set_content(page.data(), page.size(), "text/html; charset=utf-8");
+  });
   s.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     const EngineStats st = engine_.stats();
     send_json(res, {{"status", "ok"}, {"slots", st.slots}, {"slots_busy", st.busy_slots}, {"queued", st.queued}});
@@ -245,7 +261,7 @@ void HttpServer::generate(Endpoint endpoint, const httplib::Request& req, httpli
       throw bad_field(prompt_param, fmt::format("token id {} at position {} is outside the vocabulary [0, {})",
                                                 er.prompt[i], i, tokenizer.vocab_size()));
   check_fits_context(static_cast<int64_t>(er.prompt.size()), g.max_tokens,
-                     engine_.model().config().max_seq_len, prompt_param);
+                     engine_.context(), prompt_param);
   er.max_tokens = g.max_tokens;
   er.sampling = SamplingOptions{g.sampling.temperature, g.sampling.top_k, g.sampling.top_p,
                                 g.sampling.seed ? *g.sampling.seed : random_u64()};

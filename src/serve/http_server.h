@@ -1,12 +1,13 @@
 // http_server.h — `stagformer serve`'s HTTP API over the engine (engine.h), on cpp-httplib:
 // OpenAI's POST /v1/completions and /v1/chat/completions (whole or streamed as server-sent
 // events), GET /v1/models, GET /health, GET /metrics (Prometheus text), POST /tokenize and
-// /detokenize (llama.cpp's shapes: {"content"} <-> {"tokens"}).
+// /detokenize (llama.cpp's shapes: {"content"} <-> {"tokens"}), and GET / — a page to try the
+// model in a browser (web_page.h).
 //
 // Every error is OpenAI's error object with a 4xx/5xx status (api_error.h): a malformed or
 // oversized body, an unknown path, a missing or wrong API key (401; every endpoint but
-// /health), a full queue (503). A streamed request whose client goes away is cancelled, which
-// frees its slot.
+// /health and the page at /), a full queue (503). A streamed request whose client goes away is
+// cancelled, which frees its slot.
 #pragma once
 
 #include <atomic>

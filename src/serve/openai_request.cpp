@@ -256,7 +256,7 @@ ChatRequest parse_chat_request(std::string_view body_text) {
 void check_fits_context(int64_t prompt_tokens, const std::optional<int64_t>& max_tokens,
                         int64_t context, const std::string& prompt_param) {
   if (prompt_tokens > context)
-    throw bad_field(prompt_param, fmt::format("the prompt has {} tokens but the model's context is {}",
+    throw bad_field(prompt_param, fmt::format("the prompt has {} tokens but the server's context is {}",
                                               prompt_tokens, context));
   // The last token is predicted from a full context (infer/generator.h).
   const int64_t room = context - prompt_tokens + 1;
