@@ -1,8 +1,9 @@
 // decode_ops_test.cpp — the pieces incremental decoding is built from, on the CPU: the
 // attention masks' visible key ranges and cache rings against a brute-force enumeration of the
 // spec's rule, the prefill's bulk cache write against the row-by-row one, several linear layers
-// in one call against one product at a time (bit for bit, any thread count), and the prefill's
-// caches against the keys and values of the teacher-forced forward.
+// in one call against one product at a time and a product of many rows against one row at a
+// time (bit for bit, any thread count), and the prefill's caches against the keys and values of
+// the teacher-forced forward.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -143,6 +144,44 @@ void check_linear_many(DType dt) {
 TEST(DecodeOps, LinearManyEqualsOneProductAtATimeBitForBit) {
   check_linear_many<float>(DType::f32);
   check_linear_many<double>(DType::f64);
+}
+
+// A product of many rows equals the same product one row at a time, bit for bit: the kernel
+// runs blocks of several input rows (and weight rows) together, and each element keeps the
+// summation order it has on its own. The sizes cover tails of every length (K mod 8), and rows
+// and weight rows left over after the blocks (of the product, or of a thread's share of it).
+template <class T>
+void check_rows_together(DType dt) {
+  CpuBackend cpu;
+  Rng rng(13);
+  for (const int64_t k : {1, 2, 7, 8, 13, 38, 772, 774})
+    for (const int64_t n : {1, 7, 48})
+      for (const int64_t rows : {3, 4, 9, 16})
+        for (const bool accumulate : {false, true}) {
+          const Tensor x = test::random_normal({rows, k}, dt, rng);
+          const Tensor w = test::random_normal({n, k}, dt, rng);
+          const Tensor start = test::random_normal({rows, n}, dt, rng);
+          std::vector<Tensor> want;
+          for (int64_t m = 0; m < rows; ++m) {
+            want.push_back(test::clone(start.slice(0, m, 1)));
+            const Tensor xm = test::clone(x.slice(0, m, 1));
+            test::with_threads(1, [&] { cpu.linear_many({{want.back(), xm, w, accumulate}}); });
+          }
+          for (const int threads : {1, 2, 3}) {
+            Tensor got = test::clone(start);
+            test::with_threads(threads, [&] { cpu.linear_many({{got, x, w, accumulate}}); });
+            for (int64_t m = 0; m < rows; ++m)
+              EXPECT_EQ(std::memcmp(test::clone(got.slice(0, m, 1)).raw(), want[m].raw(),
+                                    want[m].nbytes()), 0)
+                  << dtype_name(dt) << " K " << k << " N " << n << " rows " << rows << " row " << m
+                  << " accumulate " << accumulate << " threads " << threads;
+          }
+        }
+}
+
+TEST(DecodeOps, LinearManyRowsTogetherEqualOneRowAtATimeBitForBit) {
+  check_rows_together<float>(DType::f32);
+  check_rows_together<double>(DType::f64);
 }
 
 // A product with an input norm (a decode step's fused RMSNorm) = rmsnorm_forward, then the
