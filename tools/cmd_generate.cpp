@@ -13,6 +13,7 @@
 
 #include "cli_common.h"
 #include "commands.h"
+#include "model_run_options.h"
 #include "core/error.h"
 #include "infer/generator.h"
 #include "infer/sampler.h"
@@ -23,15 +24,14 @@ namespace sf::cli {
 namespace {
 
 struct GenerateArgs {
-  std::string model_path, prompt, prompt_file, device = "cpu", decode = "staggered", tokenizer, vocab;
-  std::string precision;
+  ModelRunArgs model;
+  std::string prompt, prompt_file, decode = "staggered";
   std::vector<int32_t> prompt_ids;
   int64_t n_predict = 128;
   SamplingOptions sampling;
   bool seed_given = false;
   bool ignore_eos = false;
   bool no_display_prompt = false;
-  int threads = 0;
 };
 
 std::string read_prompt_file(const std::string& path) {
@@ -63,10 +63,9 @@ void run(GenerateArgs& a) {
            a.n_predict);
   if (!a.seed_given) a.sampling.seed = random_seed();
   validate_sampling_options(a.sampling);
-  const ThreadChoice threads = set_threads(a.threads);
-  auto backend = make_backend(a.device);
-  LoadedModel loaded = load_model_for_inference(a.model_path, *backend, a.tokenizer, a.vocab,
-                                                compute_dtype_for(a.device, a.precision));
+  ModelToRun running = load_model_to_run(a.model);
+  const ThreadChoice& threads = running.threads;
+  LoadedModel& loaded = running.loaded;
   const Tokenizer& tokenizer = *loaded.tokenizer;
 
   std::vector<int32_t> prompt;
@@ -135,10 +134,7 @@ void add_generate_command(CLI::App& app) {
       "An empty prompt starts a new document (generation follows the end-of-text token); "
       "'<|endoftext|>' in the prompt is the end-of-text token. Generation stops after N tokens, "
       "at end-of-text, or when the model's context (max_seq_len) is full.");
-  cmd->add_option("-m,--model", a->model_path,
-                   "MODEL: a run folder or model folder (model.safetensors, config.json, "
-                   "tokenizer.json), or a .safetensors file with config.json beside it")
-      ->required();
+  add_model_run_options(cmd, a->model);
   CLI::Option* prompt = cmd->add_option("-p,--prompt", a->prompt, "prompt text (default: empty)");
   CLI::Option* file = cmd->add_option(
       "-f,--file", a->prompt_file, "read the prompt from a file (one trailing newline is dropped)");
@@ -177,17 +173,6 @@ void add_generate_command(CLI::App& app) {
                   "(recompute the whole context for every token: the slow exact reference)")
       ->capture_default_str()
       ->check(CLI::IsMember({"staggered", "sequential", "recurrent", "full"}));
-  cmd->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
-  cmd->add_option("--precision", a->precision,
-                  "bf16 or f32: the dtype of the weights the kernels read, the caches and the "
-                  "activations (default: bf16 on cuda, f32 on cpu)");
-  cmd->add_option("-t,--threads", a->threads, "CPU threads (default: the cores not busy with other work)");
-  cmd->add_option("--tokenizer", a->tokenizer,
-                  "tokenizer to use instead of the model's tokenizer.json: byte, gpt2, or a "
-                  "tokenizer.json file");
-  cmd->add_option("--vocab", a->vocab,
-                  "GPT-2 ranks file (r50k_base.tiktoken; default: third_party_data or "
-                  "$STAGFORMER_GPT2_RANKS)");
   cmd->callback([a] { run(*a); });
 }
 

@@ -7,6 +7,7 @@
 
 #include "cli_common.h"
 #include "commands.h"
+#include "model_run_options.h"
 #include "core/error.h"
 #include "infer/decode_schedule.h"
 #include "infer/generator.h"
@@ -18,13 +19,12 @@ namespace sf::cli {
 namespace {
 
 struct ServeArgs {
-  std::string model_path, device = "cpu", decode = "staggered", tokenizer, vocab, precision;
-  std::string model_name;
+  ModelRunArgs model;
+  std::string decode = "staggered", model_name;
   serve::ServerOptions server;
   int64_t slots = 4, queue_limit = 64;
   int64_t ctx = 0;
   bool ctx_given = false;  // --ctx on the command line (else the model's max_seq_len)
-  int threads = 0;
 };
 
 void run(ServeArgs& a) {
@@ -42,13 +42,12 @@ void run(ServeArgs& a) {
   SF_CHECK(a.server.request_timeout_s > 0, "--timeout must be > 0 seconds, got {}", a.server.request_timeout_s);
   // Before the model loads (it may take a while); the upper limit needs the model (the engine).
   SF_CHECK(!a.ctx_given || a.ctx > 0, "--ctx must be > 0 tokens, got {}", a.ctx);
-  const ThreadChoice threads = set_threads(a.threads);
-  auto backend = make_backend(a.device);
-  LoadedModel loaded = load_model_for_inference(a.model_path, *backend, a.tokenizer, a.vocab,
-                                                compute_dtype_for(a.device, a.precision));
+  ModelToRun running = load_model_to_run(a.model);
+  const ThreadChoice& threads = running.threads;
+  LoadedModel& loaded = running.loaded;
   const DecodeMode mode = decode_mode_from_string(a.decode);
   (void)DecodeSchedule(loaded.config, mode);  // a mode the model cannot run: one clear error
-  a.server.model_name = a.model_name.empty() ? a.model_path : a.model_name;
+  a.server.model_name = a.model_name.empty() ? a.model.model_path : a.model_name;
 
   serve::EngineOptions engine_options{a.slots, a.queue_limit, mode};
   if (a.ctx_given) engine_options.context = a.ctx;
@@ -60,7 +59,7 @@ void run(ServeArgs& a) {
                "threads %s)%s; Ctrl-C or SIGTERM drains the requests and stops\n",
                a.server.model_name.c_str(), a.server.host.c_str(), port, static_cast<long long>(a.slots),
                static_cast<long long>(engine.context()), static_cast<double>(engine.decoder_bytes()) / (1 << 20),
-               a.decode.c_str(), a.device.c_str(),
+               a.decode.c_str(), a.model.device.c_str(),
                threads.note.empty() ? std::to_string(threads.threads).c_str() : threads.note.c_str(),
                a.server.api_key.empty() ? "" : ", API key required");
   std::thread stopper([&] {
@@ -88,10 +87,7 @@ void add_serve_command(CLI::App& app) {
       "/v1/chat/completions (streamed with \"stream\": true), GET /v1/models, /health, /metrics, "
       "POST /tokenize and /detokenize. Requests share --slots sequences decoded together. "
       "docs/serving.md has the details.");
-  cmd->add_option("-m,--model", a->model_path,
-                  "MODEL: a run folder or model folder (model.safetensors, config.json, "
-                  "tokenizer.json), or a .safetensors file with config.json beside it")
-      ->required();
+  add_model_run_options(cmd, a->model);
   cmd->add_option("--host", a->server.host, "address to listen on (127.0.0.1: this machine only)")
       ->capture_default_str();
   cmd->add_option("--port", a->server.port, "port to listen on (0: any free port, printed)")->capture_default_str();
@@ -110,19 +106,12 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--max-body", a->server.max_body_bytes, "largest request body in bytes (413 beyond)")
       ->capture_default_str();
   cmd->add_option("--api-key", a->server.api_key,
-                  "require 'Authorization: Bearer KEY' on every endpoint but /health (default: "
+                  "require 'Authorization: Bearer KEY' on every endpoint but /health and the page at / (default: "
                   "$STAGFORMER_API_KEY, else none)");
   cmd->add_option("--name", a->model_name, "the model's name in /v1/models and responses (default: MODEL)");
   cmd->add_option("--decode", a->decode, "staggered, sequential or recurrent (shared-weight models)")
       ->capture_default_str()
       ->check(CLI::IsMember({"staggered", "sequential", "recurrent"}));
-  cmd->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
-  cmd->add_option("--precision", a->precision,
-                  "bf16 or f32 (default: bf16 on cuda, f32 on cpu)");
-  cmd->add_option("-t,--threads", a->threads, "CPU threads (default: the cores not busy with other work)");
-  cmd->add_option("--tokenizer", a->tokenizer,
-                  "tokenizer instead of the model's tokenizer.json: byte, gpt2, or a tokenizer.json file");
-  cmd->add_option("--vocab", a->vocab, "GPT-2 ranks file (default: third_party_data or $STAGFORMER_GPT2_RANKS)");
   cmd->callback([a, ctx] {
     a->ctx_given = ctx->count() > 0;
     run(*a);
