@@ -40,14 +40,13 @@ Engine::Engine(Model& model, const Tokenizer& tokenizer, const EngineOptions& op
            "the tokenizer '{}' has {} ids but the model's vocab_size is {}: they do not belong together",
            tokenizer.name(), tokenizer.vocab_size(), model.config().vocab_size);
   const int64_t limit = model.config().max_seq_len;
-  context_ = options.context.value_or(limit);
+  const int64_t context = options.context.value_or(limit);
   // At least 2: a free slot's row runs at position 1 (Decoder::kIdle).
-  SF_CHECK(!options.context || (context_ >= 2 && context_ <= limit),
+  SF_CHECK(!options.context || (context >= 2 && context <= limit),
            "serve: --ctx {} is outside [2, {}]: a slot's context can be at most the model's (max_seq_len {})",
-           context_, limit, limit);
+           context, limit, limit);
   SF_CHECK(limit >= 2, "serve: the model's context ({}) must hold at least 2 positions", limit);
-  decoder_ = std::make_unique<Decoder>(model, options.slots, options.decode, context_);
-  decoder_bytes_ = decoder_->state().bytes();
+  decoder_ = std::make_unique<Decoder>(model, options.slots, options.decode, context);
   slots_.resize(static_cast<size_t>(options.slots));
   row_.resize(static_cast<size_t>(model.config().vocab_size));
   counters_.slots = options.slots;
@@ -64,10 +63,14 @@ Engine::~Engine() {
   thread_.join();
 }
 
+// (The decoder is made in the constructor and its sizes never change: any thread may ask.)
+int64_t Engine::context() const { return decoder_->context(); }
+int64_t Engine::decoder_bytes() const { return decoder_->state().bytes(); }
+
 std::shared_ptr<RequestHandle> Engine::submit(EngineRequest request, EngineSink sink) {
   // The HTTP layer checks this too, naming its own field; here it guards the decoder (a prompt
   // longer than the slots' context would fail only at its prefill).
-  check_fits_context(static_cast<int64_t>(request.prompt.size()), request.max_tokens, context_, "prompt");
+  check_fits_context(static_cast<int64_t>(request.prompt.size()), request.max_tokens, context(), "prompt");
   auto job = std::make_unique<Job>();
   job->request = std::move(request);
   job->sink = std::move(sink);
@@ -178,7 +181,7 @@ void Engine::advance(Slot& slot, int64_t row) {
   if (slot.stops->stopped()) return finish(slot, "stop");
   if (r.max_tokens && slot.generated >= *r.max_tokens) return finish(slot, "length");
   // The token just drawn was predicted from a full context: it cannot be fed.
-  if (decoder_->length(row) >= context_) return finish(slot, "length");
+  if (decoder_->length(row) >= context()) return finish(slot, "length");
   slot.next = token;
 }
 

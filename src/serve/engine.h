@@ -107,9 +107,9 @@ class Engine {
   const Tokenizer& tokenizer() const { return tokenizer_; }
   const Model& model() const { return model_; }
   // Positions each slot may use (prompt and reply): the limit requests are checked against.
-  int64_t context() const { return context_; }
+  int64_t context() const;
   // Memory the decoder holds (its caches, buffers and activations), in bytes.
-  int64_t decoder_bytes() const { return decoder_bytes_; }
+  int64_t decoder_bytes() const;
 
  private:
   struct Job;
@@ -128,8 +128,6 @@ class Engine {
   Model& model_;
   const Tokenizer& tokenizer_;
   EngineOptions options_;
-  int64_t context_ = 0;
-  int64_t decoder_bytes_ = 0;
   mutable std::mutex mutex_;
   std::condition_variable wake_, idle_;
   std::deque<std::unique_ptr<Job>> queue_;
