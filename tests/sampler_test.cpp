@@ -230,6 +230,21 @@ TEST(Sampler, DrawsFollowTheSoftmax) {
                       expected);
 }
 
+// Without top-k the sampler puts only as many tokens in order as its walk reaches (64, then 4x
+// more at a time): a flat law over 300 tokens makes it go past the first 64, with and without
+// top-p, and the draws still follow the law candidates() describes.
+TEST(Sampler, DrawsWithoutTopKFollowTheCandidatesPastTheFirstRanked) {
+  const std::vector<float> logits = random_logits(300, 41, 0.3);
+  for (double top_p : {1.0, 0.9}) {
+    const SamplingOptions o{.temperature = 1.0, .top_k = 0, .top_p = top_p, .seed = 77};
+    const std::vector<TokenProbability> c = Sampler(o).candidates(logits.data(), 300);
+    if (top_p < 1.0) EXPECT_GT(c.size(), 64u);  // (the walk must grow past its first chunk)
+    std::vector<double> expected(logits.size(), 0.0);
+    for (const TokenProbability& t : c) expected[t.id] = t.probability;
+    expect_draws_follow(o, logits, expected);
+  }
+}
+
 TEST(Sampler, MaskedTokensAreNeverDrawn) {
   std::vector<float> logits = random_logits(30, 37, 0.5);
   const float inf = std::numeric_limits<float>::infinity();

@@ -47,24 +47,29 @@ int64_t checked_argmax(const T* logits, int64_t vocab) {
 
 }  // namespace
 
+// Temperature, applied to logits shifted by their maximum: (l - max) / T <= 0 never overflows,
+// even for a tiny T, so exp() yields values in [0, 1] and never NaN. The field holds the scaled
+// logit until a softmax turns it into a probability; masked (-inf) tokens are left out.
 template <class T>
-void Sampler::build_candidates(const T* logits, int64_t vocab,
-                               std::vector<TokenProbability>& out) const {
+void Sampler::scaled_logits(const T* logits, int64_t vocab, std::vector<TokenProbability>& out) const {
   out.clear();
   const int64_t best = checked_argmax(logits, vocab);
-  if (options_.temperature == 0.0) {
-    out.push_back({static_cast<int32_t>(best), 1.0});
-    return;
-  }
-  // Temperature, applied to logits shifted by their maximum: (l - max) / T <= 0 never overflows,
-  // even for a tiny T, so exp() below yields values in [0, 1] and never NaN. The field holds the
-  // scaled logit until the softmax turns it into a probability.
   const double max_logit = static_cast<double>(logits[best]);
   for (int64_t i = 0; i < vocab; ++i) {
     if (std::isinf(logits[i])) continue;
     out.push_back({static_cast<int32_t>(i),
                    (static_cast<double>(logits[i]) - max_logit) / options_.temperature});
   }
+}
+
+template <class T>
+void Sampler::build_candidates(const T* logits, int64_t vocab,
+                               std::vector<TokenProbability>& out) const {
+  if (options_.temperature == 0.0) {
+    out.assign(1, {static_cast<int32_t>(checked_argmax(logits, vocab)), 1.0});
+    return;
+  }
+  scaled_logits(logits, vocab, out);
   // Top-k (exactly k survivors: the comparison breaks ties by id), else a full sort, because
   // top-p and the "most probable first" contract both need the order.
   const int64_t n = static_cast<int64_t>(out.size());
@@ -96,17 +101,72 @@ void Sampler::build_candidates(const T* logits, int64_t vocab,
   }
 }
 
+namespace {
+
+// Puts out[from, to) in rank order, given that out[0, from) is in rank order and ranks before
+// everything after it (a partial sort of the rest: a draw rarely needs more than a few hundred
+// of the vocabulary's tokens in order, and sorting all 50k of them cost milliseconds a token).
+void rank_prefix(std::vector<TokenProbability>& out, size_t from, size_t to) {
+  to = std::min(to, out.size());
+  if (from < to) std::partial_sort(out.begin() + static_cast<std::ptrdiff_t>(from),
+                                   out.begin() + static_cast<std::ptrdiff_t>(to), out.end(), ranks_before);
+}
+constexpr size_t kFirstRanked = 64;  // tokens put in order at first; 4x more each time after
+
+}  // namespace
+
 template <class T>
 int32_t Sampler::sample_row(const T* logits, int64_t vocab) {
-  build_candidates(logits, vocab, scratch_);
-  if (scratch_.size() == 1) return scratch_[0].id;  // greedy, or one survivor: no draw needed
+  const bool top_k = options_.top_k > 0 && options_.top_k < vocab;
+  if (options_.temperature == 0.0 || top_k) {
+    build_candidates(logits, vocab, scratch_);
+    if (scratch_.size() == 1) return scratch_[0].id;  // greedy, or one survivor: no draw needed
+    const double u = rng_.uniform();
+    double mass = 0.0;
+    for (const TokenProbability& c : scratch_) {
+      mass += c.probability;
+      if (u < mass) return c.id;
+    }
+    return scratch_.back().id;  // u landed in the rounding gap of the cumulative sum
+  }
+  // No top-k: the same distribution as build_candidates() gives, without sorting the whole
+  // vocabulary. The softmax's denominator is summed in token order; the tokens are then walked
+  // most probable first, put in order only as far as the walk gets.
+  scaled_logits(logits, vocab, scratch_);
+  std::vector<TokenProbability>& c = scratch_;  // (the field holds the scaled logit)
+  double total = 0.0;
+  for (const TokenProbability& t : c) total += std::exp(t.probability);
+  size_t ranked = 0;
+  const auto probability_at = [&](size_t i) {
+    if (i >= ranked) {
+      const size_t grown = ranked == 0 ? kFirstRanked : 4 * ranked;
+      rank_prefix(c, ranked, grown);
+      ranked = std::min(grown, c.size());
+    }
+    return std::exp(c[i].probability) / total;
+  };
+  // Top-p: the smallest prefix whose mass reaches p (at least one token), then renormalised.
+  size_t keep = c.size();
+  double kept = 1.0;
+  if (options_.top_p < 1.0) {
+    double mass = 0.0;
+    for (size_t i = 0; i < c.size(); ++i) {
+      mass += probability_at(i);
+      if (mass >= options_.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+    kept = mass;
+  }
+  if (keep == 1) return c[0].id;  // one survivor: no draw needed (rank_prefix ordered it)
   const double u = rng_.uniform();
   double mass = 0.0;
-  for (const TokenProbability& c : scratch_) {
-    mass += c.probability;
-    if (u < mass) return c.id;
+  for (size_t i = 0; i < keep; ++i) {
+    mass += probability_at(i) / kept;
+    if (u < mass) return c[i].id;
   }
-  return scratch_.back().id;  // u landed in the rounding gap of the cumulative sum
+  return c[keep - 1].id;  // u landed in the rounding gap of the cumulative sum
 }
 
 int32_t Sampler::sample(const float* logits, int64_t vocab) { return sample_row(logits, vocab); }

@@ -57,6 +57,8 @@ class Sampler {
   template <class T>
   int32_t sample_row(const T* logits, int64_t vocab);
   template <class T>
+  void scaled_logits(const T* logits, int64_t vocab, std::vector<TokenProbability>& out) const;
+  template <class T>
   void build_candidates(const T* logits, int64_t vocab, std::vector<TokenProbability>& out) const;
 
   SamplingOptions options_;
