@@ -29,6 +29,7 @@
 
 #include "cpu/cpu_backend.h"
 #include "cuda/cuda_backend.h"
+#include "cuda/step_program.h"
 #include "infer/decoder.h"
 #include "support/device_tensors.h"
 #include "support/gradcheck.h"
@@ -153,12 +154,17 @@ TEST_P(CudaDecode, Bf16MatchesTheCpuDecoder) { compare(DType::bf16, 3e-2); }
 
 // The recorded step replays exactly what direct launches compute, and the staggered schedule
 // (the stacks' products in one launch, shared weights as one product over all rows) exactly
-// what the sequential one does.
+// what the sequential one does. With SF_STEP_PROGRAM=1 the recorded step runs its products and
+// attention steps as persistent programs (step_program.h), the direct one as kernels.
 TEST_P(CudaDecode, RecordedAndSequentialStepsAreBitIdentical) {
   const Case& c = GetParam();
   Model model(c.config, *gpu_, DType::f32, DType::bf16);
   model.initialize();
-  const Decoded recorded = decode(model, c.mode, true), direct = decode(model, c.mode, false);
+  const int64_t programs_before = cuda::step_programs_launched();
+  const Decoded recorded = decode(model, c.mode, true);
+  if (cuda::step_programs_enabled())
+    EXPECT_GT(cuda::step_programs_launched(), programs_before) << "the recorded step used no program";
+  const Decoded direct = decode(model, c.mode, false);
   const DecodeMode other = c.mode == DecodeMode::staggered ? DecodeMode::sequential : c.mode;
   const Decoded sequential = decode(model, other, true);
   for (size_t k = 0; k < recorded.logits.size(); ++k) {

@@ -25,264 +25,44 @@
 // query and key rounded to T as the unfused path stores them.
 #include <algorithm>
 
-#include "cuda/dependent_launch.cuh"
-#include "cuda/device_common.cuh"
-#include "cuda/kernels.h"
-#include "cuda/rope.cuh"
+#include "cuda/attention_step.cuh"
+#include "cuda/step_program.h"
 
 namespace sf::cuda {
 
+using step::AttentionStepArgs;
+using step::kGroupLanes;
+using step::kStepChunk;
+using step::kStepThreads;
+
 namespace {
 
-constexpr int kStepThreads = 128;
-constexpr int kGroupLanes = 8;                                // lanes per key
-constexpr int kStepGroups = kStepThreads / kGroupLanes;       // keys side by side
-constexpr int kKeysPerGroup = 4;                              // a group's keys loaded at once
-constexpr int kStepChunk = kStepGroups * kKeysPerGroup;       // keys per split
-constexpr int kStepMaxHeadDim = static_cast<int>(kAttentionStepMaxHeadDim);
+// The kernel's own block of kStepThreads threads.
+struct KernelStepBlock : KernelDependency {
+  __device__ int thread() const { return threadIdx.x; }
+  __device__ void sync() const { __syncthreads(); }
+};
 
-__device__ __forceinline__ void prefetch_l2(const void* p) {
-  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
-}
-
-// Partial softmax results merged, for one output dimension: parts i = 0..count-1 with running
-// max m_of(i), sum l_of(i) and accumulator acc_of(i) weigh exp(m_i - m_max); returns the merged
-// (accumulator, sum). Parts that saw no key (m = -inf, l = 0) weigh nothing; with none at all
-// (m_max = -inf) both are 0. The one merge of the block's key groups and of the splits.
-template <class M, class L, class Acc>
-__device__ __forceinline__ float2 merge_parts(int64_t count, float m_max, M m_of, L l_of,
-                                              Acc acc_of) {
-  float total = 0.f, l = 0.f;
-  if (m_max > -INFINITY)
-    for (int64_t i = 0; i < count; ++i) {
-      const float weight = __expf(m_of(i) - m_max);
-      l += weight * l_of(i);
-      total += weight * acc_of(i);
-    }
-  return make_float2(total, l);
-}
-
-// The splits' partial results (m, l, acc[head_dim]) of one (row, head) merged into its output:
-// threads over head_dim; a row with no visible key gets zeros. The partials are read through
-// L2 (__ldcg): other blocks wrote them.
-template <class T>
-__device__ __forceinline__ void merge_splits(T* out, const float* partials, int64_t splits,
-                                             int64_t head_dim) {
-  auto part = [&](int64_t s) { return partials + s * (head_dim + 2); };
-  float m = -INFINITY;
-  for (int64_t s = 0; s < splits; ++s) m = fmaxf(m, __ldcg(part(s)));
-  for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    const float2 merged = merge_parts(
-        splits, m, [&](int64_t s) { return __ldcg(part(s)); },
-        [&](int64_t s) { return __ldcg(part(s) + 1); },
-        [&](int64_t s) { return __ldcg(part(s) + 2 + d); });
-    out[d] = from_float<T>(merged.y > 0.f ? merged.x / merged.y : 0.f);
-  }
-}
-
-// T: element type; N: elements per load (16 bytes, or 2 where head_dim is no multiple of that);
-// CPL: pieces of N per lane (head_dim <= kGroupLanes * CPL * N).
 template <class T, int N, int CPL>
-__global__ void __launch_bounds__(kStepThreads)
-    attention_step_kernel(T* out, float* partials, unsigned* counters, const T* q, const T* k_new,
-                          const T* v_new, T* k_cache, T* v_cache, const int32_t* position,
-                          const int32_t* key_position, const int32_t* slot,
-                          const int32_t* key_begin, const int32_t* key_end, int64_t capacity,
-                          int64_t q_heads, int64_t kv_heads, int64_t head_dim, int64_t chunk,
-                          double log_theta, bool rope_q, bool rope_k) {
-  __shared__ float qs[kStepMaxHeadDim], ks[kStepMaxHeadDim], vs[kStepMaxHeadDim];
-  __shared__ float group_m[kStepGroups], group_l[kStepGroups];
-  __shared__ float group_acc[kStepGroups][kStepMaxHeadDim];
-  const int64_t row = blockIdx.x / q_heads, h = blockIdx.x % q_heads;
-  const int64_t kvh = h / (q_heads / kv_heads);
-  const int group = threadIdx.x / kGroupLanes, lane = threadIdx.x % kGroupLanes;
-  auto cache_row = [&](int64_t j) {  // element offset of position j's row in the caches
-    return ((row * capacity + j % capacity) * kv_heads + kvh) * head_dim;
-  };
-  const int64_t fresh = key_position[row];
-  const int64_t first = key_begin[row] + blockIdx.y * chunk;
-  const int64_t last = min(static_cast<int64_t>(key_end[row]), first + chunk);
-
-  // Before waiting for the kernel that wrote q, k and v: the group's cached rows into L2
-  // (positions before this step, which no kernel of the step writes).
-  if (lane < kKeysPerGroup) {
-    const int64_t j = first + group + kStepGroups * lane;
-    if (j < last && j != fresh)
-      for (int64_t d = 0; d < head_dim; d += 128 / sizeof(T)) {
-        prefetch_l2(k_cache + cache_row(j) + d);
-        prefetch_l2(v_cache + cache_row(j) + d);
-      }
-  }
-  // The rotations of the query's and the new key's pairs (positions come from the step's
-  // indices, uploaded before its first kernel): the fp64 angle costs about 2 us, hidden here
-  // behind the previous kernel. A thread rotates pairs m = threadIdx.x + i * kStepThreads.
-  constexpr int kPairsPerThread = (kStepMaxHeadDim / 2 + kStepThreads - 1) / kStepThreads;
-  float qc[kPairsPerThread], qsn[kPairsPerThread], kc[kPairsPerThread], ksn[kPairsPerThread];
-#pragma unroll
-  for (int i = 0; i < kPairsPerThread; ++i) {
-    const int64_t m = threadIdx.x + static_cast<int64_t>(i) * kStepThreads;
-    qc[i] = kc[i] = 1.f;
-    qsn[i] = ksn[i] = 0.f;
-    if (m >= head_dim / 2) continue;
-    if (rope_q) rotation(static_cast<double>(position[row]), m, head_dim, log_theta, 1.f, qc[i], qsn[i]);
-    if (rope_k) rotation(static_cast<double>(fresh), m, head_dim, log_theta, 1.f, kc[i], ksn[i]);
-  }
-  dependency_wait();
-  dependents_may_start();
-
-  // The rotated query, the rotated new key and the new value in shared memory; the writer
-  // block puts the new key and value into the cache.
-  const T* qh = q + (row * q_heads + h) * head_dim;
-  const T* kh = k_new + (row * kv_heads + kvh) * head_dim;
-  const T* vh = v_new + (row * kv_heads + kvh) * head_dim;
-  const bool writer = h % (q_heads / kv_heads) == 0 && blockIdx.y == 0;
-  const int64_t fresh_row = ((row * capacity + slot[row]) * kv_heads + kvh) * head_dim;
-#pragma unroll
-  for (int i = 0; i < kPairsPerThread; ++i) {
-    const int64_t m = threadIdx.x + static_cast<int64_t>(i) * kStepThreads;
-    if (m >= head_dim / 2) break;
-    const float c = qc[i], s = qsn[i];
-    const float q0 = to_float(qh[2 * m]), q1 = to_float(qh[2 * m + 1]);
-    qs[2 * m] = to_float(from_float<T>(q0 * c - q1 * s));
-    qs[2 * m + 1] = to_float(from_float<T>(q0 * s + q1 * c));
-    const float k0 = to_float(kh[2 * m]), k1 = to_float(kh[2 * m + 1]);
-    const T r0 = from_float<T>(k0 * kc[i] - k1 * ksn[i]), r1 = from_float<T>(k0 * ksn[i] + k1 * kc[i]);
-    ks[2 * m] = to_float(r0);
-    ks[2 * m + 1] = to_float(r1);
-    if (writer) {
-      k_cache[fresh_row + 2 * m] = r0;
-      k_cache[fresh_row + 2 * m + 1] = r1;
-    }
-  }
-  for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    vs[d] = to_float(vh[d]);
-    if (writer) v_cache[fresh_row + d] = vh[d];
-  }
-  __syncthreads();
-
-  // This lane's pieces of the query: piece i covers dims (lane + kGroupLanes * i) * N + [0, N).
-  const int64_t pieces = head_dim / N;
-  float qr[CPL][N];
-#pragma unroll
-  for (int i = 0; i < CPL; ++i) {
-    const int64_t piece = lane + kGroupLanes * i;
-#pragma unroll
-    for (int e = 0; e < N; ++e) qr[i][e] = piece < pieces ? qs[piece * N + e] : 0.f;
-  }
-  const float scale = rsqrtf(static_cast<float>(head_dim));
-  float m_run = -INFINITY, l_run = 0.f;
-  float acc[CPL][N];
-#pragma unroll
-  for (int i = 0; i < CPL; ++i)
-#pragma unroll
-    for (int e = 0; e < N; ++e) acc[i][e] = 0.f;
-
-  for (int64_t base = first; base < last; base += kStepChunk) {
-    // Every key and value piece of the group's keys requested before any is used (held as T:
-    // the fresh key and value came from T values, so they convert back exactly).
-    Pack<T, N> kp[kKeysPerGroup][CPL], vp[kKeysPerGroup][CPL];
-#pragma unroll
-    for (int u = 0; u < kKeysPerGroup; ++u) {
-      const int64_t j = base + group + kStepGroups * u;
-      const bool cached = j < last && j != fresh;
-#pragma unroll
-      for (int i = 0; i < CPL; ++i) {
-        const int64_t piece = lane + kGroupLanes * i;
-        if (cached && piece < pieces) {
-          kp[u][i] = load_pack<N>(k_cache + cache_row(j) + piece * N);
-          vp[u][i] = load_pack<N>(v_cache + cache_row(j) + piece * N);
-        } else {
-          const bool mine = j == fresh && piece < pieces;
-#pragma unroll
-          for (int e = 0; e < N; ++e) {
-            kp[u][i].v[e] = from_float<T>(mine ? ks[piece * N + e] : 0.f);
-            vp[u][i].v[e] = from_float<T>(mine ? vs[piece * N + e] : 0.f);
-          }
-        }
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kKeysPerGroup; ++u) {
-      float dot = 0.f;
-#pragma unroll
-      for (int i = 0; i < CPL; ++i)
-#pragma unroll
-        for (int e = 0; e < N; ++e) dot = fmaf(qr[i][e], to_float(kp[u][i].v[e]), dot);
-      // The group's 8 lanes are consecutive lanes of one warp: a sum over them.
-#pragma unroll
-      for (int offset = kGroupLanes / 2; offset > 0; offset >>= 1)
-        dot += __shfl_xor_sync(0xffffffffu, dot, offset);
-      if (base + group + kStepGroups * u >= last) continue;  // (uniform within the group)
-      const float score = dot * scale;
-      const float m_new = fmaxf(m_run, score);
-      const float rescale = __expf(m_run - m_new);  // 0 for the first key (m_run = -inf)
-      const float p = __expf(score - m_new);
-      l_run = l_run * rescale + p;
-      m_run = m_new;
-#pragma unroll
-      for (int i = 0; i < CPL; ++i)
-#pragma unroll
-        for (int e = 0; e < N; ++e) acc[i][e] = fmaf(p, to_float(vp[u][i].v[e]), acc[i][e] * rescale);
-    }
-  }
-
-  // The block's 16 groups merged: each group's (m, l, acc) through shared memory.
-#pragma unroll
-  for (int i = 0; i < CPL; ++i) {
-    const int64_t piece = lane + kGroupLanes * i;
-    if (piece < pieces)
-#pragma unroll
-      for (int e = 0; e < N; ++e) group_acc[group][piece * N + e] = acc[i][e];
-  }
-  if (lane == 0) {
-    group_m[group] = m_run;
-    group_l[group] = l_run;
-  }
-  __syncthreads();
-  float block_m = -INFINITY;
-  for (int g = 0; g < kStepGroups; ++g) block_m = fmaxf(block_m, group_m[g]);
-  const int64_t head_row = row * q_heads + h;
-  const int64_t splits = gridDim.y;
-  float* const head_partials = partials + head_row * splits * (head_dim + 2);
-  for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    const float2 merged = merge_parts(
-        kStepGroups, block_m, [&](int64_t g) { return group_m[g]; },
-        [&](int64_t g) { return group_l[g]; }, [&](int64_t g) { return group_acc[g][d]; });
-    const float total = merged.x, l = merged.y;
-    if (splits == 1) {
-      out[head_row * head_dim + d] = from_float<T>(l > 0.f ? total / l : 0.f);
-    } else {
-      float* partial = head_partials + blockIdx.y * (head_dim + 2);
-      partial[2 + d] = total;
-      if (d == 0) {
-        partial[0] = block_m;
-        partial[1] = l;
-      }
-    }
-  }
-  if (splits == 1) return;
-  // The last split to finish for this (row, head) merges them all (the threadFenceReduction
-  // pattern): its partials are published by the fence before the count, and the merging
-  // block reads the others' through L2. It resets the count for the next launch.
-  __shared__ bool merges;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) merges = atomicAdd(&counters[head_row], 1u) == splits - 1;
-  __syncthreads();
-  if (!merges) return;
-  __threadfence();
-  merge_splits(out + head_row * head_dim, head_partials, splits, head_dim);
-  if (threadIdx.x == 0) counters[head_row] = 0;
+__global__ void __launch_bounds__(kStepThreads) attention_step_kernel(const AttentionStepArgs args) {
+  __shared__ step::AttentionStepShared shared;
+  step::attention_step_block<T, N, CPL>(args, blockIdx.x, blockIdx.y, gridDim.y, shared,
+                                        KernelStepBlock{});
 }
 
-// The kernel for pieces of N elements: CPL the smallest power of two that covers head_dim.
+// Pieces of N elements per lane: the smallest power of two that covers head_dim.
+int pieces_per_lane(int64_t head_dim, int n) {
+  const int64_t per_lane = (head_dim / n + kGroupLanes - 1) / kGroupLanes;
+  return per_lane <= 1 ? 1 : per_lane <= 2 ? 2 : per_lane <= 4 ? 4 : 8;
+}
+
 template <class T, int N>
-auto kernel_for(int64_t head_dim) {
-  const int64_t per_lane = (head_dim / N + kGroupLanes - 1) / kGroupLanes;
-  if (per_lane <= 1) return attention_step_kernel<T, N, 1>;
-  if (per_lane <= 2) return attention_step_kernel<T, N, 2>;
-  if (per_lane <= 4) return attention_step_kernel<T, N, 4>;
-  return attention_step_kernel<T, N, 8>;
+void launch_pieces(const AttentionStepArgs& args, int pieces, dim3 grid, cudaStream_t stream) {
+  auto kernel = pieces <= 1   ? attention_step_kernel<T, N, 1>
+                : pieces <= 2 ? attention_step_kernel<T, N, 2>
+                : pieces <= 4 ? attention_step_kernel<T, N, 4>
+                              : attention_step_kernel<T, N, 8>;
+  launch_dependent(kernel, grid, dim3(kStepThreads), 0, stream, args);
 }
 
 }  // namespace
@@ -299,7 +79,8 @@ void attention_step(DType dtype, void* out, const void* q, const void* k_new, co
                     const int32_t* key_position, const int32_t* slot, const int32_t* key_begin,
                     const int32_t* key_end, int64_t rows, int64_t capacity, int64_t q_heads,
                     int64_t kv_heads, int64_t head_dim, double theta, bool rope_q, bool rope_k,
-                    const AttentionStepWorkspace& workspace, cudaStream_t stream) {
+                    const AttentionStepWorkspace& workspace, cudaStream_t stream,
+                    StepProgram* program) {
   if (rows == 0) return;  // (head_dim: checked by the backend against attention_step_max_head_dim)
   // As many splits of kStepChunk keys as the capacity needs and the workspace holds.
   const int64_t per_split = rows * q_heads * (head_dim + 2);
@@ -309,18 +90,31 @@ void attention_step(DType dtype, void* out, const void* q, const void* k_new, co
   splits = std::max<int64_t>(1, std::min(splits, room ? workspace.partial_floats / per_split : 1));
   if (splits > 65535) splits = 65535;  // the grid's y limit
   const int64_t chunk = (capacity + splits - 1) / splits;
+  const int64_t vector_width = 16 / static_cast<int64_t>(dtype_size(dtype));
+  const bool vector = head_dim % vector_width == 0 && all_aligned(16, k_cache, v_cache);
+  const int pieces = pieces_per_lane(head_dim, vector ? static_cast<int>(vector_width) : 2);
+  const AttentionStepArgs args{out, workspace.partials, workspace.counters, q, k_new, v_new,
+                               k_cache, v_cache, position, key_position, slot, key_begin,
+                               key_end, capacity, q_heads, kv_heads, head_dim, chunk, log(theta),
+                               rope_q, rope_k};
+  const int grid_x = static_cast<int>(rows * q_heads), grid_y = static_cast<int>(splits);
+  if (program && program->add_attention(dtype, args, grid_x, grid_y, pieces, vector, stream)) return;
+  step::launch_attention(dtype, args, grid_x, grid_y, pieces, vector, stream);
+}
+
+namespace step {
+
+void launch_attention(DType dtype, const AttentionStepArgs& args, int grid_x, int grid_y,
+                      int pieces_per_lane, bool vector, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(grid_x), static_cast<unsigned>(grid_y));
   SF_DISPATCH_FLOAT(dtype, T, {
     constexpr int kVector = 16 / sizeof(T);
-    const bool vector = head_dim % kVector == 0 && all_aligned(16, k_cache, v_cache);
-    auto kernel = vector ? kernel_for<T, kVector>(head_dim) : kernel_for<T, 2>(head_dim);
-    launch_dependent(kernel, dim3(static_cast<unsigned>(rows * q_heads), static_cast<unsigned>(splits)),
-                     dim3(kStepThreads), 0, stream, static_cast<T*>(out), workspace.partials,
-                     workspace.counters, static_cast<const T*>(q), static_cast<const T*>(k_new),
-                     static_cast<const T*>(v_new), static_cast<T*>(k_cache),
-                     static_cast<T*>(v_cache), position, key_position, slot, key_begin, key_end,
-                     capacity, q_heads, kv_heads, head_dim, chunk, log(theta), rope_q, rope_k);
-    SF_CUDA_LAUNCH_CHECK("attention_step");
+    if (vector) launch_pieces<T, kVector>(args, pieces_per_lane, grid, stream);
+    else launch_pieces<T, 2>(args, pieces_per_lane, grid, stream);
   });
+  SF_CUDA_LAUNCH_CHECK("attention_step");
 }
+
+}  // namespace step
 
 }  // namespace sf::cuda

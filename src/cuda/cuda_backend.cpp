@@ -18,6 +18,7 @@
 #include "cuda/op_profiler.h"
 #include "cuda/pinned_readback.h"
 #include "cuda/recording_memsets.h"
+#include "cuda/step_program.h"
 
 namespace sf {
 
@@ -42,8 +43,10 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     profiler_.reset();  // prints its table
     abort_recording();
-    for (Recording& r : recordings_)
+    for (Recording& r : recordings_) {
       if (r.exec) cudaGraphExecDestroy(r.exec);
+      cuda::StepProgram::free_buffers(r.programs);
+    }
     matmul_.reset();
     cudaStreamSynchronize(stream_);
     if (workspace_) cudaFree(workspace_);
@@ -78,7 +81,7 @@ class CudaBackend final : public Backend {
                          free_bytes / 1048576.0, total_bytes / 1048576.0));
       }
       SF_CUDA_CHECK(status);
-      SF_CUDA_CHECK(cudaMemsetAsync(data, 0, bytes, stream_));
+      SF_CUDA_CHECK(cudaMemsetAsync(data, 0, bytes, enqueue()));
     }
     auto buffer = std::make_shared<Buffer>(Device::cuda, data, bytes, [](void* p) {
       if (p) cudaFree(p);
@@ -97,9 +100,9 @@ class CudaBackend final : public Backend {
     if (src.device() == Device::cpu && dst.device() == Device::cuda && !capturing_ &&
         src.nbytes() <= kStagingBytes)
       return upload_staged(dst.raw(), src.raw(), src.nbytes());
-    SF_CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDefault, stream_));
+    SF_CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDefault, enqueue()));
     // A host destination must hold the data when copy() returns.
-    if (dst.device() == Device::cpu) SF_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    if (dst.device() == Device::cpu) SF_CUDA_CHECK(cudaStreamSynchronize(enqueue()));
   }
 
   void convert(Tensor& dst, const Tensor& src) override {
@@ -108,18 +111,18 @@ class CudaBackend final : public Backend {
     check(src, "convert");
     SF_CHECK(dst.shape() == src.shape(), "convert: {} into {}", src.describe(), dst.describe());
     if (dst.dtype() == src.dtype()) return copy(dst, src);
-    cuda::convert(dst.dtype(), dst.raw(), src.dtype(), src.raw(), src.numel(), stream_);
+    cuda::convert(dst.dtype(), dst.raw(), src.dtype(), src.raw(), src.numel(), enqueue());
   }
 
   void fill(Tensor& x, double value) override {
     const auto op_timer = profile("fill");
     check(x, "fill");
-    cuda::fill(x.dtype(), x.raw(), x.numel(), static_cast<float>(value), stream_);
+    cuda::fill(x.dtype(), x.raw(), x.numel(), static_cast<float>(value), enqueue());
   }
   void scale(Tensor& x, double alpha) override {
     const auto op_timer = profile("scale");
     check(x, "scale");
-    cuda::scale(x.dtype(), x.raw(), x.numel(), static_cast<float>(alpha), stream_);
+    cuda::scale(x.dtype(), x.raw(), x.numel(), static_cast<float>(alpha), enqueue());
   }
   void axpy(Tensor& y, double alpha, const Tensor& x) override {
     const auto op_timer = profile("axpy");
@@ -127,14 +130,14 @@ class CudaBackend final : public Backend {
     check(x, "axpy");
     same_shape(y, x, "axpy");
     cuda::axpy(y.dtype(), y.raw(), x.dtype(), x.raw(), x.numel(), static_cast<float>(alpha),
-               stream_);
+               enqueue());
   }
   double dot(const Tensor& a, const Tensor& b) override {
     const auto op_timer = profile("dot");
     check(a, "dot");
     check(b, "dot");
     same_shape(a, b, "dot");
-    cuda::dot(a.dtype(), a.raw(), b.dtype(), b.raw(), a.numel(), scalars_, stream_);
+    cuda::dot(a.dtype(), a.raw(), b.dtype(), b.raw(), a.numel(), scalars_, enqueue());
     return read_back(scalars_);
   }
   void dot_into(Tensor& total, double alpha, const Tensor& a, const Tensor& b) override {
@@ -144,12 +147,12 @@ class CudaBackend final : public Backend {
     dot_to_device(total, alpha, a, b, /*accumulate=*/true);
   }
   std::unique_ptr<HostReadback> make_readback() override {
-    return std::make_unique<cuda::PinnedReadback>(stream_);
+    return std::make_unique<cuda::PinnedReadback>(enqueue());
   }
   double sum_squares(const Tensor& x) override {
     const auto op_timer = profile("sum_squares");
     check(x, "sum_squares");
-    cuda::dot(x.dtype(), x.raw(), x.dtype(), nullptr, x.numel(), scalars_, stream_);
+    cuda::dot(x.dtype(), x.raw(), x.dtype(), nullptr, x.numel(), scalars_, enqueue());
     return read_back(scalars_);
   }
   double sum_squares_total(const std::vector<Tensor>& tensors) override {
@@ -177,10 +180,10 @@ class CudaBackend final : public Backend {
     if (tensors.empty()) return fill_f64_zero(total);
     sum_squares_f32(tensors, static_cast<double*>(total.raw()));
   }
-  void synchronize() override { SF_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+  void synchronize() override { SF_CUDA_CHECK(cudaStreamSynchronize(enqueue())); }
   std::optional<MemoryBandwidth> measure_memory_bandwidth() override {
     SF_CHECK(!capturing_, "measure_memory_bandwidth: not while recording");
-    return cuda::measure_device_bandwidth(stream_);
+    return cuda::measure_device_bandwidth(enqueue());
   }
 
   // ---- recording: CUDA graphs captured from the stream ---------------------------------------
@@ -192,9 +195,13 @@ class CudaBackend final : public Backend {
     // Relaxed: the launchers' cudaFuncSetAttribute and attribute queries are not stream work.
     SF_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
     capturing_ = true;
+    program_.set_collecting(true);  // the decode kernels' runs become programs (step_program.h)
   }
   int end_recording() override {
     SF_CHECK(capturing_, "end_recording: no recording is open");
+    flush_program();
+    program_.set_collecting(false);
+    std::vector<void*> programs = program_.take_buffers();
     capturing_ = false;
     cudaGraph_t graph = nullptr;
     SF_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
@@ -209,13 +216,18 @@ class CudaBackend final : public Backend {
     cudaGraphExec_t exec = nullptr;
     const cudaError_t status = cudaGraphInstantiate(&exec, graph, 0);
     cudaGraphDestroy(graph);
+    if (status != cudaSuccess) cuda::StepProgram::free_buffers(programs);
     SF_CUDA_CHECK(status);
-    recordings_.push_back({exec, scratch_generation_});
+    recordings_.push_back({exec, scratch_generation_, std::move(programs)});
     return static_cast<int>(recordings_.size()) - 1;
   }
   void abort_recording() override {
     if (!capturing_) return;
     capturing_ = false;
+    program_.discard();
+    program_.set_collecting(false);
+    std::vector<void*> programs = program_.take_buffers();
+    cuda::StepProgram::free_buffers(programs);  // (never replayed)
     cudaGraph_t graph = nullptr;
     cudaStreamEndCapture(stream_, &graph);  // ends the capture, valid or not
     if (graph) cudaGraphDestroy(graph);
@@ -232,6 +244,7 @@ class CudaBackend final : public Backend {
     if (id < 0 || id >= static_cast<int>(recordings_.size()) || !recordings_[id].exec) return;
     cudaGraphExecDestroy(recordings_[id].exec);
     recordings_[id].exec = nullptr;
+    cuda::StepProgram::free_buffers(recordings_[id].programs);
   }
 
   void matmul(Tensor& out, const Tensor& a, bool ta, const Tensor& b, bool tb, double alpha,
@@ -250,8 +263,9 @@ class CudaBackend final : public Backend {
     if (small_product(out, a, ta, b, tb, alpha, beta)) {
       const cuda::SmallProduct p{out.raw(), a.raw(), b.raw(), beta == 1.0 ? out.raw() : nullptr,
                                  M, N, K};
-      return cuda::linear_small_many(out.dtype(), &p, 1, stream_);
+      return cuda::linear_small_many(out.dtype(), &p, 1, stream_, &program_);
     }
+    flush_program();
     matmul_->run(out.raw(), out.dtype(), a.raw(), ta, b.raw(), tb, a.dtype(), M, N, K,
                  static_cast<float>(alpha), static_cast<float>(beta));
   }
@@ -296,7 +310,7 @@ class CudaBackend final : public Backend {
                           static_cast<float>(t.norm.eps),
                           t.gate.gate.defined() ? t.gate.gate.raw() : nullptr, false});
     cuda::linear_small_many(tasks[0].out.dtype(), products.data(),
-                            static_cast<int>(products.size()), stream_);
+                            static_cast<int>(products.size()), stream_, &program_);
   }
 
   void matmul_batched(Tensor& out, const Tensor& a, bool ta, const Tensor& b, bool tb,
@@ -317,12 +331,13 @@ class CudaBackend final : public Backend {
                             (b.ndim() == 3 ? b.select(g) : b).raw(),
                             beta == 1.0 ? out_g.raw() : nullptr, M, N, K});
       }
-      return cuda::linear_small_many(out.dtype(), products.data(), static_cast<int>(G), stream_);
+      return cuda::linear_small_many(out.dtype(), products.data(), static_cast<int>(G), stream_, &program_);
     }
     const auto op_timer = profile(profiler_ ? fmt::format("matmul {}x{}x{}x{} {}{} {}", G, M, N,
                                                           K, ta ? "T" : "N", tb ? "T" : "N",
                                                           dtype_name(out.dtype()))
                                             : std::string());
+    flush_program();
     matmul_->run(out.raw(), out.dtype(), a.raw(), ta, b.raw(), tb, a.dtype(), M, N, K,
                  static_cast<float>(alpha), static_cast<float>(beta), nullptr,
                  cuda::Matmul::Batch{G, a.ndim() == 3 ? a0.numel() : 0,
@@ -343,8 +358,9 @@ class CudaBackend final : public Backend {
     if (small_product(out, a, ta, b, tb, 1.0, 0.0)) {
       const cuda::SmallProduct p{out.raw(), a.raw(), b.raw(), addend.raw(), out.dim(0),
                                  out.dim(1), a.dim(1)};
-      return cuda::linear_small_many(out.dtype(), &p, 1, stream_);
+      return cuda::linear_small_many(out.dtype(), &p, 1, stream_, &program_);
     }
+    flush_program();
     matmul_->run(out.raw(), out.dtype(), a.raw(), ta, b.raw(), tb, a.dtype(), out.dim(0),
                  out.dim(1), ta ? a.dim(0) : a.dim(1), 1.0f, 1.0f, addend.raw());
   }
@@ -359,7 +375,7 @@ class CudaBackend final : public Backend {
              "embedding_forward: tokens {} table {} out {}", tokens.describe(), table.describe(),
              out.describe());
     cuda::embedding_forward(out.dtype(), out.raw(), tokens_ptr(tokens), table.raw(),
-                            tokens.numel(), table.dim(1), stream_);
+                            tokens.numel(), table.dim(1), enqueue());
   }
   void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& tokens) override {
     const auto op_timer = profile("embedding_backward");
@@ -372,7 +388,7 @@ class CudaBackend final : public Backend {
              "embedding_backward: dtable {} dout {} tokens {}", dtable.describe(), dout.describe(),
              tokens.describe());
     cuda::embedding_backward(static_cast<float*>(dtable.raw()), dout.dtype(), dout.raw(),
-                             tokens_ptr(tokens), tokens.numel(), dtable.dim(1), stream_);
+                             tokens_ptr(tokens), tokens.numel(), dtable.dim(1), enqueue());
   }
 
   void rmsnorm_forward(Tensor& out, Tensor& rstd, const Tensor& x, const Tensor& weight,
@@ -388,7 +404,7 @@ class CudaBackend final : public Backend {
              "rmsnorm_forward: x {} weight {} rstd {} out {}", x.describe(), weight.describe(),
              rstd.describe(), out.describe());
     cuda::rmsnorm_forward(x.dtype(), out.raw(), static_cast<float*>(rstd.raw()), x.raw(),
-                          weight.dtype(), weight.raw(), rows, D, static_cast<float>(eps), stream_);
+                          weight.dtype(), weight.raw(), rows, D, static_cast<float>(eps), enqueue());
   }
   void rmsnorm_backward(Tensor& dx, Tensor& dweight, const Tensor& dout, const Tensor& x,
                         const Tensor& weight, const Tensor& rstd) override {
@@ -405,7 +421,7 @@ class CudaBackend final : public Backend {
              dx.describe(), dout.describe(), weight.describe(), dweight.describe(), rstd.describe());
     cuda::rmsnorm_backward(x.dtype(), dx.raw(), static_cast<float*>(dweight.raw()), dout.raw(),
                            x.raw(), weight.dtype(), weight.raw(),
-                           static_cast<const float*>(rstd.raw()), rows, D, stream_);
+                           static_cast<const float*>(rstd.raw()), rows, D, enqueue());
   }
 
   void rope_forward(Tensor& x, double theta, int64_t offset) override { rope(x, theta, offset, false); }
@@ -421,7 +437,7 @@ class CudaBackend final : public Backend {
     SF_CHECK(out.dtype() == q.dtype() && lse.numel() == d.batch * d.q_heads * d.q_len,
              "attention_forward: out {} lse {} for q {}", out.describe(), lse.describe(), q.describe());
     cuda::attention_forward(q.dtype(), d, mask.shift, mask.window, q.raw(), k.raw(), v.raw(),
-                            out.raw(), static_cast<float*>(lse.raw()), stream_);
+                            out.raw(), static_cast<float*>(lse.raw()), enqueue());
   }
   void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout,
                           const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
@@ -461,7 +477,7 @@ class CudaBackend final : public Backend {
     void* workspace = grown(workspace_, workspace_bytes_, bytes);
     cuda::attention_backward(q.dtype(), d, mask.shift, mask.window, dout.raw(), out.raw(),
                              static_cast<const float*>(lse.raw()), q.raw(), k.raw(), v.raw(),
-                             dq.raw(), dk.raw(), dv.raw(), workspace, stream_, rope, strides);
+                             dq.raw(), dk.raw(), dv.raw(), workspace, enqueue(), rope, strides);
   }
 
   void swiglu_forward(Tensor& out, const Tensor& gate, const Tensor& up) override {
@@ -470,7 +486,7 @@ class CudaBackend final : public Backend {
     same_shape(out, gate, "swiglu_forward");
     same_shape(up, gate, "swiglu_forward");
     same_dtype({&out, &gate, &up}, "swiglu_forward");
-    cuda::swiglu_forward(out.dtype(), out.raw(), gate.raw(), up.raw(), out.numel(), stream_);
+    cuda::swiglu_forward(out.dtype(), out.raw(), gate.raw(), up.raw(), out.numel(), enqueue());
   }
   void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dout, const Tensor& gate,
                        const Tensor& up) override {
@@ -485,7 +501,7 @@ class CudaBackend final : public Backend {
     same_dtype({&dgate, &dup, &dout, &gate, &up}, "swiglu_backward");
     const int64_t cols = gate.ndim() == 0 ? 1 : gate.dim(-1);
     cuda::swiglu_backward(gate.dtype(), dgate.raw(), dup.raw(), dout.raw(), gate.raw(), up.raw(),
-                          cols == 0 ? 0 : gate.numel() / cols, cols, stream_, stride);
+                          cols == 0 ? 0 : gate.numel() / cols, cols, enqueue(), stride);
   }
 
   int64_t cross_entropy_forward(Tensor& losses, const Tensor& logits,
@@ -500,7 +516,7 @@ class CudaBackend final : public Backend {
              targets.describe(), losses.describe());
     auto* counted = reinterpret_cast<int64_t*>(scalars_);
     cuda::cross_entropy_forward(logits.dtype(), static_cast<float*>(losses.raw()), counted,
-                                logits.raw(), tokens_ptr(targets), rows, V, stream_);
+                                logits.raw(), tokens_ptr(targets), rows, V, enqueue());
     return read_back(counted);
   }
   void cross_entropy_forward_backward(Tensor& losses, Tensor& dlogits, const Tensor& logits,
@@ -517,7 +533,7 @@ class CudaBackend final : public Backend {
              logits.describe(), dlogits.describe(), targets.describe(), losses.describe());
     cuda::cross_entropy_forward_backward(logits.dtype(), static_cast<float*>(losses.raw()),
                                          dlogits.raw(), logits.raw(), tokens_ptr(targets), rows, V,
-                                         stream_);
+                                         enqueue());
   }
   void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& targets,
                               double scale) override {
@@ -532,7 +548,7 @@ class CudaBackend final : public Backend {
     SF_CHECK(targets.numel() == rows, "cross_entropy_backward: logits {} targets {}",
              logits.describe(), targets.describe());
     cuda::cross_entropy_backward(logits.dtype(), dlogits.raw(), logits.raw(), tokens_ptr(targets),
-                                 rows, V, static_cast<float>(scale), stream_);
+                                 rows, V, static_cast<float>(scale), enqueue());
   }
 
   void rope_at(Tensor& x, const Tensor& positions, double theta) override {
@@ -542,7 +558,7 @@ class CudaBackend final : public Backend {
     SF_CHECK(x.ndim() == 3 && positions.numel() == x.dim(0) && x.dim(2) % 2 == 0,
              "rope_at: x {} positions {}", x.describe(), positions.describe());
     cuda::rope_at(x.dtype(), x.raw(), tokens_ptr(positions), x.dim(0), x.dim(1), x.dim(2), theta,
-                  stream_);
+                  enqueue());
   }
   void kv_cache_write(Tensor& cache, const Tensor& rows, const Tensor& slots) override {
     const auto op_timer = profile("kv_cache_write");
@@ -553,7 +569,7 @@ class CudaBackend final : public Backend {
     SF_CHECK(cache.dtype() == rows.dtype() && rows.numel() == B * W && slots.numel() == B,
              "kv_cache_write: cache {} rows {} slots {}", cache.describe(), rows.describe(),
              slots.describe());
-    cuda::kv_cache_write(cache.dtype(), cache.raw(), rows.raw(), tokens_ptr(slots), B, C, W, stream_);
+    cuda::kv_cache_write(cache.dtype(), cache.raw(), rows.raw(), tokens_ptr(slots), B, C, W, enqueue());
   }
   void kv_cache_write_range(Tensor& cache, const Tensor& rows, int64_t sequence,
                             int64_t first_position) override {
@@ -562,7 +578,7 @@ class CudaBackend final : public Backend {
     check(rows, "kv_cache_write_range");
     const int64_t W = check_kv_cache_write_range(cache, rows, sequence, first_position);
     cuda::kv_cache_write_range(cache.dtype(), cache.raw(), rows.raw(), sequence, first_position,
-                               rows.dim(0), cache.dim(1), W, stream_);
+                               rows.dim(0), cache.dim(1), W, enqueue());
   }
   void attention_step(Tensor& out, Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache,
                       Tensor& v_cache, const AttentionStepRows& rows, bool rope_q, bool rope_k,
@@ -590,7 +606,7 @@ class CudaBackend final : public Backend {
                          v_cache.raw(), tokens_ptr(rows.position), tokens_ptr(rows.key_position),
                          tokens_ptr(rows.slot), tokens_ptr(rows.key_begin),
                          tokens_ptr(rows.key_end), N, k_cache.dim(1), q.dim(1), k.dim(1), q.dim(2),
-                         theta, rope_q, rope_k, step_workspace_, stream_);
+                         theta, rope_q, rope_k, step_workspace_, stream_, &program_);
   }
   void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache,
                         const Tensor& v_cache, const Tensor& key_begin,
@@ -608,7 +624,7 @@ class CudaBackend final : public Backend {
              v_cache.describe(), out.describe());
     cuda::attention_decode(q.dtype(), out.raw(), q.raw(), k_cache.raw(), v_cache.raw(),
                            tokens_ptr(key_begin), tokens_ptr(key_end), q.dim(0), k_cache.dim(1),
-                           q.dim(1), k_cache.dim(2), q.dim(2), stream_);
+                           q.dim(1), k_cache.dim(2), q.dim(2), enqueue());
   }
 
   void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
@@ -619,7 +635,7 @@ class CudaBackend final : public Backend {
     check_adamw_step(s);
     cuda::adamw_update(static_cast<float*>(param.raw()), static_cast<const float*>(grad.raw()),
                        static_cast<float*>(m.raw()), static_cast<float*>(v.raw()), param.numel(),
-                       adamw_args(s), stream_);
+                       adamw_args(s), enqueue());
   }
 
   // ---- many tensors in one launch (tables of pointers and sizes uploaded per call) ----------
@@ -636,7 +652,7 @@ class CudaBackend final : public Backend {
     }
     const ManyTable table = upload_many({pointers}, sizes);
     cuda::fill_many(tensors[0].dtype(), table.column<void>(0), table.layout,
-                    static_cast<float>(value), stream_);
+                    static_cast<float>(value), enqueue());
   }
 
   void convert_many(const std::vector<Tensor>& dst, const std::vector<Tensor>& src) override {
@@ -658,7 +674,7 @@ class CudaBackend final : public Backend {
     }
     const ManyTable table = upload_many({to, from}, sizes);
     cuda::convert_many(dst[0].dtype(), table.column<void>(0), src[0].dtype(),
-                       table.column<const void>(1), table.layout, stream_);
+                       table.column<const void>(1), table.layout, enqueue());
   }
 
   // AdamW and the refresh of the working copies (where given) in one pass: see AdamWTensors.
@@ -712,7 +728,7 @@ class CudaBackend final : public Backend {
       t.clip_sum_squares = static_cast<const double*>(s.clip_sum_squares.raw());
       t.max_norm = s.max_norm;
     }
-    cuda::adamw_update_many(t, adamw_args(s), stream_);
+    cuda::adamw_update_many(t, adamw_args(s), enqueue());
   }
 
  private:
@@ -784,10 +800,10 @@ class CudaBackend final : public Backend {
     const ManyTable table = upload_many({pointers}, sizes);
     auto* results = static_cast<double*>(
         grown(sum_results_, sum_results_bytes_, sizeof(double) * tensors.size()));
-    cuda::sum_squares_many(table.column<const float>(0), table.layout, results, total, stream_);
+    cuda::sum_squares_many(table.column<const float>(0), table.layout, results, total, enqueue());
   }
   void fill_f64_zero(Tensor& t) {
-    SF_CUDA_CHECK(cudaMemsetAsync(t.raw(), 0, t.nbytes(), stream_));
+    SF_CUDA_CHECK(cudaMemsetAsync(t.raw(), 0, t.nbytes(), enqueue()));
   }
   // Host-to-device copies of up to kStagingBytes go through pinned staging buffers, so the host
   // never waits: a copy from pageable memory can make it wait until the stream has drained (the
@@ -810,8 +826,8 @@ class CudaBackend final : public Backend {
       SF_CUDA_CHECK(cudaEventSynchronize(slot.done));
     }
     std::memcpy(slot.host, src, bytes);
-    SF_CUDA_CHECK(cudaMemcpyAsync(dst, slot.host, bytes, cudaMemcpyHostToDevice, stream_));
-    SF_CUDA_CHECK(cudaEventRecord(slot.done, stream_));
+    SF_CUDA_CHECK(cudaMemcpyAsync(dst, slot.host, bytes, cudaMemcpyHostToDevice, enqueue()));
+    SF_CUDA_CHECK(cudaEventRecord(slot.done, enqueue()));
   }
 
   // The pointer/size table of a multi-tensor launch, on the device. Tables are kept by content:
@@ -826,7 +842,7 @@ class CudaBackend final : public Backend {
     constexpr size_t kMaxTables = 64;
     if (tables_.size() >= kMaxTables) {
       ++scratch_generation_;  // recordings that use a dropped table are stale now
-      SF_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      SF_CUDA_CHECK(cudaStreamSynchronize(enqueue()));
       for (auto& [key, table] : tables_) SF_CUDA_CHECK(cudaFree(table));
       tables_.clear();
     }
@@ -837,10 +853,10 @@ class CudaBackend final : public Backend {
     if (capturing_) {
       // A recording must not capture the copy: its node would read `words` (gone by then) at
       // every replay. The table is new and never changes, so copying it now, outside the
-      // stream (stream_ is non-blocking: the legacy stream does not wait for it), is enough.
+      // stream (enqueue() is non-blocking: the legacy stream does not wait for it), is enough.
       SF_CUDA_CHECK(cudaMemcpy(table, words.data(), bytes, cudaMemcpyHostToDevice));
     } else {
-      SF_CUDA_CHECK(cudaMemcpyAsync(table, words.data(), bytes, cudaMemcpyHostToDevice, stream_));
+      SF_CUDA_CHECK(cudaMemcpyAsync(table, words.data(), bytes, cudaMemcpyHostToDevice, enqueue()));
     }
     return static_cast<uint64_t*>(table);
   }
@@ -903,7 +919,7 @@ class CudaBackend final : public Backend {
     SF_CHECK(offset >= 0, "rope: negative position offset {}", offset);
     const float* table = rope_table(theta, x.dim(3), offset + x.dim(1));
     cuda::rope(x.dtype(), x.raw(), table, x.dim(0) * x.dim(1), x.dim(1), x.dim(2), x.dim(3),
-               offset, inverse, stream_);
+               offset, inverse, enqueue());
   }
 
   // The (cos, sin) table of rope() for (theta, head_dim), covering positions [0, positions):
@@ -916,7 +932,7 @@ class CudaBackend final : public Backend {
     if (table->positions < positions) {
       const int64_t grown_positions = std::max(positions, 2 * table->positions);
       grown(table->data, table->bytes, grown_positions * head_dim * sizeof(float));
-      cuda::rope_table(static_cast<float*>(table->data), grown_positions, head_dim, theta, stream_);
+      cuda::rope_table(static_cast<float*>(table->data), grown_positions, head_dim, theta, enqueue());
       table->positions = grown_positions;
     }
     return static_cast<const float*>(table->data);
@@ -950,7 +966,7 @@ class CudaBackend final : public Backend {
     const size_t partial_bytes = kStepPartialFloats * sizeof(float);
     const size_t bytes = partial_bytes + kStepCounters * sizeof(unsigned);
     SF_CUDA_CHECK(cudaMalloc(&memory, bytes));
-    SF_CUDA_CHECK(cudaMemsetAsync(memory, 0, bytes, stream_));  // (never while capturing)
+    SF_CUDA_CHECK(cudaMemsetAsync(memory, 0, bytes, enqueue()));  // (never while capturing)
     step_workspace_.partials = static_cast<float*>(memory);
     step_workspace_.partial_floats = kStepPartialFloats;
     step_workspace_.counters = reinterpret_cast<unsigned*>(static_cast<char*>(memory) + partial_bytes);
@@ -961,7 +977,7 @@ class CudaBackend final : public Backend {
   void* grown(void*& buffer, size_t& capacity, size_t bytes) {
     if (bytes > capacity) {
       ++scratch_generation_;  // recordings that use the old buffer are stale now
-      SF_CUDA_CHECK(cudaStreamSynchronize(stream_));  // queued work may still use the old one
+      SF_CUDA_CHECK(cudaStreamSynchronize(enqueue()));  // queued work may still use the old one
       if (buffer) SF_CUDA_CHECK(cudaFree(buffer));
       buffer = nullptr;
       SF_CUDA_CHECK(cudaMalloc(&buffer, bytes));
@@ -980,14 +996,14 @@ class CudaBackend final : public Backend {
     check(b, op);
     same_shape(a, b, op);
     cuda::dot(a.dtype(), a.raw(), b.dtype(), b.raw(), a.numel(), static_cast<double*>(total.raw()),
-              stream_, alpha, accumulate);
+              enqueue(), alpha, accumulate);
   }
 
   // One value computed on the device, read back (waits for the stream).
   template <class T> T read_back(const T* device_value) {
     T host{};
-    SF_CUDA_CHECK(cudaMemcpyAsync(&host, device_value, sizeof host, cudaMemcpyDeviceToHost, stream_));
-    SF_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    SF_CUDA_CHECK(cudaMemcpyAsync(&host, device_value, sizeof host, cudaMemcpyDeviceToHost, enqueue()));
+    SF_CUDA_CHECK(cudaStreamSynchronize(enqueue()));
     return host;
   }
 
@@ -997,6 +1013,14 @@ class CudaBackend final : public Backend {
 
   int device_;
   cudaStream_t stream_ = nullptr;
+  // While a recording is open, the decode kernels' launches gather here into one persistent
+  // kernel; every other operation enqueues through enqueue(), which launches them first.
+  cuda::StepProgram program_;
+  void flush_program() { program_.flush(stream_); }
+  cudaStream_t enqueue() {
+    flush_program();
+    return stream_;
+  }
   std::unique_ptr<cuda::OpProfiler> profiler_;  // SF_CUDA_PROFILE=1 only
   bool keep_memsets_ = false;  // SF_RECORDING_KEEP_MEMSETS=1: recordings keep their memset nodes
   std::unique_ptr<cuda::Matmul> matmul_;
@@ -1025,6 +1049,7 @@ class CudaBackend final : public Backend {
   struct Recording {
     cudaGraphExec_t exec = nullptr;
     int64_t generation = 0;  // scratch_generation_ when recorded
+    std::vector<void*> programs;  // the step programs it launches (their device memory)
   };
   std::vector<Recording> recordings_;
   // Incremented when grown() replaces a scratch buffer or upload_table() drops its tables.

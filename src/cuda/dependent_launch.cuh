@@ -35,6 +35,15 @@ __device__ __forceinline__ void dependents_may_start() {
 #endif
 }
 
+// A kernel's own blocks' wait, for the device functions that take a `Block` policy (a block of
+// a dependent launch: wait for the previous kernel, then let the next one start).
+struct KernelDependency {
+  __device__ void wait() const {
+    dependency_wait();
+    dependents_may_start();
+  }
+};
+
 // Whether launch_dependent() asks for early launch: the current device is sm_90+ and SF_PDL is
 // not "0" (read once per process).
 inline bool dependent_launch_enabled() {

@@ -16,6 +16,8 @@
 
 namespace sf::cuda {
 
+class StepProgram;  // step_program.h
+
 // ---- elementwise and reductions (n elements) ----------------------------------------------------
 void fill(DType dtype, void* x, int64_t n, float value, cudaStream_t stream);
 void scale(DType dtype, void* x, int64_t n, float alpha, cudaStream_t stream);
@@ -130,7 +132,9 @@ struct SmallProduct {
 // All products share `dtype` (F32 or BF16); one launch per kMaxSmallProducts. The products
 // linear_stream_suits() accepts go to linear_stream_many (linear_stream.cu), the others to the
 // warp-per-output kernel of linear_small.cu.
-void linear_small_many(DType dtype, const SmallProduct* products, int count, cudaStream_t stream);
+// With `program` (step_program.h), launches may go into its pending program instead.
+void linear_small_many(DType dtype, const SmallProduct* products, int count, cudaStream_t stream,
+                       StepProgram* program = nullptr);
 // Whether a product's weights stream through shared memory (linear_stream.cu): large weights
 // (>= 4 MB) with rows of at most 12 kB; decided by the product's own shape and pointers, never by
 // the other products of a launch or its row count. SF_LINEAR_STREAM=0 turns it off (A/B switch).
@@ -168,7 +172,8 @@ void attention_step(DType dtype, void* out, const void* q, const void* k_new, co
                     const int32_t* key_position, const int32_t* slot, const int32_t* key_begin,
                     const int32_t* key_end, int64_t rows, int64_t capacity, int64_t q_heads,
                     int64_t kv_heads, int64_t head_dim, double theta, bool rope_q, bool rope_k,
-                    const AttentionStepWorkspace& workspace, cudaStream_t stream);
+                    const AttentionStepWorkspace& workspace, cudaStream_t stream,
+                    StepProgram* program = nullptr);
 // One query per sequence over its cache; see Backend::attention_decode.
 void attention_decode(DType dtype, void* out, const void* q, const void* k_cache,
                       const void* v_cache, const int32_t* key_begin, const int32_t* key_end,
