@@ -179,6 +179,62 @@ TEST_F(ServeEngine, AFullQueueIsRefusedAndACancelledRequestFreesItsSlot) {
   }
 }
 
+// While a request decodes, new arrivals are prefilled a --prefill-tokens budget per turn (at
+// least one request), with a decoding step between turns; without a request decoding, one turn
+// fills every free slot. Seen from the queue: when B (arriving together with C and D behind the
+// running A) shows its first text, C and D still wait with a budget of one token, and none
+// waits without a budget.
+TEST_F(ServeEngine, ArrivalsArePrefilledABudgetPerTurnWhileOthersDecode) {
+  for (const int64_t budget : {int64_t{1}, int64_t{1} << 20}) {
+    EngineOptions options{4, 8, DecodeMode::staggered};
+    options.prefill_tokens = budget;
+    Engine engine(model_, tokenizer_, options);
+    std::mutex m;
+    std::condition_variable cv;
+    bool release = false, started = false;
+    std::promise<void> a_done;
+    EngineSink blocking{[&](const std::string&) {  // A's first text holds the engine until released
+                          std::unique_lock lock(m);
+                          started = true;
+                          cv.notify_all();
+                          cv.wait(lock, [&] { return release; });
+                        },
+                        [&](const std::string&, const Usage&, const std::string&) { a_done.set_value(); }};
+    engine.submit(greedy("Call me", 24), blocking);
+    {
+      std::unique_lock lock(m);
+      cv.wait(lock, [&] { return started; });
+    }
+    int64_t queued_at_b = -1;
+    std::promise<void> b_done;
+    EngineSink b{[&](const std::string&) {
+                   if (queued_at_b < 0) queued_at_b = engine.stats().queued;
+                 },
+                 [&](const std::string&, const Usage&, const std::string&) { b_done.set_value(); }};
+    engine.submit(greedy("It was", 8), b);
+    Collector c, d;
+    engine.submit(greedy("A", 4), c.sink());
+    engine.submit(greedy("B", 4), d.sink());
+    {
+      std::lock_guard lock(m);
+      release = true;
+    }
+    cv.notify_all();
+    ASSERT_EQ(b_done.get_future().wait_for(std::chrono::seconds(60)), std::future_status::ready);
+    c.wait();
+    d.wait();
+    ASSERT_EQ(a_done.get_future().wait_for(std::chrono::seconds(60)), std::future_status::ready);
+    if (budget == 1) EXPECT_GE(queued_at_b, 1) << "C and D were prefilled in B's turn despite the budget";
+    else EXPECT_EQ(queued_at_b, 0) << "without a budget, one turn takes every waiting request";
+  }
+  const auto refused = [&] {
+    EngineOptions options{1, 1, DecodeMode::staggered};
+    options.prefill_tokens = 0;
+    Engine engine(model_, tokenizer_, options);
+  };
+  EXPECT_THROW(refused(), Error);
+}
+
 TEST_F(ServeEngine, ARequestPastItsDeadlineEndsWithTimeout) {
   Engine engine(model_, tokenizer_, EngineOptions{1, 4, DecodeMode::staggered});
   Collector late;

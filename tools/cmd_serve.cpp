@@ -22,7 +22,7 @@ struct ServeArgs {
   ModelRunArgs model;
   std::string decode = "staggered", model_name;
   serve::ServerOptions server;
-  int64_t slots = 4, queue_limit = 64;
+  int64_t slots = 4, queue_limit = 64, prefill_tokens = 128;
   int64_t ctx = 0;
   bool ctx_given = false;  // --ctx on the command line (else the model's max_seq_len)
 };
@@ -51,6 +51,7 @@ void run(ServeArgs& a) {
 
   serve::EngineOptions engine_options{a.slots, a.queue_limit, mode};
   if (a.ctx_given) engine_options.context = a.ctx;
+  engine_options.prefill_tokens = a.prefill_tokens;
   serve::Engine engine(*loaded.model, *loaded.tokenizer, engine_options);
   serve::HttpServer server(engine, a.server);
   const int port = server.bind();
@@ -98,6 +99,11 @@ void add_serve_command(CLI::App& app) {
       "--ctx", a->ctx,
       "tokens each slot may hold, prompt and reply (default: the model's max_seq_len, the most "
       "it may be): the decoder's memory is allocated for it; longer requests get 400");
+  cmd->add_option("--prefill-tokens", a->prefill_tokens,
+                  "prompt tokens prefilled per turn while other requests decode (at least one "
+                  "request a turn): bounds the pause new arrivals put in the running streams")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
   cmd->add_option("--queue", a->queue_limit, "requests that may wait for a slot; more get 503")
       ->capture_default_str()
       ->check(CLI::Range(0, 100000));

@@ -19,6 +19,7 @@
 #          SERVE_PROMPT    prompt tokens (default 64)      SERVE_GEN  max_tokens (default 64)
 #          SERVE_SLOTS     the server's --slots (default 16)
 #          SERVE_CTX       the server's --ctx (default 256: prompt and reply fit; less memory)
+#          SERVE_OPTIONS   more options for the server (e.g. "--prefill-tokens 64")
 #          SERVE_THREADS   the server's -t (default: every core)
 #          SERVE_REFERENCE 0 skips the one-slot reference run
 #          SERVE_QUIET_WAIT seconds to wait, before each run, for the other processes to leave the
@@ -184,7 +185,8 @@ run_load() {
 }
 
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-start_server --slots "$slots" --ctx "$ctx"
+# shellcheck disable=SC2086
+start_server --slots "$slots" --ctx "$ctx" ${SERVE_OPTIONS:-}
 main_server_command=$server_command
 main_server_line=$server_line
 first=1

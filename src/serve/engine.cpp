@@ -36,6 +36,7 @@ Engine::Engine(Model& model, const Tokenizer& tokenizer, const EngineOptions& op
     : model_(model), tokenizer_(tokenizer), options_(options) {
   SF_CHECK(options.slots >= 1, "serve: --slots must be >= 1, got {}", options.slots);
   SF_CHECK(options.queue_limit >= 0, "serve: the queue limit must be >= 0, got {}", options.queue_limit);
+  SF_CHECK(options.prefill_tokens >= 1, "serve: --prefill-tokens must be >= 1, got {}", options.prefill_tokens);
   SF_CHECK(tokenizer.vocab_size() <= model.config().vocab_size,
            "the tokenizer '{}' has {} ids but the model's vocab_size is {}: they do not belong together",
            tokenizer.name(), tokenizer.vocab_size(), model.config().vocab_size);
@@ -193,9 +194,16 @@ void Engine::run() {
       std::unique_lock lock(mutex_);
       wake_.wait(lock, [&] { return stopping_ || !queue_.empty() || busy_ > 0; });
       if (stopping_ && queue_.empty() && busy_ == 0) break;
+      // Prefills hold up the running requests' next token: while any is decoding, a turn
+      // admits prompts up to options_.prefill_tokens (at least one request).
+      const int64_t budget = busy_ > 0 ? options_.prefill_tokens : std::numeric_limits<int64_t>::max();
+      int64_t prompt_tokens = 0;
       for (Slot& slot : slots_) {
         if (queue_.empty()) break;
         if (slot.job) continue;
+        const auto prompt = static_cast<int64_t>(queue_.front()->request.prompt.size());
+        if (!admitted.empty() && prompt_tokens + prompt > budget) break;
+        prompt_tokens += prompt;
         admitted.emplace_back(&slot, std::move(queue_.front()));
         queue_.pop_front();
         ++busy_;

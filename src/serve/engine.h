@@ -55,6 +55,11 @@ struct EngineOptions {
   // Positions each slot may use, prompt and reply (`--ctx`): in [2, max_seq_len] (a free slot's
   // row runs at position 1); none: the model's max_seq_len.
   std::optional<int64_t> context;
+  // Prompt tokens prefilled per turn while other requests are decoding (`--prefill-tokens`; at
+  // least one request a turn, however long its prompt): new arrivals then delay the running
+  // streams' next token by about this many tokens' prefill, not by every waiting prompt at once.
+  // With no request decoding, every free slot is filled in one turn.
+  int64_t prefill_tokens = 128;
 };
 
 struct EngineRequest {
