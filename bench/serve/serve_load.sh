@@ -19,7 +19,8 @@
 #          SERVE_PROMPT    prompt tokens (default 64)      SERVE_GEN  max_tokens (default 64)
 #          SERVE_SLOTS     the server's --slots (default 16)
 #          SERVE_CTX       the server's --ctx (default 256: prompt and reply fit; less memory)
-#          SERVE_OPTIONS   more options for the server (e.g. "--prefill-tokens 64")
+#          SERVE_OPTIONS   more options for both servers (e.g. "--prefill-tokens 64"; "--device cuda"
+#                          runs the load on the GPU, and the record says which GPU)
 #          SERVE_THREADS   the server's -t (default: every core)
 #          SERVE_REFERENCE 0 skips the one-slot reference run
 #          SERVE_QUIET_WAIT seconds to wait, before each run, for the other processes to leave the
@@ -198,7 +199,8 @@ stop_server
 
 reference_row="" reference_json="" reference_command="" reference_server_command="" reference_server_line=""
 if [[ "$reference" != 0 ]]; then
-  start_server --slots 1 --ctx "$ctx"
+  # shellcheck disable=SC2086
+  start_server --slots 1 --ctx "$ctx" ${SERVE_OPTIONS:-}
   reference_server_command=$server_command
   reference_server_line=$server_line
   run_load 1 0 >/dev/null
@@ -210,11 +212,18 @@ load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- the record -------------------------------------------------------------------------------
 {
-  echo "# stagformer serve under load: concurrent streaming clients on the CPU"
+  if [[ " ${SERVE_OPTIONS:-} " == *" --device cuda "* ]]; then
+    echo "# stagformer serve under load: concurrent streaming clients on the GPU"
+  else
+    echo "# stagformer serve under load: concurrent streaming clients on the CPU"
+  fi
   echo
   echo "- date: $date_utc"
   echo "- machine: ${cpu:-unknown CPU}, $(nproc) logical CPUs, $memory memory, host $host;" \
        "load average $load_start at the start, $load_end at the end"
+  if [[ " ${SERVE_OPTIONS:-} " == *" --device cuda "* ]] && command -v nvidia-smi >/dev/null; then
+    echo "- GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1)"
+  fi
   echo "- commit: $commit"
   echo "- model: $model_note"
   echo "- server: \`$main_server_command\`"
