@@ -68,7 +68,16 @@ struct ProgramView {
   const unsigned char* records;  // count records
   unsigned* counters;            // count + 1 (the last one counts the blocks that left)
   int count;
+  bool sc_fences;  // SF_STEP_PROGRAM_FENCE=sc: fence.sc (__threadfence) instead of fence.acq_rel
 };
+
+// The fence of the arrival (before the count's add: release) and of the wait (after the spin
+// saw the count: acquire). fence.acq_rel is what PTX's release and acquire patterns need;
+// fence.sc (__threadfence) is stronger and slower, kept as the A/B alternative.
+__device__ __forceinline__ void program_fence(const ProgramView& program) {
+  if (program.sc_fences) __threadfence();
+  else asm volatile("fence.acq_rel.gpu;" ::: "memory");
+}
 
 // Record i into shared memory, 16 bytes a thread, asynchronously (cp.async; waited for by
 // records_ready()).
@@ -100,7 +109,7 @@ __device__ __forceinline__ void wait_for_instruction(const ProgramView& program,
   const unsigned* counter = program.counters + (i - 1);
   while (load_relaxed(counter) < gridDim.x) {
   }
-  __threadfence();
+  program_fence(program);
 }
 
 // The wait of a virtual block of instruction i on a whole CUDA block.
@@ -180,7 +189,7 @@ __global__ void __launch_bounds__(kProgramThreads, kProgramBlocksPerSm)
     }
     __syncthreads();
     if (threadIdx.x == 0) {
-      __threadfence();  // the block's writes (ordered before by the barrier) before its arrival
+      program_fence(program);  // the block's writes (ordered before by the barrier), then the count
       atomicAdd(program.counters + i, 1u);
     }
   }
@@ -345,7 +354,12 @@ void StepProgram::flush(cudaStream_t stream) {
   buffers_.push_back(device);
   SF_CUDA_CHECK(cudaMemcpy(device, host.data(), bytes, cudaMemcpyHostToDevice));
   auto* base = static_cast<unsigned char*>(device);
-  const ProgramView view{base, reinterpret_cast<unsigned*>(base + at_counters), static_cast<int>(n)};
+  static const bool sc_fences = [] {
+    const char* flag = std::getenv("SF_STEP_PROGRAM_FENCE");
+    return flag && std::strcmp(flag, "sc") == 0;
+  }();
+  const ProgramView view{base, reinterpret_cast<unsigned*>(base + at_counters), static_cast<int>(n),
+                         sc_fences};
   launch_dependent(kernel, dim3(static_cast<unsigned>(grid)), dim3(kProgramThreads), p.shared,
                    stream, view);
   SF_CUDA_LAUNCH_CHECK("step_program");

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <condition_variable>
 #include <ctime>
 #include <deque>
@@ -315,8 +316,12 @@ void HttpServer::generate(Endpoint endpoint, const httplib::Request& req, httpli
       "text/event-stream",
       [channel, handle](size_t, httplib::DataSink& out) {
         auto [events, more] = channel->take(std::chrono::milliseconds(500));
-        // A client that went away: its request is cancelled, which frees its slot.
-        if ((!events.empty() && !out.write(events.data(), events.size())) || !out.is_writable()) {
+        // A client that went away: its request is cancelled, which frees its slot (said on
+        // stderr: the operator sees why a stream ended early).
+        const bool written = events.empty() || out.write(events.data(), events.size());
+        if (!written || !out.is_writable()) {
+          std::fprintf(stderr, "serve: a stream's client is gone (%s); its request is cancelled\n",
+                       written ? "its socket is not writable" : "a write failed");
           handle->cancel();
           return false;
         }
