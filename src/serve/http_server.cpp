@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 #include <httplib.h>
 
+#include <sys/socket.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -100,10 +102,22 @@ HttpServer::HttpServer(Engine& engine, ServerOptions options)
 HttpServer::~HttpServer() = default;
 
 int HttpServer::bind() {
+  // httplib listens with a backlog of 5 connections waiting to be accepted (its compiled-in
+  // default). Clients that connect together (a burst of requests: 16 streaming clients whose
+  // replies end at the same moment start their next requests at once) overflow it, and a
+  // connection dropped from a full queue is delayed, or reset where the system aborts on
+  // overflow. The listening socket gets the system's limit instead (a second listen() sets a
+  // socket's backlog).
+  int listening = -1;
+  server_->set_socket_options([&listening](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listening = static_cast<int>(sock);
+  });
   const int port = options_.port == 0 ? server_->bind_to_any_port(options_.host)
                                       : (server_->bind_to_port(options_.host, options_.port) ? options_.port : -1);
   SF_CHECK(port > 0, "serve: cannot listen on {}:{} (in use, or not an address of this machine)",
            options_.host, options_.port);
+  if (listening >= 0) ::listen(listening, SOMAXCONN);
   return port;
 }
 
