@@ -114,7 +114,10 @@ void linear_small_many(DType dtype, const SmallProduct* all_products, int all_co
       warps += p.n * p.splits;
       rows = std::max<int>(rows, static_cast<int>(p.m));
     }
-    const int features = rows == 1 && warps > resident * kWarps ? 2 : 1;
+    // (A step program runs one output per warp: its kernel holds one product variant, see
+    // step_program.cu. F changes no sum, so the results are the same.)
+    const bool programmed = program && program->collecting();
+    const int features = !programmed && rows == 1 && warps > resident * kWarps ? 2 : 1;
     int64_t groups[kMaxSmallProducts], total_groups = 0;
     for (int i = 0; i < table.count; ++i) {
       const int64_t outputs_per_group = kWarps / table.products[i].splits * features;

@@ -38,15 +38,9 @@ constexpr int kProgramBlocksPerSm = small::kBlocksPerSm;
 
 enum InstructionKind : int { kSmallProducts = 0, kAttentionStep = 1 };
 
-// Small-product variants (rows M, features F) in the order variant_of() numbers them.
-int variant_of(int rows, int features) {
-  if (rows <= 1) return features == 2 ? 1 : 0;
-  return rows <= 2 ? 2 : rows <= 4 ? 3 : 4;
-}
-
 struct Instruction {
   int kind;
-  int variant;   // small products: variant_of(rows, features)
+  int unused;
   int blocks;    // virtual blocks
   int grid_x;    // attention: blocks = grid_x * grid_y
   int grid_y;
@@ -139,7 +133,11 @@ struct ProgramHalfBlock {
   }
 };
 
-template <class T, int CPL>
+// T: the dtype; M: the small products' rows (1, 2, 4 or 8: one per program); CPL: the attention
+// steps' pieces per lane. One kernel per combination, with one product variant in it (one
+// output per warp): each variant is a function of 104-125 registers alone, and a program holding
+// all five spilled 920 bytes a thread at its limit of 128 (bench/results/gpu-step-program-...).
+template <class T, int M, int CPL>
 __global__ void __launch_bounds__(kProgramThreads, kProgramBlocksPerSm)
     step_program_kernel(const ProgramView program) {
   __shared__ step::AttentionStepShared attention_shared[2];
@@ -168,13 +166,7 @@ __global__ void __launch_bounds__(kProgramThreads, kProgramBlocksPerSm)
       const auto& table = *reinterpret_cast<const small::ProductTable*>(record + kHeaderBytes);
       const ProgramBlock ctx{&program, i};
       for (int b = blockIdx.x; b < in.blocks; b += gridDim.x) {
-        switch (in.variant) {
-          case 0: small::linear_small_block<T, 1, 1>(table, b, ctx); break;
-          case 1: small::linear_small_block<T, 1, 2>(table, b, ctx); break;
-          case 2: small::linear_small_block<T, 2, 1>(table, b, ctx); break;
-          case 3: small::linear_small_block<T, 4, 1>(table, b, ctx); break;
-          default: small::linear_small_block<T, 8, 1>(table, b, ctx); break;
-        }
+        small::linear_small_block<T, M, 1>(table, b, ctx);
         __syncthreads();  // (the block's shared memory is reused by its next virtual block)
       }
     } else {
@@ -198,26 +190,33 @@ __global__ void __launch_bounds__(kProgramThreads, kProgramBlocksPerSm)
   }
 }
 
+// The kernel for a dtype, the products' rows and the attention's pieces per lane (1 when the
+// program has none). Programs take attention steps of 16-byte loads and one piece per lane in
+// BF16 (head_dim up to 64), up to 2 in F32 (64): wider ones are launched on their own, as their
+// registers (197 for 2 BF16 pieces) would spill in a program held to 128.
 using ProgramKernel = void (*)(ProgramView);
-
-// The kernel for a dtype and the attention's pieces per lane (1 when the program has none).
-// Programs take attention steps of 16-byte loads and one piece per lane in BF16 (head_dim up to
-// 64), up to 2 in F32 (64): wider ones are launched on their own, as their registers (197 for 2
-// BF16 pieces) would spill in a program held to 128.
 int max_pieces(DType dtype) { return dtype == DType::bf16 ? 1 : 2; }
-ProgramKernel kernel_for(DType dtype, int pieces) {
-  if (dtype == DType::bf16) return step_program_kernel<__nv_bfloat16, 1>;
-  return pieces <= 1 ? step_program_kernel<float, 1> : step_program_kernel<float, 2>;
+template <class T, int CPL>
+ProgramKernel kernel_for_rows(int rows) {
+  return rows <= 1   ? step_program_kernel<T, 1, CPL>
+         : rows <= 2 ? step_program_kernel<T, 2, CPL>
+         : rows <= 4 ? step_program_kernel<T, 4, CPL>
+                     : step_program_kernel<T, 8, CPL>;
+}
+ProgramKernel kernel_for(DType dtype, int rows, int pieces) {
+  if (dtype == DType::bf16) return kernel_for_rows<__nv_bfloat16, 1>(rows);
+  return pieces <= 1 ? kernel_for_rows<float, 1>(rows) : kernel_for_rows<float, 2>(rows);
 }
 
 // CUDA blocks of the program kernel that are resident at once (0: it does not fit).
 int resident_blocks(ProgramKernel kernel, size_t shared) {
   static const bool sized = [] {
     for (DType d : {DType::bf16, DType::f32})
-      for (int pieces : {1, 2})
-        SF_CUDA_CHECK(cudaFuncSetAttribute(kernel_for(d, pieces),
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(small::kMaxStagedBytes)));
+      for (int rows : {1, 2, 4, 8})
+        for (int pieces : {1, 2})
+          SF_CUDA_CHECK(cudaFuncSetAttribute(kernel_for(d, rows, pieces),
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(small::kMaxStagedBytes)));
     return true;
   }();
   (void)sized;
@@ -245,6 +244,7 @@ bool step_programs_enabled() {
 struct StepProgram::Pending {
   DType dtype = DType::f32;
   int pieces = 0;  // the attention steps' pieces per lane (0: none yet)
+  int program_rows = 0;  // the small products' rows (0: none yet)
   size_t shared = 0;
   std::vector<Instruction> instructions;
   std::vector<small::ProductTable> tables;
@@ -255,6 +255,7 @@ struct StepProgram::Pending {
   std::vector<bool> vector;
   void clear() {
     pieces = 0;
+    program_rows = 0;
     shared = 0;
     instructions.clear();
     tables.clear();
@@ -277,13 +278,15 @@ bool StepProgram::collecting() const { return collecting_; }
 
 bool StepProgram::add_small(DType dtype, const small::ProductTable& table, int rows, int features,
                             int blocks, size_t shared, cudaStream_t stream) {
-  if (!collecting_) return false;
+  if (!collecting_ || features != 1) return false;  // (the launcher asks for 1 while collecting)
   Pending& p = *pending_;
-  if (!p.instructions.empty() && p.dtype != dtype) flush(stream);
+  if (!p.instructions.empty() &&
+      (p.dtype != dtype || (p.program_rows != 0 && p.program_rows != rows)))
+    flush(stream);
   p.dtype = dtype;
+  p.program_rows = rows;
   p.shared = std::max(p.shared, shared);
-  p.instructions.push_back({kSmallProducts, variant_of(rows, features), blocks, 0, 0,
-                            static_cast<int>(p.tables.size())});
+  p.instructions.push_back({kSmallProducts, 0, blocks, 0, 0, static_cast<int>(p.tables.size())});
   p.tables.push_back(table);
   p.rows.push_back(rows);
   p.features.push_back(features);
@@ -326,7 +329,7 @@ void StepProgram::flush(cudaStream_t stream) {
       step::launch_attention(p.dtype, p.attention[in.index], in.grid_x, in.grid_y, p.pieces,
                              p.vector[i], stream);
   };
-  const ProgramKernel kernel = kernel_for(p.dtype, std::max(p.pieces, 1));
+  const ProgramKernel kernel = kernel_for(p.dtype, std::max(p.program_rows, 1), std::max(p.pieces, 1));
   const int grid = p.instructions.size() > 1 ? resident_blocks(kernel, p.shared) : 0;
   if (grid == 0) {
     for (size_t i = 0; i < p.instructions.size(); ++i) launch_alone(i);

@@ -17,8 +17,9 @@
 // first, so the stream's order is kept. A program of one launch is launched as it is.
 // Off unless SF_STEP_PROGRAM=1 in the environment: programs compute exactly what the kernels do
 // (the GPU decode tests pass with them), but their first version made decoding slower, not
-// faster (bench/results/gpu-step-program-20261207-h100.md); the version here, whose blocks
-// copy the next instruction into shared memory while they work, is not measured yet.
+// faster (bench/results/gpu-step-program-20261207-h100.md: 1.6x slower, its one kernel
+// spilling registers); the version here, one kernel per product row count with one output per
+// warp (fewer spills), is not measured yet.
 #pragma once
 
 #include <cuda_runtime.h>
