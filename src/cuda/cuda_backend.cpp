@@ -13,12 +13,13 @@
 #include "core/error.h"
 #include "cuda/attention_kernels.h"
 #include "cuda/cuda_check.h"
+#include "cuda/host_uploads.h"
 #include "cuda/kernels.h"
 #include "cuda/matmul.h"
 #include "cuda/op_profiler.h"
 #include "cuda/pinned_readback.h"
-#include "cuda/recording_memsets.h"
 #include "cuda/step_program.h"
+#include "cuda/stream_recorder.h"
 
 namespace sf {
 
@@ -35,29 +36,19 @@ class CudaBackend final : public Backend {
     SF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     SF_CUDA_CHECK(cudaMalloc(&scalars_, 64 * sizeof(double)));
     matmul_ = std::make_unique<cuda::Matmul>(stream_);
+    recorder_ = std::make_unique<cuda::StreamRecorder>(stream_);
     if (const char* flag = std::getenv("SF_CUDA_PROFILE"); flag && std::string(flag) == "1")
       profiler_ = std::make_unique<cuda::OpProfiler>(stream_);
-    if (const char* flag = std::getenv("SF_RECORDING_KEEP_MEMSETS"); flag && std::string(flag) == "1")
-      keep_memsets_ = true;
   }
   ~CudaBackend() override {
     profiler_.reset();  // prints its table
-    abort_recording();
-    for (Recording& r : recordings_) {
-      if (r.exec) cudaGraphExecDestroy(r.exec);
-      cuda::StepProgram::free_buffers(r.programs);
-    }
+    recorder_.reset();  // an open recording is dropped, the recordings freed
     matmul_.reset();
     cudaStreamSynchronize(stream_);
     if (workspace_) cudaFree(workspace_);
     if (step_workspace_.partials) cudaFree(step_workspace_.partials);
     if (sum_results_) cudaFree(sum_results_);
     if (scalars_) cudaFree(scalars_);
-    for (auto& [key, table] : tables_) cudaFree(table);
-    for (Staging& slot : staging_) {
-      if (slot.host) cudaFreeHost(slot.host);
-      if (slot.done) cudaEventDestroy(slot.done);
-    }
     for (RopeTable& t : rope_tables_) cudaFree(t.data);
     cudaStreamDestroy(stream_);
   }
@@ -97,9 +88,9 @@ class CudaBackend final : public Backend {
     SF_CHECK(dst.is_contiguous() && src.is_contiguous(), "copy: {} into {} needs contiguous tensors",
              src.describe(), dst.describe());
     if (src.nbytes() == 0) return;
-    if (src.device() == Device::cpu && dst.device() == Device::cuda && !capturing_ &&
-        src.nbytes() <= kStagingBytes)
-      return upload_staged(dst.raw(), src.raw(), src.nbytes());
+    if (src.device() == Device::cpu && dst.device() == Device::cuda && !recorder_->capturing() &&
+        src.nbytes() <= cuda::HostUploads::kStagingBytes)
+      return uploads_.staged(dst.raw(), src.raw(), src.nbytes(), enqueue());
     SF_CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDefault, enqueue()));
     // A host destination must hold the data when copy() returns.
     if (dst.device() == Device::cpu) SF_CUDA_CHECK(cudaStreamSynchronize(enqueue()));
@@ -182,7 +173,7 @@ class CudaBackend final : public Backend {
   }
   void synchronize() override { SF_CUDA_CHECK(cudaStreamSynchronize(enqueue())); }
   std::optional<MemoryBandwidth> measure_memory_bandwidth() override {
-    SF_CHECK(!capturing_, "measure_memory_bandwidth: not while recording");
+    SF_CHECK(!recorder_->capturing(), "measure_memory_bandwidth: not while recording");
     return cuda::measure_device_bandwidth(enqueue());
   }
 
@@ -190,62 +181,14 @@ class CudaBackend final : public Backend {
   // (The per-operation profiler times each call with events: no recordings then.)
   bool can_record() const override { return !profiler_; }
   void begin_recording() override {
-    SF_CHECK(!capturing_, "begin_recording: a recording is already open");
+    SF_CHECK(!recorder_->capturing(), "begin_recording: a recording is already open");
     allocate_step_workspace();  // attention_step may need it, and no allocation can be captured
-    // Relaxed: the launchers' cudaFuncSetAttribute and attribute queries are not stream work.
-    SF_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
-    capturing_ = true;
-    program_.set_collecting(true);  // the decode kernels' runs become programs (step_program.h)
+    recorder_->begin();
   }
-  int end_recording() override {
-    SF_CHECK(capturing_, "end_recording: no recording is open");
-    flush_program();
-    program_.set_collecting(false);
-    std::vector<void*> programs = program_.take_buffers();
-    capturing_ = false;
-    cudaGraph_t graph = nullptr;
-    SF_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
-    if (!keep_memsets_) {
-      try {
-        cuda::replace_small_memsets(graph);  // cuBLASLt's 4-byte memsets (recording_memsets.h)
-      } catch (...) {
-        cudaGraphDestroy(graph);
-        throw;
-      }
-    }
-    cudaGraphExec_t exec = nullptr;
-    const cudaError_t status = cudaGraphInstantiate(&exec, graph, 0);
-    cudaGraphDestroy(graph);
-    if (status != cudaSuccess) cuda::StepProgram::free_buffers(programs);
-    SF_CUDA_CHECK(status);
-    recordings_.push_back({exec, scratch_generation_, std::move(programs)});
-    return static_cast<int>(recordings_.size()) - 1;
-  }
-  void abort_recording() override {
-    if (!capturing_) return;
-    capturing_ = false;
-    program_.discard();
-    program_.set_collecting(false);
-    std::vector<void*> programs = program_.take_buffers();
-    cuda::StepProgram::free_buffers(programs);  // (never replayed)
-    cudaGraph_t graph = nullptr;
-    cudaStreamEndCapture(stream_, &graph);  // ends the capture, valid or not
-    if (graph) cudaGraphDestroy(graph);
-    cudaGetLastError();
-  }
-  bool replay(int id) override {
-    SF_CHECK(id >= 0 && id < static_cast<int>(recordings_.size()) && recordings_[id].exec,
-             "replay: no recording {}", id);
-    if (recordings_[id].generation != scratch_generation_) return false;
-    SF_CUDA_CHECK(cudaGraphLaunch(recordings_[id].exec, stream_));
-    return true;
-  }
-  void release_recording(int id) override {
-    if (id < 0 || id >= static_cast<int>(recordings_.size()) || !recordings_[id].exec) return;
-    cudaGraphExecDestroy(recordings_[id].exec);
-    recordings_[id].exec = nullptr;
-    cuda::StepProgram::free_buffers(recordings_[id].programs);
-  }
+  int end_recording() override { return recorder_->end(); }
+  void abort_recording() override { recorder_->abort(); }
+  bool replay(int id) override { return recorder_->replay(id); }
+  void release_recording(int id) override { recorder_->release(id); }
 
   void matmul(Tensor& out, const Tensor& a, bool ta, const Tensor& b, bool tb, double alpha,
               double beta) override {
@@ -263,7 +206,7 @@ class CudaBackend final : public Backend {
     if (small_product(out, a, ta, b, tb, alpha, beta)) {
       const cuda::SmallProduct p{out.raw(), a.raw(), b.raw(), beta == 1.0 ? out.raw() : nullptr,
                                  M, N, K};
-      return cuda::linear_small_many(out.dtype(), &p, 1, stream_, &program_);
+      return cuda::linear_small_many(out.dtype(), &p, 1, stream_, &recorder_->program());
     }
     flush_program();
     matmul_->run(out.raw(), out.dtype(), a.raw(), ta, b.raw(), tb, a.dtype(), M, N, K,
@@ -310,7 +253,7 @@ class CudaBackend final : public Backend {
                           static_cast<float>(t.norm.eps),
                           t.gate.gate.defined() ? t.gate.gate.raw() : nullptr, false});
     cuda::linear_small_many(tasks[0].out.dtype(), products.data(),
-                            static_cast<int>(products.size()), stream_, &program_);
+                            static_cast<int>(products.size()), stream_, &recorder_->program());
   }
 
   void matmul_batched(Tensor& out, const Tensor& a, bool ta, const Tensor& b, bool tb,
@@ -331,7 +274,7 @@ class CudaBackend final : public Backend {
                             (b.ndim() == 3 ? b.select(g) : b).raw(),
                             beta == 1.0 ? out_g.raw() : nullptr, M, N, K});
       }
-      return cuda::linear_small_many(out.dtype(), products.data(), static_cast<int>(G), stream_, &program_);
+      return cuda::linear_small_many(out.dtype(), products.data(), static_cast<int>(G), stream_, &recorder_->program());
     }
     const auto op_timer = profile(profiler_ ? fmt::format("matmul {}x{}x{}x{} {}{} {}", G, M, N,
                                                           K, ta ? "T" : "N", tb ? "T" : "N",
@@ -358,7 +301,7 @@ class CudaBackend final : public Backend {
     if (small_product(out, a, ta, b, tb, 1.0, 0.0)) {
       const cuda::SmallProduct p{out.raw(), a.raw(), b.raw(), addend.raw(), out.dim(0),
                                  out.dim(1), a.dim(1)};
-      return cuda::linear_small_many(out.dtype(), &p, 1, stream_, &program_);
+      return cuda::linear_small_many(out.dtype(), &p, 1, stream_, &recorder_->program());
     }
     flush_program();
     matmul_->run(out.raw(), out.dtype(), a.raw(), ta, b.raw(), tb, a.dtype(), out.dim(0),
@@ -601,12 +544,12 @@ class CudaBackend final : public Backend {
     SF_CHECK(q.dim(2) <= max_head_dim,
              "attention_step: head_dim {} is above the {} the decode kernel holds for {}", q.dim(2),
              max_head_dim, dtype_name(q.dtype()));
-    if (!capturing_) allocate_step_workspace();  // (a recording allocated it before capturing)
+    if (!recorder_->capturing()) allocate_step_workspace();  // (a recording allocated it before capturing)
     cuda::attention_step(q.dtype(), out.raw(), q.raw(), k.raw(), v.raw(), k_cache.raw(),
                          v_cache.raw(), tokens_ptr(rows.position), tokens_ptr(rows.key_position),
                          tokens_ptr(rows.slot), tokens_ptr(rows.key_begin),
                          tokens_ptr(rows.key_end), N, k_cache.dim(1), q.dim(1), k.dim(1), q.dim(2),
-                         theta, rope_q, rope_k, step_workspace_, stream_, &program_);
+                         theta, rope_q, rope_k, step_workspace_, stream_, &recorder_->program());
   }
   void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache,
                         const Tensor& v_cache, const Tensor& key_begin,
@@ -650,7 +593,7 @@ class CudaBackend final : public Backend {
       pointers.push_back(reinterpret_cast<uint64_t>(t.raw()));
       sizes.push_back(static_cast<uint64_t>(t.numel()));
     }
-    const ManyTable table = upload_many({pointers}, sizes);
+    const cuda::ManyTable table = upload_many({pointers}, sizes);
     cuda::fill_many(tensors[0].dtype(), table.column<void>(0), table.layout,
                     static_cast<float>(value), enqueue());
   }
@@ -672,7 +615,7 @@ class CudaBackend final : public Backend {
       from.push_back(reinterpret_cast<uint64_t>(src[i].raw()));
       sizes.push_back(static_cast<uint64_t>(src[i].numel()));
     }
-    const ManyTable table = upload_many({to, from}, sizes);
+    const cuda::ManyTable table = upload_many({to, from}, sizes);
     cuda::convert_many(dst[0].dtype(), table.column<void>(0), src[0].dtype(),
                        table.column<const void>(1), table.layout, enqueue());
   }
@@ -714,7 +657,7 @@ class CudaBackend final : public Backend {
     }
     std::vector<uint64_t> decay_words((decays.size() + 1) / 2);  // two floats per word
     std::memcpy(decay_words.data(), decays.data(), decays.size() * sizeof(float));
-    const ManyTable table = upload_many({values, grads, ms, vs, working}, sizes, decay_words);
+    const cuda::ManyTable table = upload_many({values, grads, ms, vs, working}, sizes, decay_words);
     cuda::AdamWTable t;
     t.params = table.column<float>(0);
     t.grads = table.column<const float>(1);
@@ -758,36 +701,12 @@ class CudaBackend final : public Backend {
     for (const auto& part : parts) all.insert(all.end(), part.begin(), part.end());
     return all;
   }
-  // The device table of a multi-tensor launch: `columns` (one word per tensor each: pointers),
-  // then the sizes and their chunk starts (cuda::ManyLayout), then `extra` words.
-  struct ManyTable {
-    uint64_t* words = nullptr;
-    int count = 0;
-    cuda::ManyLayout layout;
-    const uint64_t* extra = nullptr;
-    template <class T> T* const* column(int i) const {
-      return reinterpret_cast<T* const*>(words + static_cast<size_t>(i) * count);
-    }
-  };
-  ManyTable upload_many(std::initializer_list<std::vector<uint64_t>> columns,
-                        const std::vector<uint64_t>& sizes, const std::vector<uint64_t>& extra = {}) {
-    const std::vector<uint64_t> chunk_first = cuda::many_chunk_first(sizes);
-    std::vector<uint64_t> words;
-    for (const auto& column : columns) words.insert(words.end(), column.begin(), column.end());
-    const size_t sizes_at = words.size();
-    words.insert(words.end(), sizes.begin(), sizes.end());
-    words.insert(words.end(), chunk_first.begin(), chunk_first.end());
-    const size_t extra_at = words.size();
-    words.insert(words.end(), extra.begin(), extra.end());
-    ManyTable t;
-    t.words = upload_table(words);
-    t.count = static_cast<int>(sizes.size());
-    t.layout.sizes = reinterpret_cast<const int64_t*>(t.words + sizes_at);
-    t.layout.chunk_first = reinterpret_cast<const int64_t*>(t.words + sizes_at + sizes.size());
-    t.layout.count = t.count;
-    t.layout.chunks = static_cast<int64_t>(chunk_first.back());
-    t.extra = t.words + extra_at;
-    return t;
+  cuda::ManyTable upload_many(std::initializer_list<std::vector<uint64_t>> columns,
+                              const std::vector<uint64_t>& sizes, const std::vector<uint64_t>& extra = {}) {
+    return uploads_.many(columns, sizes, extra, enqueue(), recorder_->capturing(), [this] {
+      recorder_->invalidate();  // recordings that use a dropped table are stale now
+      SF_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    });
   }
   // Sum of squares of F32 tensors into a device double (`total`), through per-tensor results
   // in a buffer of the backend's own.
@@ -797,7 +716,7 @@ class CudaBackend final : public Backend {
       pointers.push_back(reinterpret_cast<uint64_t>(t.raw()));
       sizes.push_back(static_cast<uint64_t>(t.numel()));
     }
-    const ManyTable table = upload_many({pointers}, sizes);
+    const cuda::ManyTable table = upload_many({pointers}, sizes);
     auto* results = static_cast<double*>(
         grown(sum_results_, sum_results_bytes_, sizeof(double) * tensors.size()));
     cuda::sum_squares_many(table.column<const float>(0), table.layout, results, total, enqueue());
@@ -805,62 +724,6 @@ class CudaBackend final : public Backend {
   void fill_f64_zero(Tensor& t) {
     SF_CUDA_CHECK(cudaMemsetAsync(t.raw(), 0, t.nbytes(), enqueue()));
   }
-  // Host-to-device copies of up to kStagingBytes go through pinned staging buffers, so the host
-  // never waits: a copy from pageable memory can make it wait until the stream has drained (the
-  // batch's upload waited for the gradient zeroing, and the GPU then sat idle while the step
-  // was launched). A buffer is reused once its previous copy has run (its event). Not while a
-  // recording is open: a recorded copy would read the buffer again at every replay.
-  static constexpr size_t kStagingBytes = 1u << 20;
-  static constexpr int kStagingSlots = 4;
-  struct Staging {
-    void* host = nullptr;
-    cudaEvent_t done = nullptr;
-  };
-  void upload_staged(void* dst, const void* src, size_t bytes) {
-    Staging& slot = staging_[next_staging_];
-    next_staging_ = (next_staging_ + 1) % kStagingSlots;
-    if (!slot.host) {
-      SF_CUDA_CHECK(cudaMallocHost(&slot.host, kStagingBytes));
-      SF_CUDA_CHECK(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
-    } else {
-      SF_CUDA_CHECK(cudaEventSynchronize(slot.done));
-    }
-    std::memcpy(slot.host, src, bytes);
-    SF_CUDA_CHECK(cudaMemcpyAsync(dst, slot.host, bytes, cudaMemcpyHostToDevice, enqueue()));
-    SF_CUDA_CHECK(cudaEventRecord(slot.done, enqueue()));
-  }
-
-  // The pointer/size table of a multi-tensor launch, on the device. Tables are kept by content:
-  // a training step passes the same ones every time (the same parameters), so after the first
-  // step nothing is copied — a copy from pageable host memory can make the host wait for the
-  // stream, which put a gap before each optimizer launch. A table is never changed once
-  // uploaded; when too
-  // many accumulate (shapes keep changing) they are all dropped, after the stream drains.
-  uint64_t* upload_table(const std::vector<uint64_t>& words) {
-    auto it = tables_.find(words);
-    if (it != tables_.end()) return static_cast<uint64_t*>(it->second);
-    constexpr size_t kMaxTables = 64;
-    if (tables_.size() >= kMaxTables) {
-      ++scratch_generation_;  // recordings that use a dropped table are stale now
-      SF_CUDA_CHECK(cudaStreamSynchronize(enqueue()));
-      for (auto& [key, table] : tables_) SF_CUDA_CHECK(cudaFree(table));
-      tables_.clear();
-    }
-    const size_t bytes = words.size() * sizeof(uint64_t);
-    void* table = nullptr;
-    SF_CUDA_CHECK(cudaMalloc(&table, bytes));
-    tables_.emplace(words, table);
-    if (capturing_) {
-      // A recording must not capture the copy: its node would read `words` (gone by then) at
-      // every replay. The table is new and never changes, so copying it now, outside the
-      // stream (enqueue() is non-blocking: the legacy stream does not wait for it), is enough.
-      SF_CUDA_CHECK(cudaMemcpy(table, words.data(), bytes, cudaMemcpyHostToDevice));
-    } else {
-      SF_CUDA_CHECK(cudaMemcpyAsync(table, words.data(), bytes, cudaMemcpyHostToDevice, enqueue()));
-    }
-    return static_cast<uint64_t*>(table);
-  }
-
   void check_matmul(const Tensor& out, const Tensor& a, bool ta, const Tensor& b, bool tb) const {
     check(out, "matmul");
     check(a, "matmul");
@@ -976,7 +839,7 @@ class CudaBackend final : public Backend {
   // A device scratch buffer that grows to `bytes` (never shrinks); its contents are not kept.
   void* grown(void*& buffer, size_t& capacity, size_t bytes) {
     if (bytes > capacity) {
-      ++scratch_generation_;  // recordings that use the old buffer are stale now
+      recorder_->invalidate();  // recordings that use the old buffer are stale now
       SF_CUDA_CHECK(cudaStreamSynchronize(enqueue()));  // queued work may still use the old one
       if (buffer) SF_CUDA_CHECK(cudaFree(buffer));
       buffer = nullptr;
@@ -1013,16 +876,16 @@ class CudaBackend final : public Backend {
 
   int device_;
   cudaStream_t stream_ = nullptr;
-  // While a recording is open, the decode kernels' launches gather here into one persistent
-  // kernel; every other operation enqueues through enqueue(), which launches them first.
-  cuda::StepProgram program_;
-  void flush_program() { program_.flush(stream_); }
+  // Recordings of the stream (CUDA graphs). While one is open, the decode kernels' launches
+  // gather into a persistent program; every other operation enqueues through enqueue(), which
+  // launches it first.
+  std::unique_ptr<cuda::StreamRecorder> recorder_;
+  void flush_program() { recorder_->flush_program(); }
   cudaStream_t enqueue() {
     flush_program();
     return stream_;
   }
   std::unique_ptr<cuda::OpProfiler> profiler_;  // SF_CUDA_PROFILE=1 only
-  bool keep_memsets_ = false;  // SF_RECORDING_KEEP_MEMSETS=1: recordings keep their memset nodes
   std::unique_ptr<cuda::Matmul> matmul_;
   double* scalars_ = nullptr;     // small device results (dot, counts)
   void* workspace_ = nullptr;     // attention backward scratch, grown on demand
@@ -1035,9 +898,7 @@ class CudaBackend final : public Backend {
   size_t workspace_bytes_ = 0;
   void* sum_results_ = nullptr;   // sum_squares_many's per-tensor sums
   size_t sum_results_bytes_ = 0;
-  std::map<std::vector<uint64_t>, void*> tables_;  // upload_table's device copies, by content
-  Staging staging_[kStagingSlots];                 // upload_staged's pinned buffers
-  int next_staging_ = 0;
+  cuda::HostUploads uploads_;  // staged uploads and multi-tensor tables
   struct RopeTable {
     double theta;
     int64_t head_dim;
@@ -1046,15 +907,6 @@ class CudaBackend final : public Backend {
     size_t bytes = 0;
   };
   std::vector<RopeTable> rope_tables_;
-  struct Recording {
-    cudaGraphExec_t exec = nullptr;
-    int64_t generation = 0;  // scratch_generation_ when recorded
-    std::vector<void*> programs;  // the step programs it launches (their device memory)
-  };
-  std::vector<Recording> recordings_;
-  // Incremented when grown() replaces a scratch buffer or upload_table() drops its tables.
-  int64_t scratch_generation_ = 0;
-  bool capturing_ = false;
 };
 
 }  // namespace
