@@ -7,6 +7,8 @@
 #include <httplib.h>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -107,6 +109,40 @@ class ServeHttp : public ::testing::Test {
   std::thread thread_;
   int port_ = 0;
 };
+
+// Clients that connect together are all accepted by the system, not only a handful: the server
+// listens with the system's backlog, not cpp-httplib's compiled-in 5. Seen on a server that
+// is bound but not accepting: 64 connects complete at once (with a backlog of 5, about 6 do,
+// the others wait for a SYN retransmission a second later).
+TEST_F(ServeHttp, ManyClientsConnectingTogetherAreAllQueued) {
+  ServerOptions options;
+  options.port = 0;
+  HttpServer idle(*engine_, options);  // bound, never serving: nothing is accepted
+  const int port = idle.bind();
+  constexpr int kClients = 64;
+  std::vector<int> sockets;
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  for (int i = 0; i < kClients; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address);  // (in progress)
+    sockets.push_back(fd);
+  }
+  int connected = 0;
+  for (int fd : sockets) {
+    pollfd p{fd, POLLOUT, 0};
+    int error = -1;
+    socklen_t length = sizeof error;
+    if (::poll(&p, 1, 500) == 1 && ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0 && error == 0)
+      ++connected;
+  }
+  for (int fd : sockets) ::close(fd);
+  EXPECT_EQ(connected, kClients) << "connections waiting to be accepted were dropped";
+}
 
 TEST_F(ServeHttp, EveryEndpointAnswers) {
   auto c = client();
