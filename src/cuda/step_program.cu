@@ -12,7 +12,8 @@
 // waits for the kernel before the program (a dependent launch) instead. The last block to
 // leave resets the counters for the next replay.
 //
-// Deadlock freedom: a spinning block waits only for blocks that are resident. The grid is at
+// Deadlock freedom: a spinning block waits only for blocks that are resident (and a wait of
+// more than 10 s traps: an error, never a hang). The grid is at
 // most what the occupancy calculator says fits at once, the kernel before it (a dependent
 // launch) finishes without waiting for the program, and the program lets the kernel after it
 // start only in its last instruction, after every block has arrived at least once. The device
@@ -99,9 +100,22 @@ __device__ __forceinline__ unsigned load_relaxed(const unsigned* p) {
 // Spins (one thread) until counter `i - 1` holds every block: instruction i's inputs are
 // written. Relaxed loads while spinning, then one fence: the acquire side of the arrivals'
 // fence-then-add (the fence also keeps the block's later loads from reading stale lines).
+// A wait longer than kMaxWaitNs means a block never arrives (a bug, or a block that could not
+// become resident): the kernel traps, and the step fails with a launch error instead of hanging.
+constexpr unsigned long long kMaxWaitNs = 10ull * 1000 * 1000 * 1000;
+
+__device__ __forceinline__ unsigned long long global_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
 __device__ __forceinline__ void wait_for_instruction(const ProgramView& program, int i) {
   const unsigned* counter = program.counters + (i - 1);
-  while (load_relaxed(counter) < gridDim.x) {
+  if (load_relaxed(counter) < gridDim.x) {
+    const unsigned long long start = global_ns();
+    while (load_relaxed(counter) < gridDim.x)
+      if (global_ns() - start > kMaxWaitNs) __trap();
   }
   program_fence(program);
 }
