@@ -204,14 +204,15 @@ json summary(const Options& o, const std::vector<Sample>& samples, double wall) 
 
 void print_row(const json& j, bool header) {
   if (header) {
-    std::printf("| clients | requests | prompt | max_tokens | generated | ended early | wall s | tokens/s | "
+    std::printf("| clients | requests | prompt | max_tokens | generated | ended early | failed | wall s | tokens/s | "
                 "TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms |\n");
-    std::printf("| ------: | -------: | -----: | ---------: | --------: | ----------: | -----: | -------: | "
+    std::printf("| ------: | -------: | -----: | ---------: | --------: | ----------: | -----: | -----: | -------: | "
                 "----------: | ----------: | ---------: | ---------: |\n");
   }
-  std::printf("| %d | %lld | %d | %d | %lld | %lld | %.2f | %.1f | %.1f | %.1f | %.1f | %.1f |\n",
+  std::printf("| %d | %lld | %d | %d | %lld | %lld | %lld | %.2f | %.1f | %.1f | %.1f | %.1f | %.1f |\n",
               j["clients"].get<int>(), j["requests"].get<long long>(), j["prompt_tokens"].get<int>(),
               j["max_tokens"].get<int>(), j["generated_tokens"].get<long long>(), j["ended_early"].get<long long>(),
+              j["failed"].get<long long>(),
               j["wall_s"].get<double>(), j["tokens_per_s"].get<double>(), j["ttft_ms"]["p50"].get<double>(),
               j["ttft_ms"]["p99"].get<double>(), j["itl_ms"]["p50"].get<double>(), j["itl_ms"]["p99"].get<double>());
 }
@@ -241,7 +242,7 @@ int run(const Options& o) {
   std::vector<std::thread> threads;
   for (int c = 0; c < o.clients; ++c)
     threads.emplace_back([&, c] {
-      auto client = make_client(o);  // one connection per client, kept alive across its requests
+      auto client = make_client(o);  // one client per thread (a connection per request: httplib's default)
       ++ready;
       while (!go) std::this_thread::yield();
       for (int r = 0; r < o.requests; ++r)

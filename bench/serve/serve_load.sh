@@ -157,7 +157,7 @@ cpu_counters() {
 # One run of the load generator; appends its row to rows, its JSON to jsons, its command to
 # commands. A run during which other work took 10% of the CPU or more is run again (up to
 # `retries` more times); the record says what each kept run saw.
-rows=() jsons=() commands=() busy_notes=()
+rows=() jsons=() commands=() busy_notes=() failed_runs=()
 run_load() {
   local c=$1 header=$2
   local command="$load --port $port -c $c -r $requests -p $prompt -n $gen --temperature 0 --json $work/load-c$c.json"
@@ -167,7 +167,7 @@ run_load() {
     wait_quiet
     echo "+ $command  (CPU ${busy_before}% busy before)" >&2
     read -r -a before < <(cpu_counters)
-    row=$($command)
+    row=$($command) || failed_runs+=("$c")  # (failed requests are in the row; the script fails at the end)
     read -r -a after < <(cpu_counters)
     # Other work during the run: the machine's busy time less the server's and the client's.
     client_jiffies=$(grep -o '"client_cpu_s": *[0-9.e+-]*' "$work/load-c$c.json" | sed 's/.*: *//' |
@@ -238,6 +238,10 @@ load_end=$(cut -d' ' -f1-3 /proc/loadavg)
        "(p50/p99 over every request of the run); tokens/s: usage.completion_tokens of every request" \
        "/ the run's wall time. \"ended early\": requests that met end-of-text before max_tokens" \
        "(the API has no ignore_eos)."
+  if [[ ${#failed_runs[@]} -gt 0 ]]; then
+    echo "- **requests failed** in the run(s) of ${failed_runs[*]} client(s): the failed column, and" \
+         "first_error in the JSON"
+  fi
   if [[ ${#setup_commands[@]} -gt 0 ]]; then
     echo
     echo "The model, made by the script:"
@@ -279,3 +283,4 @@ load_end=$(cut -d' ' -f1-3 /proc/loadavg)
   echo '```'
 } >"$out"
 echo "serve_load.sh: wrote $out" >&2
+[[ ${#failed_runs[@]} -eq 0 ]] || { echo "serve_load.sh: requests failed (see the record)" >&2; exit 1; }
