@@ -58,7 +58,10 @@ try {
   pass(`with the key the page names the model '${modelName}'`);
 
   // ---- a seeded request streams into the page; the text equals the API's for that request ----
-  const request = { prompt: "Call me", max_tokens: 48, temperature: 0.8, top_k: 40, top_p: 0.95, seed: 7 };
+  // 192 tokens: about half a second of the tiny model on a CPU, so that a browser starved of the
+  // CPU for a moment (a busy CI machine) still sees the reply arrive in pieces (48 tokens, about
+  // 0.1 s, once arrived all at one moment).
+  const request = { prompt: "Call me", max_tokens: 192, temperature: 0.8, top_k: 40, top_p: 0.95, seed: 7 };
   await page.type("#prompt", request.prompt);
   for (const field of ["max_tokens", "temperature", "top_k", "top_p", "seed"]) await setField(field, request[field]);
   // Count the moments text arrives: a page that showed the reply only at its end would have one.
