@@ -8,7 +8,7 @@
 // (attention_step_block, 128 threads; the halves synchronise with named barriers 1 and 2).
 // After its share of instruction i a block arrives at counter i (a fence, then an atomic add);
 // a virtual block of instruction i waits, once its weights are requested, until counter i - 1
-// has every block (thread 0 spins on an acquire load, then the block's barrier). Instruction 0
+// has every block (thread 0 spins on relaxed loads, then a fence and the block's barrier). Instruction 0
 // waits for the kernel before the program (a dependent launch) instead. The last block to
 // leave resets the counters for the next replay.
 //
@@ -41,7 +41,6 @@ enum InstructionKind : int { kSmallProducts = 0, kAttentionStep = 1 };
 
 struct Instruction {
   int kind;
-  int unused;
   int blocks;    // virtual blocks
   int grid_x;    // attention: blocks = grid_x * grid_y
   int grid_y;
@@ -239,10 +238,8 @@ int resident_blocks(ProgramKernel kernel, size_t shared) {
   return std::min(per_sm, kProgramBlocksPerSm) * multiprocessor_count();
 }
 
-}  // namespace
-
-namespace {
 std::atomic<int64_t> programs_launched_total{0};
+
 }  // namespace
 
 int64_t step_programs_launched() { return programs_launched_total.load(); }
@@ -263,10 +260,9 @@ struct StepProgram::Pending {
   std::vector<Instruction> instructions;
   std::vector<small::ProductTable> tables;
   std::vector<step::AttentionStepArgs> attention;
-  // A lone instruction is launched as it is: what its own launch needs besides the above.
-  std::vector<int> rows, features;
+  // A lone instruction is launched as it is, with its own shared memory (its rows are
+  // program_rows, one output per warp, and an attention step's loads are 16 bytes wide).
   std::vector<size_t> shared_of;
-  std::vector<bool> vector;
   void clear() {
     pieces = 0;
     program_rows = 0;
@@ -274,10 +270,7 @@ struct StepProgram::Pending {
     instructions.clear();
     tables.clear();
     attention.clear();
-    rows.clear();
-    features.clear();
     shared_of.clear();
-    vector.clear();
   }
 };
 
@@ -300,12 +293,9 @@ bool StepProgram::add_small(DType dtype, const small::ProductTable& table, int r
   p.dtype = dtype;
   p.program_rows = rows;
   p.shared = std::max(p.shared, shared);
-  p.instructions.push_back({kSmallProducts, 0, blocks, 0, 0, static_cast<int>(p.tables.size())});
+  p.instructions.push_back({kSmallProducts, blocks, 0, 0, static_cast<int>(p.tables.size())});
   p.tables.push_back(table);
-  p.rows.push_back(rows);
-  p.features.push_back(features);
   p.shared_of.push_back(shared);
-  p.vector.push_back(true);
   return true;
 }
 
@@ -321,13 +311,10 @@ bool StepProgram::add_attention(DType dtype, const step::AttentionStepArgs& args
     flush(stream);
   p.dtype = dtype;
   p.pieces = pieces_per_lane;
-  p.instructions.push_back({kAttentionStep, 0, grid_x * grid_y, grid_x, grid_y,
+  p.instructions.push_back({kAttentionStep, grid_x * grid_y, grid_x, grid_y,
                             static_cast<int>(p.attention.size())});
   p.attention.push_back(args);
-  p.rows.push_back(0);
-  p.features.push_back(0);
   p.shared_of.push_back(0);
-  p.vector.push_back(vector);
   return true;
 }
 
@@ -337,11 +324,11 @@ void StepProgram::flush(cudaStream_t stream) {
   const auto launch_alone = [&](size_t i) {
     const Instruction& in = p.instructions[i];
     if (in.kind == kSmallProducts)
-      small::launch_table(p.dtype, p.tables[in.index], p.rows[i], p.features[i], in.blocks,
-                          p.shared_of[i], stream);
+      small::launch_table(p.dtype, p.tables[in.index], p.program_rows, 1, in.blocks, p.shared_of[i],
+                          stream);
     else
       step::launch_attention(p.dtype, p.attention[in.index], in.grid_x, in.grid_y, p.pieces,
-                             p.vector[i], stream);
+                             /*vector=*/true, stream);
   };
   const ProgramKernel kernel = kernel_for(p.dtype, std::max(p.program_rows, 1), std::max(p.pieces, 1));
   const int grid = p.instructions.size() > 1 ? resident_blocks(kernel, p.shared) : 0;
