@@ -115,6 +115,8 @@ int HttpServer::bind() {
   });
   const int port = options_.port == 0 ? server_->bind_to_any_port(options_.host)
                                       : (server_->bind_to_port(options_.host, options_.port) ? options_.port : -1);
+  // (The option callback captured a local: httplib keeps it, so put its own back.)
+  server_->set_socket_options(httplib::default_socket_options);
   SF_CHECK(port > 0, "serve: cannot listen on {}:{} (in use, or not an address of this machine)",
            options_.host, options_.port);
   if (listening >= 0) ::listen(listening, SOMAXCONN);
