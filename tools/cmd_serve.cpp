@@ -22,7 +22,9 @@ struct ServeArgs {
   ModelRunArgs model;
   std::string decode = "staggered", model_name;
   serve::ServerOptions server;
-  int64_t slots = 4, queue_limit = 64, prefill_tokens = 128;
+  // (The engine's defaults, so that --help shows them.)
+  int64_t slots = serve::EngineOptions{}.slots, queue_limit = serve::EngineOptions{}.queue_limit,
+          prefill_tokens = serve::EngineOptions{}.prefill_tokens;
   int64_t ctx = 0;
   bool ctx_given = false;  // --ctx on the command line (else the model's max_seq_len)
 };
