@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "core/error.h"
 
@@ -45,6 +46,31 @@ int64_t checked_argmax(const T* logits, int64_t vocab) {
   return best;
 }
 
+// Top-p over candidates most probable first, probability_at(i) the i-th one's probability (of
+// n): how many to keep (the smallest prefix whose mass reaches p, at least one) and their mass.
+template <class ProbabilityAt>
+std::pair<size_t, double> top_p_prefix(double top_p, size_t n, ProbabilityAt probability_at) {
+  if (top_p >= 1.0) return {n, 1.0};
+  double mass = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    mass += probability_at(i);
+    if (mass >= top_p) return {i + 1, mass};
+  }
+  return {n, mass};
+}
+
+// The draw: the first of the `keep` candidates at which the cumulative probability (over
+// `kept`, their mass) passes u in [0, 1); the last one when u lands in the rounding gap.
+template <class ProbabilityAt>
+size_t draw_index(double u, size_t keep, double kept, ProbabilityAt probability_at) {
+  double mass = 0.0;
+  for (size_t i = 0; i < keep; ++i) {
+    mass += probability_at(i) / kept;
+    if (u < mass) return i;
+  }
+  return keep - 1;
+}
+
 }  // namespace
 
 // Temperature, applied to logits shifted by their maximum: (l - max) / T <= 0 never overflows,
@@ -84,19 +110,9 @@ void Sampler::build_candidates(const T* logits, int64_t vocab,
   for (TokenProbability& c : out) total += (c.probability = std::exp(c.probability));
   for (TokenProbability& c : out) c.probability /= total;
   // Top-p: the smallest prefix whose mass reaches p; at least one token.
+  const auto [keep, kept] = top_p_prefix(options_.top_p, out.size(), [&](size_t i) { return out[i].probability; });
   if (options_.top_p < 1.0) {
-    double mass = 0.0;
-    size_t keep = out.size();
-    for (size_t i = 0; i < out.size(); ++i) {
-      mass += out[i].probability;
-      if (mass >= options_.top_p) {
-        keep = i + 1;
-        break;
-      }
-    }
     out.resize(keep);
-    double kept = 0.0;
-    for (const TokenProbability& c : out) kept += c.probability;
     for (TokenProbability& c : out) c.probability /= kept;
   }
 }
@@ -122,51 +138,30 @@ int32_t Sampler::sample_row(const T* logits, int64_t vocab) {
     build_candidates(logits, vocab, scratch_);
     if (scratch_.size() == 1) return scratch_[0].id;  // greedy, or one survivor: no draw needed
     const double u = rng_.uniform();
-    double mass = 0.0;
-    for (const TokenProbability& c : scratch_) {
-      mass += c.probability;
-      if (u < mass) return c.id;
-    }
-    return scratch_.back().id;  // u landed in the rounding gap of the cumulative sum
+    return scratch_[draw_index(u, scratch_.size(), 1.0, [&](size_t i) { return scratch_[i].probability; })].id;
   }
   // No top-k: the same distribution as build_candidates() gives, without sorting the whole
   // vocabulary. The softmax's denominator is summed in token order; the tokens are then walked
-  // most probable first, put in order only as far as the walk gets.
+  // most probable first, put in order (and their fields turned into probabilities) only as far
+  // as the walk gets.
   scaled_logits(logits, vocab, scratch_);
-  std::vector<TokenProbability>& c = scratch_;  // (the field holds the scaled logit)
+  std::vector<TokenProbability>& c = scratch_;  // (the field holds the scaled logit until ranked)
   double total = 0.0;
   for (const TokenProbability& t : c) total += std::exp(t.probability);
   size_t ranked = 0;
   const auto probability_at = [&](size_t i) {
     if (i >= ranked) {
-      const size_t grown = ranked == 0 ? kFirstRanked : 4 * ranked;
+      const size_t grown = std::min(ranked == 0 ? kFirstRanked : 4 * ranked, c.size());
       rank_prefix(c, ranked, grown);
-      ranked = std::min(grown, c.size());
+      for (size_t j = ranked; j < grown; ++j) c[j].probability = std::exp(c[j].probability) / total;
+      ranked = grown;
     }
-    return std::exp(c[i].probability) / total;
+    return c[i].probability;
   };
-  // Top-p: the smallest prefix whose mass reaches p (at least one token), then renormalised.
-  size_t keep = c.size();
-  double kept = 1.0;
-  if (options_.top_p < 1.0) {
-    double mass = 0.0;
-    for (size_t i = 0; i < c.size(); ++i) {
-      mass += probability_at(i);
-      if (mass >= options_.top_p) {
-        keep = i + 1;
-        break;
-      }
-    }
-    kept = mass;
-  }
+  const auto [keep, kept] = top_p_prefix(options_.top_p, c.size(), probability_at);
   if (keep == 1) return c[0].id;  // one survivor: no draw needed (rank_prefix ordered it)
   const double u = rng_.uniform();
-  double mass = 0.0;
-  for (size_t i = 0; i < keep; ++i) {
-    mass += probability_at(i) / kept;
-    if (u < mass) return c[i].id;
-  }
-  return c[keep - 1].id;  // u landed in the rounding gap of the cumulative sum
+  return c[draw_index(u, keep, kept, probability_at)].id;
 }
 
 int32_t Sampler::sample(const float* logits, int64_t vocab) { return sample_row(logits, vocab); }
