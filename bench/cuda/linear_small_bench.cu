@@ -8,6 +8,10 @@
 // markdown row per case: microseconds per launch, the weight bytes it reads, the bandwidth that
 // gives and its fraction of the peak bandwidth measured in the same run, and the memory floor
 // (bytes / peak bandwidth) next to the launch floor (an empty kernel's chain).
+// With SF_STEP_PROGRAM=1 each case is also timed as one step program (cuda/step_program.h): the
+// same chain recorded while a program collects, so its launches become the instructions of one
+// persistent kernel (the products that stream, linear_stream.cu, are launched as kernels either
+// way); a "barrier" case of a tiny product then shows what an instruction costs beyond its bytes.
 //   .devbin/linear_small_bench [launches per chain, default 120]
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -22,6 +26,7 @@
 #include "bench_util.cuh"
 #include "core/dtype.h"
 #include "cuda/kernels.h"
+#include "cuda/step_program.h"
 
 namespace {
 
@@ -105,18 +110,25 @@ int64_t weight_bytes(const Case& c) {
 }
 
 // Microseconds per launch of the case, cycling through enough weight copies to miss the L2.
-double run_case(const Case& c, cudaStream_t stream, int launches, std::mt19937& rng) {
+// `programmed`: recorded while a step program collects (one persistent kernel for the chain).
+double run_case(const Case& c, cudaStream_t stream, int launches, std::mt19937& rng, bool programmed) {
   const int64_t bytes = weight_bytes(c);
-  const int copies = static_cast<int>(std::max<int64_t>(2, (int64_t(256) << 20) / bytes + 1));
+  // (at most 1024: the barrier case's 8 kB would ask for 32768)
+  const int copies = static_cast<int>(std::clamp<int64_t>((int64_t(256) << 20) / bytes + 1, 2, 1024));
   // Copy 0 drawn at random, the others device copies of it (drawing 256 MB on the host is slow).
   std::vector<Buffers> sets{make_buffers(c, rng)};
   for (int i = 1; i < copies; ++i) sets.push_back(clone(sets[0], c));
+  sf::cuda::StepProgram program;
+  program.set_collecting(programmed);
   const double us = bench::time_chain(stream, launches, [&](int i) {
     const Buffers& b = sets[size_t(i % copies)];
     sf::cuda::linear_small_many(sf::DType::bf16, b.products.data(), static_cast<int>(b.products.size()),
-                                stream);
+                                stream, programmed ? &program : nullptr);
+    if (i == launches - 1) program.flush(stream);
   });
   check(cudaStreamSynchronize(stream), "run");
+  std::vector<void*> program_buffers = program.take_buffers();
+  sf::cuda::StepProgram::free_buffers(program_buffers);
   for (Buffers& b : sets)
     for (void* p : b.owned) cudaFree(p);
   return us;
@@ -142,19 +154,28 @@ int main(int argc, char** argv) {
   const bench::Setup setup = bench::begin("linear_small_many", launches);
   const cudaStream_t stream = setup.stream;
   const double bandwidth = setup.bandwidth;
-  std::printf("| case | weight MB | us/launch | GB/s | of peak bw | memory floor us |\n");
-  std::printf("|---|---|---|---|---|---|\n");
+  const bool programs = sf::cuda::step_programs_enabled();
+  std::printf("| case | weight MB | us/launch | GB/s | of peak bw | memory floor us |%s\n",
+              programs ? " program us/launch | program of peak bw |" : "");
+  std::printf("|---|---|---|---|---|---|%s\n", programs ? "---|---|" : "");
   std::vector<Case> cases;
+  // An instruction's cost beyond its bytes: 64 outputs over 64 inputs (8 kB), one block.
+  if (programs) cases.push_back({"barrier: 64 x 64", {{64, 64}}, 1});
   for (int64_t rows : {1, 8}) {
     for (Case& c : model_cases("d768", 768, 768, 2048, 50304, rows)) cases.push_back(c);
     for (Case& c : model_cases("d2048", 2048, 2048, 5632, 50304, rows)) cases.push_back(c);
   }
   std::mt19937 rng(11);
   for (const Case& c : cases) {
-    const double us = run_case(c, stream, launches, rng);
+    const double us = run_case(c, stream, launches, rng, false);
     const double bytes = static_cast<double>(weight_bytes(c));
-    std::printf("| %s | %.2f | %.2f | %.0f | %.0f%% | %.2f |\n", c.name.c_str(), bytes / 1e6, us,
+    std::printf("| %s | %.2f | %.2f | %.0f | %.0f%% | %.2f |", c.name.c_str(), bytes / 1e6, us,
                 bytes / us / 1e3, 100.0 * bytes / (us * 1e-6) / bandwidth, 1e6 * bytes / bandwidth);
+    if (programs) {
+      const double program_us = run_case(c, stream, launches, rng, true);
+      std::printf(" %.2f | %.0f%% |", program_us, 100.0 * bytes / (program_us * 1e-6) / bandwidth);
+    }
+    std::printf("\n");
     std::fflush(stdout);
   }
   return 0;
