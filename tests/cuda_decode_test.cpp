@@ -162,8 +162,9 @@ TEST_P(CudaDecode, RecordedAndSequentialStepsAreBitIdentical) {
   model.initialize();
   const int64_t programs_before = cuda::step_programs_launched();
   const Decoded recorded = decode(model, c.mode, true);
-  if (cuda::step_programs_enabled())
+  if (cuda::step_programs_enabled()) {
     EXPECT_GT(cuda::step_programs_launched(), programs_before) << "the recorded step used no program";
+  }
   const Decoded direct = decode(model, c.mode, false);
   const DecodeMode other = c.mode == DecodeMode::staggered ? DecodeMode::sequential : c.mode;
   const Decoded sequential = decode(model, other, true);
@@ -172,6 +173,52 @@ TEST_P(CudaDecode, RecordedAndSequentialStepsAreBitIdentical) {
     EXPECT_EQ(std::memcmp(a.raw(), direct.logits[k].raw(), a.nbytes()), 0) << "prediction " << k;
     EXPECT_EQ(std::memcmp(a.raw(), sequential.logits[k].raw(), a.nbytes()), 0) << "prediction " << k;
   }
+}
+
+// A step of fewer sequences than the decoder holds (Decoder::step runs those up to the last one
+// fed: a width, with a recording of its own) computes what a decoder of one sequence computes,
+// bit for bit, while sequences join and leave (widths 3, 1, 2, as in decoder_test.cpp's
+// IdleSequencesChangeNothingForTheOthers on the CPU). Sequence 1 joins at step 3; sequence 2
+// decodes two tokens and leaves.
+TEST_P(CudaDecode, StepsOfTheFirstSequencesEqualDecodingAlone) {
+  const Case& c = GetParam();
+  Model model(c.config, *gpu_, DType::f32, DType::bf16);
+  model.initialize();
+  Rng rng(37);
+  auto random_ids = [&](size_t n) {
+    std::vector<int32_t> ids(n);
+    for (auto& t : ids) t = static_cast<int32_t>(rng.below(static_cast<uint64_t>(c.config.vocab_size)));
+    return ids;
+  };
+  Decoder batch(model, 3, c.mode), alone0(model, 1, c.mode), alone1(model, 1, c.mode);
+  const int64_t V = c.config.vocab_size;
+  auto same_row = [&](const Decoder& a, int64_t row, const Decoder& b, const std::string& what) {
+    EXPECT_EQ(std::memcmp(a.logits().data<float>() + row * V, b.logits().data<float>(), V * sizeof(float)), 0)
+        << what;
+  };
+  const std::vector<int32_t> p0 = random_ids(2), p1 = random_ids(5), p2 = random_ids(1);
+  batch.prefill(0, p0);
+  alone0.prefill(0, p0);
+  batch.prefill(2, p2);
+  constexpr int32_t idle = Decoder::kIdle;
+  for (int64_t step = 0; step + 6 < c.config.max_seq_len; ++step) {
+    if (step == 3) {
+      batch.prefill(1, p1);
+      alone1.prefill(0, p1);
+      same_row(batch, 1, alone1, "sequence 1's prefill");
+    }
+    const std::vector<int32_t> t = random_ids(2);
+    const int32_t tokens[3] = {t[0], step >= 3 ? t[1] : idle, step < 2 ? t[0] : idle};
+    batch.step(tokens);
+    EXPECT_EQ(batch.state().width(), step < 2 ? 3 : step < 3 ? 1 : 2) << "step " << step;
+    alone0.step(std::span(&tokens[0], 1));
+    same_row(batch, 0, alone0, "sequence 0 at step " + std::to_string(step));
+    if (step >= 3) {
+      alone1.step(std::span(&tokens[1], 1));
+      same_row(batch, 1, alone1, "sequence 1 at step " + std::to_string(step));
+    }
+  }
+  EXPECT_GT(batch.state().replayed_steps(), 0);
 }
 
 // On a briefly trained model (not random weights: the logits have the margins a real model's

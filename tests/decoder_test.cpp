@@ -125,7 +125,8 @@ TEST_P(Decode, ConcurrentAndSequentialSchedulesAreBitIdentical) {
 // Idle sequences (Decoder::kIdle, a server's free slots) change nothing for the others, and a
 // sequence prefilled after idling decodes as in a fresh decoder: row by row, bit for bit, against
 // decoders of batch 1. Sequence 1 idles from the start and is prefilled mid-way; sequence 2
-// decodes two tokens and then idles, after which feeding it a token is refused.
+// decodes two tokens and then idles, after which feeding it a token is refused. On the way the
+// decoder steps 3, 1 and 2 sequences (Decoder::step: only those up to the last one fed).
 TEST_P(Decode, IdleSequencesChangeNothingForTheOthers) {
   const ModelConfig& config = GetParam().config;
   CpuBackend backend;
@@ -158,6 +159,9 @@ TEST_P(Decode, IdleSequencesChangeNothingForTheOthers) {
     const std::vector<int32_t> t = random_ids(2);
     const int32_t tokens[3] = {t[0], step >= 3 ? t[1] : idle, step < 2 ? t[0] : idle};
     batch.step(tokens);
+    // The step ran the sequences up to the last one fed (widths 3, then 1, then 2 once
+    // sequence 1 has joined): leaving and joining the width changes nothing either.
+    EXPECT_EQ(batch.state().width(), step < 2 ? 3 : step < 3 ? 1 : 2) << "step " << step;
     alone0.step(std::span(&tokens[0], 1));
     same_row(batch, 0, alone0, "sequence 0 at step " + std::to_string(step));
     if (step >= 3) {

@@ -58,7 +58,7 @@ double run_case(const Case& c, cudaStream_t stream, int launches, std::mt19937& 
   }
   const double us = bench::time_chain(stream, launches, [&](int) {
     sf::cuda::attention_step(sf::DType::bf16, out, q, k_new, v_new, k_cache, v_cache, position,
-                             position, slot, begin, end, R, C, H, H, D, 10000.0, c.rope, c.rope,
+                             position, slot, begin, end, R, 0, 0, C, H, H, D, 10000.0, c.rope, c.rope,
                              ws, stream);
   });
   check(cudaStreamSynchronize(stream), "run");

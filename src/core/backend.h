@@ -89,8 +89,20 @@ struct AdamWTensors {
 // the query's position, its new key's position (the query's for self-attention, the memory
 // row's i - 1 for cross-attention), the cache slot the new key and value go to, and the cache
 // keys [key_begin, key_end) the query sees.
+// Which cache row a step row uses: its own (block_rows = 0), or, where a step runs fewer
+// sequences than its caches hold (a decoder stepping only its first n sequences), the rows come
+// in blocks of block_rows, one per stack, and row r uses cache row
+// (r / block_rows) * cache_block_rows + r % block_rows (each stack's caches being a block of
+// cache_block_rows rows).
 struct AttentionStepRows {
   Tensor position, key_position, slot, key_begin, key_end;
+  int64_t block_rows = 0, cache_block_rows = 0;
+  // The cache row of step row r.
+  int64_t cache_row(int64_t r) const {
+    return block_rows == 0 ? r : (r / block_rows) * cache_block_rows + r % block_rows;
+  }
+  // The cache rows a step of n rows may use: n, or up to the last block's end.
+  int64_t cache_rows_used(int64_t n) const { return n == 0 ? 0 : cache_row(n - 1) + 1; }
 };
 
 // An RMSNorm a product applies to its input rows first (decoding: a sub-block's norm fused into
@@ -316,17 +328,27 @@ class Backend {
   // rope_q), the row's new key k [N, Hkv, hd] rotated at rows.key_position (when rope_k) and
   // written with v into slot rows.slot of k_cache / v_cache [N, C, Hkv, hd], then each row
   // attends to its cache keys [key_begin, key_end) (attention_decode's rules) into out
-  // [N, Hq, hd]. q and k may be left rotated or not. This default runs rope_at, kv_cache_write
-  // and attention_decode in turn; a backend may do it in one pass.
+  // [N, Hq, hd]. q and k may be left rotated or not. Row r uses cache row rows.cache_row(r)
+  // of k_cache, v_cache [R, C, Hkv, hd] (R = N unless rows come in blocks). This default runs
+  // rope_at, kv_cache_write and attention_decode in turn, a block of rows at a time; a backend
+  // may do it in one pass.
   virtual void attention_step(Tensor& out, Tensor& q, Tensor& k, const Tensor& v, Tensor& k_cache,
                               Tensor& v_cache, const AttentionStepRows& rows, bool rope_q,
                               bool rope_k, double theta) {
     if (rope_q) rope_at(q, rows.position, theta);
     if (rope_k) rope_at(k, rows.key_position, theta);
     const int64_t n = k.dim(0);
-    kv_cache_write(k_cache, k.view({n, -1}), rows.slot);
-    kv_cache_write(v_cache, v.view({n, -1}), rows.slot);
-    attention_decode(out, q, k_cache, v_cache, rows.key_begin, rows.key_end);
+    const int64_t block = rows.block_rows == 0 ? n : rows.block_rows;
+    for (int64_t first = 0; first < n; first += block) {
+      const int64_t count = std::min(block, n - first);
+      const auto here = [&](const Tensor& t) { return t.slice(0, first, count); };
+      Tensor k_rows = k_cache.slice(0, rows.cache_row(first), count);
+      Tensor v_rows = v_cache.slice(0, rows.cache_row(first), count);
+      Tensor out_rows = here(out);
+      kv_cache_write(k_rows, here(k).view({count, -1}), here(rows.slot));
+      kv_cache_write(v_rows, here(v).view({count, -1}), here(rows.slot));
+      attention_decode(out_rows, here(q), k_rows, v_rows, here(rows.key_begin), here(rows.key_end));
+    }
   }
 
   // ---- optimizer -------------------------------------------------------------------------------

@@ -77,7 +77,8 @@ int64_t attention_step_max_head_dim(DType dtype, int64_t head_dim) {
 void attention_step(DType dtype, void* out, const void* q, const void* k_new, const void* v_new,
                     void* k_cache, void* v_cache, const int32_t* position,
                     const int32_t* key_position, const int32_t* slot, const int32_t* key_begin,
-                    const int32_t* key_end, int64_t rows, int64_t capacity, int64_t q_heads,
+                    const int32_t* key_end, int64_t rows, int64_t block_rows,
+                    int64_t cache_block_rows, int64_t capacity, int64_t q_heads,
                     int64_t kv_heads, int64_t head_dim, double theta, bool rope_q, bool rope_k,
                     const AttentionStepWorkspace& workspace, cudaStream_t stream,
                     StepProgram* program) {
@@ -95,8 +96,8 @@ void attention_step(DType dtype, void* out, const void* q, const void* k_new, co
   const int pieces = pieces_per_lane(head_dim, vector ? static_cast<int>(vector_width) : 2);
   const AttentionStepArgs args{out, workspace.partials, workspace.counters, q, k_new, v_new,
                                k_cache, v_cache, position, key_position, slot, key_begin,
-                               key_end, capacity, q_heads, kv_heads, head_dim, chunk, log(theta),
-                               rope_q, rope_k};
+                               key_end, capacity, q_heads, kv_heads, head_dim, chunk,
+                               block_rows, cache_block_rows, log(theta), rope_q, rope_k};
   const int grid_x = static_cast<int>(rows * q_heads), grid_y = static_cast<int>(splits);
   if (program && program->add_attention(dtype, args, grid_x, grid_y, pieces, vector, stream)) return;
   step::launch_attention(dtype, args, grid_x, grid_y, pieces, vector, stream);

@@ -78,6 +78,9 @@ struct AttentionStepArgs {
   const int32_t* key_begin;
   const int32_t* key_end;
   int64_t capacity, q_heads, kv_heads, head_dim, chunk;
+  // Row r's cache row: r, or (r / block_rows) * cache_block_rows + r % block_rows (block_rows > 0:
+  // a step of fewer sequences than the caches hold; AttentionStepRows in core/backend.h).
+  int64_t block_rows, cache_block_rows;
   double log_theta;
   bool rope_q, rope_k;
 };
@@ -123,8 +126,11 @@ __device__ __forceinline__ void attention_step_block(const AttentionStepArgs& ar
   const int64_t row = block_x / q_heads, h = block_x % q_heads;
   const int64_t kvh = h / (q_heads / kv_heads);
   const int group = thread / kGroupLanes, lane = thread % kGroupLanes;
+  const int64_t cached = args.block_rows == 0
+                            ? row
+                            : (row / args.block_rows) * args.cache_block_rows + row % args.block_rows;
   auto cache_row = [&](int64_t j) {  // element offset of position j's row in the caches
-    return ((row * capacity + j % capacity) * kv_heads + kvh) * head_dim;
+    return ((cached * capacity + j % capacity) * kv_heads + kvh) * head_dim;
   };
   const int64_t fresh = key_position[row];
   const int64_t first = key_begin[row] + block_y * chunk;
@@ -162,7 +168,7 @@ __device__ __forceinline__ void attention_step_block(const AttentionStepArgs& ar
   const T* kh = k_new + (row * kv_heads + kvh) * head_dim;
   const T* vh = v_new + (row * kv_heads + kvh) * head_dim;
   const bool writer = h % (q_heads / kv_heads) == 0 && block_y == 0;
-  const int64_t fresh_row = ((row * capacity + slot[row]) * kv_heads + kvh) * head_dim;
+  const int64_t fresh_row = ((cached * capacity + slot[row]) * kv_heads + kvh) * head_dim;
 #pragma unroll
   for (int i = 0; i < kPairsPerThread; ++i) {
     const int64_t m = thread + static_cast<int64_t>(i) * kStepThreads;

@@ -534,7 +534,10 @@ class CudaBackend final : public Backend {
     const int64_t N = q.dim(0);
     SF_CHECK(q.ndim() == 3 && k.ndim() == 3 && k_cache.ndim() == 4 && out.shape() == q.shape() &&
                  v.shape() == k.shape() && k_cache.shape() == v_cache.shape() && k.dim(0) == N &&
-                 k_cache.dim(0) == N && k.dim(1) == k_cache.dim(2) && k.dim(2) == q.dim(2) &&
+                 (rows.block_rows == 0 ? k_cache.dim(0) == N
+                                       : rows.block_rows <= rows.cache_block_rows &&
+                                             k_cache.dim(0) >= rows.cache_rows_used(N)) &&
+                 k.dim(1) == k_cache.dim(2) && k.dim(2) == q.dim(2) &&
                  k_cache.dim(3) == q.dim(2) && q.dim(1) % k.dim(1) == 0 && q.dim(2) % 2 == 0 &&
                  rows.position.numel() == N && rows.key_position.numel() == N &&
                  rows.slot.numel() == N && rows.key_begin.numel() == N && rows.key_end.numel() == N,
@@ -548,7 +551,8 @@ class CudaBackend final : public Backend {
     cuda::attention_step(q.dtype(), out.raw(), q.raw(), k.raw(), v.raw(), k_cache.raw(),
                          v_cache.raw(), tokens_ptr(rows.position), tokens_ptr(rows.key_position),
                          tokens_ptr(rows.slot), tokens_ptr(rows.key_begin),
-                         tokens_ptr(rows.key_end), N, k_cache.dim(1), q.dim(1), k.dim(1), q.dim(2),
+                         tokens_ptr(rows.key_end), N, rows.block_rows, rows.cache_block_rows,
+                         k_cache.dim(1), q.dim(1), k.dim(1), q.dim(2),
                          theta, rope_q, rope_k, step_workspace_, stream_, &recorder_->program());
   }
   void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache,

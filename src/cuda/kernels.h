@@ -157,6 +157,8 @@ void kv_cache_write_range(DType dtype, void* cache, const void* rows, int64_t se
 // launches (the kernel leaves them so); without it, or when it is too small for the rows, one
 // split. The number of splits depends only on the shapes and the workspace's sizes, so a
 // recorded step keeps one launch shape. head_dim even and <= attention_step_max_head_dim.
+// block_rows, cache_block_rows: which cache row a row uses (0, 0: its own; see
+// AttentionStepRows in core/backend.h).
 inline constexpr int64_t kAttentionStepMaxHeadDim = 256;
 // The largest head_dim the kernel holds for this dtype and head_dim's divisibility: 256 when
 // head_dim is a multiple of 16 bytes' worth of elements, else 128.
@@ -170,7 +172,8 @@ struct AttentionStepWorkspace {
 void attention_step(DType dtype, void* out, const void* q, const void* k_new, const void* v_new,
                     void* k_cache, void* v_cache, const int32_t* position,
                     const int32_t* key_position, const int32_t* slot, const int32_t* key_begin,
-                    const int32_t* key_end, int64_t rows, int64_t capacity, int64_t q_heads,
+                    const int32_t* key_end, int64_t rows, int64_t block_rows,
+                    int64_t cache_block_rows, int64_t capacity, int64_t q_heads,
                     int64_t kv_heads, int64_t head_dim, double theta, bool rope_q, bool rope_k,
                     const AttentionStepWorkspace& workspace, cudaStream_t stream,
                     StepProgram* program = nullptr);

@@ -2,7 +2,21 @@
 // around a DecodingState.
 #include "infer/decoder.h"
 
+#include <algorithm>
+
 namespace sf {
+
+namespace {
+
+// The width of a step whose last sequence not idle is `last` (-1: none): the smallest of 1, 2,
+// 4, ... and the batch that holds it. Powers of two keep the recordings (one per width) few.
+int64_t width_for(int64_t last, int64_t batch) {
+  int64_t width = 1;
+  while (width <= last) width *= 2;
+  return std::min(width, batch);
+}
+
+}  // namespace
 
 Decoder::Decoder(Model& model, int64_t batch, DecodeMode mode, int64_t context)
     : model_(model),
@@ -45,6 +59,7 @@ void Decoder::prefill(int64_t b, std::span<const int32_t> prompt) {
     tokens.data<int32_t>()[i] = id;
   }
   length_[static_cast<size_t>(b)] = 0;  // a failure below leaves the sequence unprefilled
+  if (b >= state_.width()) state_.set_width(width_for(b, batch()));  // (keeps the others)
   state_.prefill(b, tokens);
   length_[static_cast<size_t>(b)] = n;
   read_logits(b, 1);
@@ -65,8 +80,16 @@ void Decoder::step(std::span<const int32_t> tokens) {
              "step: token id {} of sequence {} is outside the vocabulary [0, {})", id, b,
              c.vocab_size);
   }
+  // The step runs the sequences up to the last one fed (a width, width_for); those beyond are
+  // idle, and their state would be dropped by the idle rule anyway.
+  int64_t last = -1;
+  for (int64_t b = 0; b < batch(); ++b)
+    if (tokens[static_cast<size_t>(b)] != kIdle) last = b;
+  const int64_t width = width_for(last, batch());
+  for (int64_t b = width; b < batch(); ++b) length_[static_cast<size_t>(b)] = 0;
+  state_.set_width(width);
   StepIndices& indices = state_.indices();
-  for (int64_t b = 0; b < batch(); ++b) {
+  for (int64_t b = 0; b < width; ++b) {
     const int32_t id = tokens[static_cast<size_t>(b)];
     // An idle row: token 0 at position 1 (its own caches' first slots; nothing of another
     // sequence), then it counts as not prefilled.
@@ -75,9 +98,9 @@ void Decoder::step(std::span<const int32_t> tokens) {
   }
   indices.upload(model_.backend());
   state_.step();
-  for (int64_t b = 0; b < batch(); ++b)
+  for (int64_t b = 0; b < width; ++b)
     if (tokens[static_cast<size_t>(b)] != kIdle) ++length_[static_cast<size_t>(b)];
-  read_logits(0, batch());
+  read_logits(0, width);
 }
 
 }  // namespace sf

@@ -47,15 +47,17 @@ class Decoder {
   // logits() row b predicts the next token of sequence b. Every sequence fed a token must have
   // been prefilled and have room left in the context.
   // kIdle instead of a token leaves a sequence out (a server's free slot, continuous batching):
-  // its row still runs, at position 1 — a step's shape is fixed, and a recording replays it —
-  // but writes only caches no other sequence reads, its logits row means nothing, and the
-  // sequence counts as not prefilled (its length becomes 0) until the next prefill. Idling a
+  // the sequence counts as not prefilled (its length becomes 0) until the next prefill, and its
+  // logits row means nothing. The step runs only the sequences up to the last one fed, rounded
+  // up to a power of two (a width: one recording each, DecodingState::set_width); an idle row
+  // within the width still runs, at position 1, writing only caches no other sequence reads.
+  // So a server whose requests sit in its first slots pays for those rows only. Idling a
   // sequence mid-way and resuming it would be wrong for StagFormer (the step overwrites the
   // rows the next step's hand-off reads), so the decoder refuses that.
   static constexpr int32_t kIdle = -1;
   void step(std::span<const int32_t> tokens);
   // [batch, vocab] CPU tensor (F64 for an F64 model, else F32), valid after prefill/step: the
-  // rows prefill or step computed.
+  // rows prefill or step computed (a step: the rows of the sequences it fed).
   const Tensor& logits() const { return logits_host_; }
 
  private:

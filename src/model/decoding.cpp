@@ -85,7 +85,8 @@ DecodingState::DecodingState(Model& model, int64_t batch, StepPlan plan, int64_t
       context_(context_of(model.config(), context)),
       plan_(std::move(plan)),
       cache_(model.backend(), model.config(), model.compute_dtype(), batch, context_),
-      indices_(model.backend(), cache_) {
+      indices_(model.backend(), cache_),
+      width_(batch) {
   const ModelConfig& c = config_;
   SF_CHECK(batch >= 1, "decoder batch must be >= 1, got {}", batch);
   check_plan(plan_, c);
@@ -123,16 +124,40 @@ DecodingState::DecodingState(Model& model, int64_t batch, StepPlan plan, int64_t
 
 LayerActivations& DecodingState::step_activations(const StackGroup& group) {
   const std::pair<int64_t, int64_t> shape{group.count, group.cross_count()};
-  auto it = step_activations_.find(shape);
-  if (it != step_activations_.end()) return it->second;
-  ActivationAllocator alloc(backend_);
-  LayerActivations act = layer_activations_allocate(alloc, config_, dtype_, group, batch_, 1, true);
-  bytes_ += alloc.bytes();
-  return step_activations_.emplace(shape, std::move(act)).first->second;
+  const std::tuple<int64_t, int64_t, int64_t> key{group.count, group.cross_count(), width_};
+  if (auto it = step_activations_.find(key); it != step_activations_.end()) return it->second;
+  auto buffers = step_buffers_.find(shape);
+  if (buffers == step_buffers_.end()) {  // allocated for the whole batch, once per shape
+    ActivationAllocator alloc(backend_);
+    (void)layer_activations_allocate(alloc, config_, dtype_, group, batch_, 1, true);
+    bytes_ += alloc.bytes();
+    buffers = step_buffers_.emplace(shape, alloc.allocated()).first;
+  }
+  ActivationAllocator views(buffers->second);  // (the same requests, fewer rows: views)
+  LayerActivations act = layer_activations_allocate(views, config_, dtype_, group, width_, 1, true);
+  return step_activations_.emplace(key, std::move(act)).first->second;
+}
+
+void DecodingState::set_width(int64_t n) {
+  SF_CHECK(n >= 1 && n <= batch_, "decoding: a step of {} sequences; the decoder holds {}", n, batch_);
+  if (n == width_) return;
+  // The rows of the sequences kept move from s * width + b to s * n + b. Through memory_ (a
+  // step's scratch, rewritten by the next step before it is read), as the two layouts overlap.
+  const int64_t kept = std::min(n, width_);
+  for (int64_t s = 0; s < config_.n_stacks; ++s) {
+    Tensor scratch = memory_.slice(0, s * kept, kept);
+    backend_.copy(scratch, x_.slice(0, s * width_, kept));
+  }
+  for (int64_t s = 0; s < config_.n_stacks; ++s) {
+    Tensor rows = x_.slice(0, s * n, kept);
+    backend_.copy(rows, memory_.slice(0, s * kept, kept));
+  }
+  width_ = n;
+  indices_.set_width(n);
 }
 
 void DecodingState::output_head(int64_t first_row, int64_t rows) {
-  const int64_t B = batch_;
+  const int64_t B = width_;
   std::vector<Tensor> outputs;  // each stack's output rows
   for (int64_t s = 0; s < config_.n_stacks; ++s) outputs.push_back(x_.slice(0, s * B + first_row, rows));
   std::vector<const Tensor*> pointers;
@@ -145,7 +170,8 @@ void DecodingState::output_head(int64_t first_row, int64_t rows) {
 
 void DecodingState::prefill(int64_t b, const Tensor& prompt) {
   const ModelConfig& c = config_;
-  SF_CHECK(b >= 0 && b < batch_, "prefill: sequence {} outside the batch of {}", b, batch_);
+  SF_CHECK(b >= 0 && b < width_, "prefill: sequence {} outside the step's {} sequences (of {})", b,
+           width_, batch_);
   SF_CHECK(prompt.device() == Device::cpu && prompt.dtype() == DType::i32 && prompt.ndim() == 1,
            "prefill: expected a CPU I32 [n] tensor of token ids, got {}", prompt.describe());
   const int64_t n = prompt.numel();
@@ -162,52 +188,54 @@ void DecodingState::prefill(int64_t b, const Tensor& prompt) {
     const StackPass pass{backend_, c, w, StackGroup{s, 1}, PassCaches{&cache_, b, nullptr}};
     stack_pass(pass, residual, &v.memory, [&](int64_t) -> LayerActivations& { return v.layer; });
     // The last position's output: the next step's memory source, and the head's input.
-    Tensor row = x_.slice(0, s * batch_ + b, 1);
+    Tensor row = x_.slice(0, s * width_ + b, 1);
     backend_.copy(row, v.x.slice(0, n - 1, 1));
   }
   output_head(b, 1);
 }
 
 DecodingState::~DecodingState() {
-  if (recording_ >= 0) backend_.release_recording(recording_);
+  for (const auto& [width, recording] : recordings_) backend_.release_recording(recording);
 }
 
 void DecodingState::set_step_recording(bool on) {
   step_recording_ = on;
-  if (!on && recording_ >= 0) {
-    backend_.release_recording(recording_);
-    recording_ = -1;
+  if (!on) {
+    for (const auto& [width, recording] : recordings_) backend_.release_recording(recording);
+    recordings_.clear();
   }
 }
 
 void DecodingState::step() {
-  if (!step_recording_ || !backend_.can_record() || direct_steps_ == 0) {
+  int64_t& direct = direct_steps_[width_];
+  if (!step_recording_ || !backend_.can_record() || direct == 0) {
     run_step();
-    ++direct_steps_;
+    ++direct;
     return;
   }
-  if (recording_ >= 0) {
-    if (backend_.replay(recording_)) {
+  if (auto it = recordings_.find(width_); it != recordings_.end()) {
+    if (backend_.replay(it->second)) {
       ++replayed_steps_;
       return;
     }
-    backend_.release_recording(recording_);  // the backend replaced a buffer it uses
-    recording_ = -1;
+    backend_.release_recording(it->second);  // the backend replaced a buffer it uses
+    recordings_.erase(it);
   }
-  recording_ = record_or_run(backend_, "decode step", [&] { run_step(); });
-  if (recording_ < 0) {  // it ran directly, and will from now on
-    step_recording_ = false;
-    ++direct_steps_;
+  const int recording = record_or_run(backend_, "decode step", [&] { run_step(); });
+  if (recording < 0) {  // it ran directly, and will from now on
+    set_step_recording(false);
+    ++direct;
     return;
   }
-  SF_CHECK(backend_.replay(recording_), "decode step: a fresh recording cannot be replayed");
+  recordings_[width_] = recording;
+  SF_CHECK(backend_.replay(recording), "decode step: a fresh recording cannot be replayed");
   ++replayed_steps_;
 }
 
 void DecodingState::run_step() {
   const ModelConfig& c = config_;
   const ModelWeights& w = model_.weights();
-  const int64_t B = batch_, p = c.n_stacks;
+  const int64_t B = width_, p = c.n_stacks;
   const int64_t first = plan_.groups.front().first, running = p - first;
   // The hand-off: each running stack s >= 1 normalises its memory source's output at i - 1
   // before any stack overwrites its rows.

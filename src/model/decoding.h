@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -66,13 +67,21 @@ class DecodingState {
   // planned once for the longest prompt), filling b's caches with one bulk write per cache.
   // Afterwards logits() row b predicts the token after the prompt.
   void prefill(int64_t sequence, const Tensor& prompt);
-  // One decode step of every sequence, at the tokens and positions of indices() (set for every
-  // sequence and uploaded). Afterwards logits() row b predicts sequence b's next token.
-  // Where the backend can record (CUDA graphs), the step's device work is recorded once, at
-  // the second step (the first runs directly: lazy allocations and tuning happen outside a
-  // recording), and replayed from then on: the step reads its tokens and positions from the
-  // uploaded indices, so one recording serves every step. The results are those of running it.
+  // One decode step of the first width() sequences, at the tokens and positions of indices()
+  // (set for each of them and uploaded). Afterwards logits() row b < width() predicts sequence
+  // b's next token.
+  // Where the backend can record (CUDA graphs), the step's device work is recorded once per
+  // width, at the second step of that width (the first runs directly: lazy allocations and
+  // tuning happen outside a recording), and replayed from then on: the step reads its tokens
+  // and positions from the uploaded indices, so one recording serves every step of its width.
+  // The results are those of running it.
   void step();
+  // The sequences a step runs: the first n (1 <= n <= batch(); batch() at first). A step's
+  // cost grows with its rows, so a server whose requests use only its first slots steps only
+  // those. Sequences kept (b < n and b < the width before) keep their state; those beyond n are
+  // dropped (they must be prefilled again before they are stepped). Sets indices()'s width.
+  void set_width(int64_t n);
+  int64_t width() const { return width_; }
   // Recording on (the default, unless the environment sets SF_DECODE_GRAPHS=0) or off: every
   // step runs its operations directly (for comparisons).
   void set_step_recording(bool on);
@@ -101,10 +110,15 @@ class DecodingState {
   KvCache cache_;
   StepIndices indices_;
   std::vector<double> alpha_;  // combine.alpha (combine = linear), read once
-  // Residual rows of every stack [p*B, D] (stack s, sequence b at row s*B + b): a step's input
-  // and, after it, each stack's output (the next step's memory source); memory rows [p*B, D].
+  // Residual rows of every stack [p*B, D] (stack s, sequence b at row s*n + b for the width n):
+  // a step's input and, after it, each stack's output (the next step's memory source); memory
+  // rows [p*B, D] (the same layout).
   Tensor x_, memory_, memory_rstd_;
-  std::map<std::pair<int64_t, int64_t>, LayerActivations> step_activations_;
+  int64_t width_;
+  // A step's activations per group shape (stacks, cross stacks): buffers for the whole batch,
+  // and views of them per width.
+  std::map<std::pair<int64_t, int64_t>, std::vector<Tensor>> step_buffers_;
+  std::map<std::tuple<int64_t, int64_t, int64_t>, LayerActivations> step_activations_;
   Tensor combined_, final_norm_out_, final_rstd_, logits_;  // [B, ...]
   // Prefill: device token ids [context], and the activations for context positions that every
   // shorter prompt reuses (ActivationAllocator).
@@ -112,8 +126,8 @@ class DecodingState {
   std::vector<Tensor> prefill_buffers_;
   int64_t bytes_ = 0;
   bool step_recording_ = true;
-  int64_t direct_steps_ = 0;  // steps run directly (the first one warms up)
-  int recording_ = -1;        // the backend's recording of a step, once made
+  std::map<int64_t, int64_t> direct_steps_;  // per width: steps run directly (the first warms up)
+  std::map<int64_t, int> recordings_;         // per width: the backend's recording of a step
   int64_t replayed_steps_ = 0;
 };
 

@@ -77,6 +77,7 @@ LayerKv KvCache::cross(int64_t layer, int64_t first, int64_t count) const {
 StepIndices::StepIndices(Backend& backend, const KvCache& cache)
     : batch_(cache.batch()),
       stacks_(cache.stacks()),
+      width_(cache.batch()),
       self_mask_(cache.self_mask()),
       cross_mask_(cache.cross_mask()),
       self_slots_(cache.self_slots()),
@@ -85,8 +86,13 @@ StepIndices::StepIndices(Backend& backend, const KvCache& cache)
   device_ = backend.zeros({kFields, stacks_ * batch_}, DType::i32);
 }
 
+void StepIndices::set_width(int64_t n) {
+  SF_CHECK(n >= 1 && n <= batch_, "StepIndices::set_width: {} sequences of {}", n, batch_);
+  width_ = n;
+}
+
 void StepIndices::set(int64_t b, int32_t token_id, int64_t i) {
-  SF_CHECK(b >= 0 && b < batch_, "StepIndices::set: sequence {} of {}", b, batch_);
+  SF_CHECK(b >= 0 && b < width_, "StepIndices::set: sequence {} of a step of {}", b, width_);
   SF_CHECK(i >= 1 && i < self_slots_, "StepIndices::set: position {} outside a context of {}", i,
            self_slots_);
   const KeyRange self = self_mask_.keys_visible(i), cross = cross_mask_.keys_visible(i);
@@ -94,9 +100,10 @@ void StepIndices::set(int64_t b, int32_t token_id, int64_t i) {
                                    self.begin,      self.end,    i - 1,
                                    (i - 1) % cross_slots_,      cross.begin, cross.end};
   int32_t* h = host_.data<int32_t>();
-  const int64_t width = stacks_ * batch_;
+  // (the rows of a step of width n are the first p * n of each field's p * B)
+  const int64_t columns = stacks_ * batch_;
   for (int f = 0; f < kFields; ++f)
-    for (int64_t s = 0; s < stacks_; ++s) h[f * width + s * batch_ + b] = static_cast<int32_t>(values[f]);
+    for (int64_t s = 0; s < stacks_; ++s) h[f * columns + s * width_ + b] = static_cast<int32_t>(values[f]);
 }
 
 void StepIndices::upload(Backend& backend) { backend.copy(device_, host_); }
@@ -105,7 +112,7 @@ Tensor StepIndices::rows(Field f, int64_t first, int64_t count) const {
   SF_CHECK(f >= 0 && f < kFields && first >= 0 && count >= 1 && first + count <= stacks_,
            "StepIndices::rows: field {}, stacks [{}, {}) of {}", static_cast<int>(f), first,
            first + count, stacks_);
-  return device_.select(f).slice(0, first * batch_, count * batch_);
+  return device_.select(f).slice(0, first * width_, count * width_);
 }
 
 }  // namespace sf

@@ -52,11 +52,12 @@ class KvCache {
   int64_t bytes_ = 0;
 };
 
-// The per-row indices of one decode step for p*B rows (row s * B + b: stack s, sequence b; every
-// stack's block holds the same values, so a step's row range of any stacks reads its own slice):
-// the token, its position i, where its self-attention key goes and which keys it sees, and the
-// memory position i - 1 that stacks >= 1 append to their cross caches before attending to
-// i - w .. i - 1. Filled on the host, sequence by sequence, then uploaded in one copy.
+// The per-row indices of one decode step for p*n rows, the step running the first n (its width,
+// at most B) of the caches' B sequences (row s * n + b: stack s, sequence b; every stack's block
+// holds the same values, so a step's row range of any stacks reads its own slice): the token,
+// its position i, where its self-attention key goes and which keys it sees, and the memory
+// position i - 1 that stacks >= 1 append to their cross caches before attending to i - w .. i - 1.
+// Filled on the host, sequence by sequence, then uploaded in one copy.
 class StepIndices {
  public:
   enum Field {
@@ -72,17 +73,22 @@ class StepIndices {
     kFields
   };
 
+  // Width B (every sequence) until set_width().
   StepIndices(Backend& backend, const KvCache& cache);
 
-  // Sequence b feeds `token` at `position` (>= 1) this step.
+  // The step's width n: it runs sequences 0..n-1 (1 <= n <= B). The values set before are
+  // forgotten: every sequence of the step is set again.
+  void set_width(int64_t n);
+  int64_t width() const { return width_; }
+  // Sequence b (< width) feeds `token` at `position` (>= 1) this step.
   void set(int64_t sequence, int32_t token, int64_t position);
   // Copies the host values to the backend (one copy).
   void upload(Backend& backend);
-  // Field f of the rows of stacks [first, first + count): I32 [count * B] on the backend.
+  // Field f of the rows of stacks [first, first + count): I32 [count * width] on the backend.
   Tensor rows(Field f, int64_t first_stack, int64_t count) const;
 
  private:
-  int64_t batch_, stacks_;
+  int64_t batch_, stacks_, width_;
   AttentionMask self_mask_, cross_mask_;
   int64_t self_slots_, cross_slots_;
   Tensor host_, device_;  // I32 [kFields, p * B]

@@ -39,6 +39,11 @@ SubBlockCache sub_block_cache(const StackPass& pass, int64_t layer, bool cross, 
   c.rows.slot = at.rows(cross ? F::cross_slot : F::self_slot, first, count);
   c.rows.key_begin = at.rows(cross ? F::cross_begin : F::self_begin, first, count);
   c.rows.key_end = at.rows(cross ? F::cross_end : F::self_end, first, count);
+  if (at.width() < pc.cache->batch()) {
+    // A step of the first n sequences: each stack's n rows use the first n of its B cache rows.
+    c.rows.block_rows = at.width();
+    c.rows.cache_block_rows = pc.cache->batch();
+  }
   return out;
 }
 

@@ -33,6 +33,11 @@ using nlohmann::json;
 
 namespace {
 
+// A connection's read and write timeouts, and how long stop() waits for the running streams to
+// be written out (a client that stopped reading: one write timeout, and then some).
+constexpr int kSocketTimeoutS = 30;
+constexpr int kStreamsWrittenWaitS = 2 * kSocketTimeoutS;
+
 void send_json(httplib::Response& res, const json& body, int status = 200) {
   res.status = status;
   res.set_content(to_json_text(body), "application/json");
@@ -131,6 +136,12 @@ void HttpServer::serve() {
 
 void HttpServer::stop() {
   engine_.drain();
+  {
+    // Every event is in its stream's channel now; the connections' threads write them out. A
+    // client that does not read is bounded by the write timeout, after which its write fails.
+    std::unique_lock lock(streams_mutex_);
+    streams_done_.wait_for(lock, std::chrono::seconds(kStreamsWrittenWaitS), [&] { return open_streams_ == 0; });
+  }
   stop_requested_ = true;
   // httplib's stop() does nothing until the listener runs: repeated until serve() has returned
   // (a stop() right after the serving thread started would otherwise be lost).
@@ -145,8 +156,8 @@ void HttpServer::routes() {
   const int threads = options_.threads;
   s.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   s.set_payload_max_length(options_.max_body_bytes);
-  s.set_read_timeout(30, 0);
-  s.set_write_timeout(30, 0);
+  s.set_read_timeout(kSocketTimeoutS, 0);
+  s.set_write_timeout(kSocketTimeoutS, 0);
   // Errors httplib answers itself (no such route, a body over the limit) as OpenAI error objects.
   const size_t max_body = options_.max_body_bytes;
   s.set_error_handler([max_body](const httplib::Request& req, httplib::Response& res) {
@@ -328,6 +339,10 @@ void HttpServer::generate(Endpoint endpoint, const httplib::Request& req, httpli
                   }};
   std::shared_ptr<RequestHandle> handle = engine_.submit(std::move(er), std::move(sink));  // (503 before any event)
   res.set_header("Cache-Control", "no-cache");
+  {
+    std::lock_guard lock(streams_mutex_);
+    ++open_streams_;
+  }
   res.set_chunked_content_provider(
       "text/event-stream",
       [channel, handle](size_t, httplib::DataSink& out) {
@@ -344,8 +359,13 @@ void HttpServer::generate(Endpoint endpoint, const httplib::Request& req, httpli
         if (!more) out.done();
         return true;
       },
-      [handle](bool success) {
+      [this, handle](bool success) {  // (when the response is destroyed: written out or not)
         if (!success) handle->cancel();
+        {
+          std::lock_guard lock(streams_mutex_);
+          --open_streams_;
+        }
+        streams_done_.notify_all();
       });
 }
 

@@ -11,7 +11,9 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "serve/openai_response.h"
@@ -45,7 +47,8 @@ class HttpServer {
   int bind();
   // Serves until stop() (from another thread or a signal handler's thread).
   void serve();
-  // Stops accepting requests: the engine drains the running ones, then the listener closes and
+  // Stops accepting requests: the engine drains the running ones, their streams are written
+  // out (httplib cuts a stream short once its listener closes), then the listener closes and
   // serve() returns (also when serve() had not started listening yet).
   void stop();
 
@@ -58,6 +61,10 @@ class HttpServer {
   std::unique_ptr<httplib::Server> server_;
   int64_t started_ = 0;  // Unix seconds
   std::atomic<bool> serving_{false}, stop_requested_{false};
+  // Streamed responses not yet written out (their content providers' releasers count down).
+  std::mutex streams_mutex_;
+  std::condition_variable streams_done_;
+  int open_streams_ = 0;
 };
 
 }  // namespace sf::serve
