@@ -1,5 +1,6 @@
 // kernels.h — launchers of the CUDA backend's own kernels (everything but attention and the
-// matrix product), called by cuda_backend.cpp after it has validated shapes and dtypes.
+// matrix product), called by the CUDA backend (cuda_backend*.cpp) after it has validated shapes
+// and dtypes.
 //
 // Conventions: pointers are device pointers to contiguous data; `DType` arguments say what a
 // `void*` holds (F32 or BF16); arithmetic is fp32 (fp64 for the dot/sum-of-squares totals);
