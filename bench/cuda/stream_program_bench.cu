@@ -350,7 +350,20 @@ ProgramResult run_program(const Chain& c, int blocks, cudaStream_t stream) {
       diff += (g - w) * (g - w);
       norm += w * w;
     }
-    worst = std::max(worst, std::sqrt(diff / std::max(norm, 1e-30)));
+    const double error = std::sqrt(diff / std::max(norm, 1e-30));
+    if (error > 1e-2) {
+      int zeros = 0, first_bad = -1;
+      for (int i = 0; i < in.n; ++i) {
+        const float g = __bfloat162float(got_host[i]), w = __bfloat162float(want_host[i]);
+        zeros += g == 0.f;
+        if (first_bad < 0 && std::fabs(g - w) > 0.05f * (std::fabs(w) + 0.1f)) first_bad = i;
+      }
+      std::fprintf(stderr, "product %zu (n %d, k %d, %d rows per tile, %d tiles): relative error %.3g, %d zeros, "
+                   "first bad output %d (tile %d)\n", static_cast<size_t>(&in - last.data()), in.n, in.k,
+                   in.rows_per_tile, in.tiles, error, zeros, first_bad,
+                   first_bad < 0 ? -1 : first_bad / in.rows_per_tile);
+    }
+    worst = std::max(worst, error);
     cudaFree(want);
   }
   check(cudaGetLastError(), "check");
@@ -398,6 +411,8 @@ int main(int argc, char** argv) {
   check(cudaGetDeviceProperties(&prop, 0), "device");
   const int blocks = prop.multiProcessorCount;
   int per_sm = 0;
+  check(cudaFuncSetAttribute(stream_program<6>, cudaFuncAttributeMaxDynamicSharedMemorySize, 6 * kStageBytes),
+        "shared memory");
   check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, stream_program<6>, kThreads,
                                                       size_t(6) * kStageBytes),
         "occupancy");

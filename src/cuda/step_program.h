@@ -19,7 +19,8 @@
 // (the GPU decode tests pass with them), but their first version made decoding slower, not
 // faster (bench/results/gpu-step-program-20261207-h100.md: 1.6x slower, its one kernel
 // spilling registers); the version here, one kernel per product row count with one output per
-// warp (fewer spills), is not measured yet.
+// warp (fewer spills), is 1.35x slower: its grid-wide count costs more than a dependent launch
+// (bench/results/gpu-step-program-v3-20261207-h100.md).
 #pragma once
 
 #include <cuda_runtime.h>
