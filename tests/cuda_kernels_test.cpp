@@ -529,6 +529,47 @@ TEST_P(CudaKernels, DecodeAttentionStepMatchesTheUnfusedOperations) {
   }
 }
 
+// The same step for rows in blocks (a decoder stepping the first 2 of its 3 sequences per
+// stack: row r uses cache row (r / 2) * 3 + r % 2): the GPU's one pass against the CPU's
+// default, which runs a block of rows at a time; the caches' other rows stay as they were.
+TEST_P(CudaKernels, DecodeAttentionStepInBlocksUsesTheMappedCacheRows) {
+  const int64_t n = 2, B = 3, N = 2 * n, Hq = 4, Hkv = 2;
+  for (const int64_t hd : {int64_t{8}, int64_t{64}}) {
+    const int64_t capacity = hd == 8 ? 9 : 700;
+    Input q = input({N, Hq, hd}), k = input({N, Hkv, hd}), v = input({N, Hkv, hd});
+    Input k_cache = input({2 * B, capacity, Hkv, hd}), v_cache = input({2 * B, capacity, Hkv, hd});
+    const std::vector<int32_t> position = hd == 8 ? std::vector<int32_t>{1, 4, 8, 2}
+                                                  : std::vector<int32_t>{1, 300, 699, 17};
+    auto indices = [&](const std::vector<int32_t>& values) {
+      Tensor t = Tensor::zeros({N}, DType::i32);
+      std::copy(values.begin(), values.end(), t.data<int32_t>());
+      return t;
+    };
+    std::vector<int32_t> end(position);
+    for (int32_t& e : end) ++e;
+    AttentionStepRows host{indices(position), indices(position), indices(position),
+                           indices(std::vector<int32_t>(N, 0)), indices(end)};
+    host.block_rows = n;
+    host.cache_block_rows = B;
+    AttentionStepRows device{to_backend(*gpu_, host.position, DType::i32),
+                             to_backend(*gpu_, host.key_position, DType::i32),
+                             to_backend(*gpu_, host.slot, DType::i32),
+                             to_backend(*gpu_, host.key_begin, DType::i32),
+                             to_backend(*gpu_, host.key_end, DType::i32), n, B};
+    Tensor q_ref = test::clone(q.host), k_ref = test::clone(k.host);
+    Tensor kc_ref = test::clone(k_cache.host), vc_ref = test::clone(v_cache.host);
+    Tensor out_ref = Tensor::zeros({N, Hq, hd});
+    cpu_.attention_step(out_ref, q_ref, k_ref, v.host, kc_ref, vc_ref, host, true, true, 10000.0);
+    Tensor out = poisoned({N, Hq, hd}, dt());
+    gpu_->attention_step(out, q.device, k.device, v.device, k_cache.device, v_cache.device, device,
+                         true, true, 10000.0);
+    const std::string what = fmt::format("rows in blocks, head_dim {}", hd);
+    expect_close(out, out_ref, what + " output");
+    expect_close(k_cache.device, kc_ref, what + " key cache");
+    expect_close(v_cache.device, vc_ref, what + " value cache");
+  }
+}
+
 // A prefill's bulk cache write: positions first .. first + n - 1 of one sequence, with a ring
 // wrap-around and a prompt longer than the ring (only its last C positions stay), bit-exact.
 TEST_P(CudaKernels, DecodeCacheWriteRange) {

@@ -103,6 +103,51 @@ TEST(DecodeOps, CacheWriteRangeEqualsRowByRowWrites) {
   }
 }
 
+// A step of rows in blocks (AttentionStepRows::block_rows: a decoder stepping its first n of B
+// sequences per stack) uses cache row (r / n) * B + r % n for row r: the same as each row's own
+// step over that one cache row, bit for bit, and the cache rows no step row maps to untouched.
+TEST(DecodeOps, AttentionStepInBlocksUsesEachRowsMappedCacheRow) {
+  CpuBackend cpu;
+  Rng rng(9);
+  const int64_t n = 2, B = 3, blocks = 2, N = n * blocks, C = 5, Hq = 4, Hkv = 2, hd = 4;
+  const Tensor q0 = test::random_normal({N, Hq, hd}, DType::f32, rng);
+  const Tensor k0 = test::random_normal({N, Hkv, hd}, DType::f32, rng);
+  const Tensor v = test::random_normal({N, Hkv, hd}, DType::f32, rng);
+  const Tensor caches0 = test::random_normal({2, blocks * B, C, Hkv, hd}, DType::f32, rng);
+  const int32_t position[N] = {1, 3, 2, 4}, slot[N] = {1, 3, 2, 4}, begin[N] = {0, 0, 1, 2}, end[N] = {2, 4, 3, 5};
+  auto indices = [](const int32_t* values, int64_t first, int64_t count) {
+    Tensor t = Tensor::zeros({count}, DType::i32);
+    std::copy(values + first, values + first + count, t.data<int32_t>());
+    return t;
+  };
+  AttentionStepRows rows{indices(position, 0, N), indices(position, 0, N), indices(slot, 0, N),
+                         indices(begin, 0, N), indices(end, 0, N)};
+  rows.block_rows = n;
+  rows.cache_block_rows = B;
+  Tensor q = test::clone(q0), k = test::clone(k0), caches = test::clone(caches0);
+  Tensor k_cache = caches.select(0), v_cache = caches.select(1);
+  Tensor out = Tensor::zeros({N, Hq, hd});
+  cpu.attention_step(out, q, k, v, k_cache, v_cache, rows, true, true, 10000.0);
+  Tensor want_caches = test::clone(caches0);
+  for (int64_t r = 0; r < N; ++r) {
+    const int64_t cache_row = rows.cache_row(r);
+    EXPECT_EQ(cache_row, (r / n) * B + r % n);
+    Tensor qr = test::clone(q0.slice(0, r, 1)), kr = test::clone(k0.slice(0, r, 1));
+    Tensor kc = want_caches.select(0).slice(0, cache_row, 1), vc = want_caches.select(1).slice(0, cache_row, 1);
+    Tensor o = Tensor::zeros({1, Hq, hd});
+    const AttentionStepRows own{indices(position, r, 1), indices(position, r, 1), indices(slot, r, 1),
+                                indices(begin, r, 1), indices(end, r, 1)};
+    cpu.attention_step(o, qr, kr, v.slice(0, r, 1), kc, vc, own, true, true, 10000.0);
+    EXPECT_EQ(test::max_abs_difference(out.slice(0, r, 1), o), 0.0) << "row " << r;
+  }
+  EXPECT_EQ(test::max_abs_difference(caches, want_caches), 0.0) << "the caches";
+  for (const int64_t untouched : {int64_t{2}, int64_t{5}})
+    EXPECT_EQ(test::max_abs_difference(caches.select(0).slice(0, untouched, 1),
+                                       caches0.select(0).slice(0, untouched, 1)),
+              0.0)
+        << "cache row " << untouched;
+}
+
 TEST(DecodeOps, CacheWriteRangeErrorsNameTheProblem) {
   CpuBackend cpu;
   Tensor cache = Tensor::zeros({2, 4, 6}), rows = Tensor::zeros({3, 5});
