@@ -179,6 +179,30 @@ TEST_P(Decode, IdleSequencesChangeNothingForTheOthers) {
   }
 }
 
+// Where steps are not recorded (the CPU), a step runs exactly the sequences up to the last one
+// fed, not a power of two of them: 3 of 5 sequences run 3 rows, and a prefill beyond them
+// widens the step to that sequence.
+TEST(DecodeWidth, OnTheCpuAStepRunsExactlyTheSequencesUpToTheLastFed) {
+  ModelConfig config = test::tiny_variants()[1].config;
+  config.max_seq_len = 12;
+  CpuBackend backend;
+  Model model(config, backend, DType::f32);
+  Rng rng(3);
+  test::randomize_parameters(model, rng);
+  Decoder decoder(model, 5, DecodeMode::staggered);
+  const std::vector<int32_t> prompt = {1, 2};
+  for (int64_t b = 0; b < 3; ++b) decoder.prefill(b, prompt);
+  const int32_t idle = Decoder::kIdle;
+  const int32_t three[5] = {3, 4, 5, idle, idle};
+  decoder.step(three);
+  EXPECT_EQ(decoder.state().width(), 3);
+  decoder.prefill(4, prompt);
+  EXPECT_EQ(decoder.state().width(), 5);
+  const int32_t two[5] = {6, 7, idle, idle, idle};
+  decoder.step(two);
+  EXPECT_EQ(decoder.state().width(), 2);
+}
+
 INSTANTIATE_TEST_SUITE_P(Variants, Decode, ::testing::ValuesIn(decode_cases()),
                          [](const auto& info) { return info.param.name; });
 

@@ -8,9 +8,11 @@ namespace sf {
 
 namespace {
 
-// The width of a step whose last sequence not idle is `last` (-1: none): the smallest of 1, 2,
-// 4, ... and the batch that holds it. Powers of two keep the recordings (one per width) few.
-int64_t width_for(int64_t last, int64_t batch) {
+// The width of a step whose last sequence not idle is `last` (-1: none). Where steps are
+// recorded (one recording per width), the smallest of 1, 2, 4, ... and the batch that holds it:
+// the recordings stay few. Elsewhere (the CPU) exactly the sequences up to `last`.
+int64_t width_for(int64_t last, int64_t batch, bool recorded) {
+  if (!recorded) return std::clamp<int64_t>(last + 1, 1, batch);
   int64_t width = 1;
   while (width <= last) width *= 2;
   return std::min(width, batch);
@@ -59,7 +61,8 @@ void Decoder::prefill(int64_t b, std::span<const int32_t> prompt) {
     tokens.data<int32_t>()[i] = id;
   }
   length_[static_cast<size_t>(b)] = 0;  // a failure below leaves the sequence unprefilled
-  if (b >= state_.width()) state_.set_width(width_for(b, batch()));  // (keeps the others)
+  if (b >= state_.width())  // (keeps the others)
+    state_.set_width(width_for(b, batch(), model_.backend().can_record()));
   state_.prefill(b, tokens);
   length_[static_cast<size_t>(b)] = n;
   read_logits(b, 1);
@@ -85,7 +88,7 @@ void Decoder::step(std::span<const int32_t> tokens) {
   int64_t last = -1;
   for (int64_t b = 0; b < batch(); ++b)
     if (tokens[static_cast<size_t>(b)] != kIdle) last = b;
-  const int64_t width = width_for(last, batch());
+  const int64_t width = width_for(last, batch(), model_.backend().can_record());
   for (int64_t b = width; b < batch(); ++b) length_[static_cast<size_t>(b)] = 0;
   state_.set_width(width);
   StepIndices& indices = state_.indices();

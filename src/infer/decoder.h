@@ -48,8 +48,9 @@ class Decoder {
   // been prefilled and have room left in the context.
   // kIdle instead of a token leaves a sequence out (a server's free slot, continuous batching):
   // the sequence counts as not prefilled (its length becomes 0) until the next prefill, and its
-  // logits row means nothing. The step runs only the sequences up to the last one fed, rounded
-  // up to a power of two (a width: one recording each, DecodingState::set_width); an idle row
+  // logits row means nothing. The step runs only the sequences up to the last one fed (where
+  // steps are recorded, rounded up to a power of two: one recording per width,
+  // DecodingState::set_width); an idle row
   // within the width still runs, at position 1, writing only caches no other sequence reads.
   // So a server whose requests sit in its first slots pays for those rows only. Idling a
   // sequence mid-way and resuming it would be wrong for StagFormer (the step overwrites the
