@@ -85,8 +85,7 @@ DecodingState::DecodingState(Model& model, int64_t batch, StepPlan plan, int64_t
       context_(context_of(model.config(), context)),
       plan_(std::move(plan)),
       cache_(model.backend(), model.config(), model.compute_dtype(), batch, context_),
-      indices_(model.backend(), cache_),
-      width_(batch) {
+      indices_(model.backend(), cache_) {
   const ModelConfig& c = config_;
   SF_CHECK(batch >= 1, "decoder batch must be >= 1, got {}", batch);
   check_plan(plan_, c);
@@ -124,7 +123,7 @@ DecodingState::DecodingState(Model& model, int64_t batch, StepPlan plan, int64_t
 
 LayerActivations& DecodingState::step_activations(const StackGroup& group) {
   const std::pair<int64_t, int64_t> shape{group.count, group.cross_count()};
-  const std::tuple<int64_t, int64_t, int64_t> key{group.count, group.cross_count(), width_};
+  const std::tuple<int64_t, int64_t, int64_t> key{group.count, group.cross_count(), width()};
   if (auto it = step_activations_.find(key); it != step_activations_.end()) return it->second;
   auto buffers = step_buffers_.find(shape);
   if (buffers == step_buffers_.end()) {  // allocated for the whole batch, once per shape
@@ -134,30 +133,29 @@ LayerActivations& DecodingState::step_activations(const StackGroup& group) {
     buffers = step_buffers_.emplace(shape, alloc.allocated()).first;
   }
   ActivationAllocator views(buffers->second);  // (the same requests, fewer rows: views)
-  LayerActivations act = layer_activations_allocate(views, config_, dtype_, group, width_, 1, true);
+  LayerActivations act = layer_activations_allocate(views, config_, dtype_, group, width(), 1, true);
   return step_activations_.emplace(key, std::move(act)).first->second;
 }
 
 void DecodingState::set_width(int64_t n) {
   SF_CHECK(n >= 1 && n <= batch_, "decoding: a step of {} sequences; the decoder holds {}", n, batch_);
-  if (n == width_) return;
-  // The rows of the sequences kept move from s * width + b to s * n + b. Through memory_ (a
+  if (n == width()) return;
+  // The rows of the sequences kept move from s * before + b to s * n + b. Through memory_ (a
   // step's scratch, rewritten by the next step before it is read), as the two layouts overlap.
-  const int64_t kept = std::min(n, width_);
+  const int64_t before = width(), kept = std::min(n, before);
   for (int64_t s = 0; s < config_.n_stacks; ++s) {
     Tensor scratch = memory_.slice(0, s * kept, kept);
-    backend_.copy(scratch, x_.slice(0, s * width_, kept));
+    backend_.copy(scratch, x_.slice(0, s * before, kept));
   }
   for (int64_t s = 0; s < config_.n_stacks; ++s) {
     Tensor rows = x_.slice(0, s * n, kept);
     backend_.copy(rows, memory_.slice(0, s * kept, kept));
   }
-  width_ = n;
   indices_.set_width(n);
 }
 
 void DecodingState::output_head(int64_t first_row, int64_t rows) {
-  const int64_t B = width_;
+  const int64_t B = width();
   std::vector<Tensor> outputs;  // each stack's output rows
   for (int64_t s = 0; s < config_.n_stacks; ++s) outputs.push_back(x_.slice(0, s * B + first_row, rows));
   std::vector<const Tensor*> pointers;
@@ -170,8 +168,8 @@ void DecodingState::output_head(int64_t first_row, int64_t rows) {
 
 void DecodingState::prefill(int64_t b, const Tensor& prompt) {
   const ModelConfig& c = config_;
-  SF_CHECK(b >= 0 && b < width_, "prefill: sequence {} outside the step's {} sequences (of {})", b,
-           width_, batch_);
+  SF_CHECK(b >= 0 && b < width(), "prefill: sequence {} outside the step's {} sequences (of {})", b,
+           width(), batch_);
   SF_CHECK(prompt.device() == Device::cpu && prompt.dtype() == DType::i32 && prompt.ndim() == 1,
            "prefill: expected a CPU I32 [n] tensor of token ids, got {}", prompt.describe());
   const int64_t n = prompt.numel();
@@ -188,7 +186,7 @@ void DecodingState::prefill(int64_t b, const Tensor& prompt) {
     const StackPass pass{backend_, c, w, StackGroup{s, 1}, PassCaches{&cache_, b, nullptr}};
     stack_pass(pass, residual, &v.memory, [&](int64_t) -> LayerActivations& { return v.layer; });
     // The last position's output: the next step's memory source, and the head's input.
-    Tensor row = x_.slice(0, s * width_ + b, 1);
+    Tensor row = x_.slice(0, s * width() + b, 1);
     backend_.copy(row, v.x.slice(0, n - 1, 1));
   }
   output_head(b, 1);
@@ -207,13 +205,13 @@ void DecodingState::set_step_recording(bool on) {
 }
 
 void DecodingState::step() {
-  int64_t& direct = direct_steps_[width_];
+  int64_t& direct = direct_steps_[width()];
   if (!step_recording_ || !backend_.can_record() || direct == 0) {
     run_step();
     ++direct;
     return;
   }
-  if (auto it = recordings_.find(width_); it != recordings_.end()) {
+  if (auto it = recordings_.find(width()); it != recordings_.end()) {
     if (backend_.replay(it->second)) {
       ++replayed_steps_;
       return;
@@ -227,7 +225,7 @@ void DecodingState::step() {
     ++direct;
     return;
   }
-  recordings_[width_] = recording;
+  recordings_[width()] = recording;
   SF_CHECK(backend_.replay(recording), "decode step: a fresh recording cannot be replayed");
   ++replayed_steps_;
 }
@@ -235,7 +233,7 @@ void DecodingState::step() {
 void DecodingState::run_step() {
   const ModelConfig& c = config_;
   const ModelWeights& w = model_.weights();
-  const int64_t B = width_, p = c.n_stacks;
+  const int64_t B = width(), p = c.n_stacks;
   const int64_t first = plan_.groups.front().first, running = p - first;
   // The hand-off: each running stack s >= 1 normalises its memory source's output at i - 1
   // before any stack overwrites its rows.

@@ -81,7 +81,7 @@ class DecodingState {
   // those. Sequences kept (b < n and b < the width before) keep their state; those beyond n are
   // dropped (they must be prefilled again before they are stepped). Sets indices()'s width.
   void set_width(int64_t n);
-  int64_t width() const { return width_; }
+  int64_t width() const { return indices_.width(); }
   // Recording on (the default, unless the environment sets SF_DECODE_GRAPHS=0) or off: every
   // step runs its operations directly (for comparisons).
   void set_step_recording(bool on);
@@ -110,11 +110,10 @@ class DecodingState {
   KvCache cache_;
   StepIndices indices_;
   std::vector<double> alpha_;  // combine.alpha (combine = linear), read once
-  // Residual rows of every stack [p*B, D] (stack s, sequence b at row s*n + b for the width n):
-  // a step's input and, after it, each stack's output (the next step's memory source); memory
-  // rows [p*B, D] (the same layout).
+  // Residual rows of every stack [p*B, D] (stack s, sequence b at row s*n + b for the width n,
+  // which indices_ holds): a step's input and, after it, each stack's output (the next step's
+  // memory source); memory rows [p*B, D] (the same layout).
   Tensor x_, memory_, memory_rstd_;
-  int64_t width_;
   // A step's activations per group shape (stacks, cross stacks): buffers for the whole batch,
   // and views of them per width.
   std::map<std::pair<int64_t, int64_t>, std::vector<Tensor>> step_buffers_;
