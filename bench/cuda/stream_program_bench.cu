@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "bench_util.cuh"
+#include "cuda/bulk_copy.cuh"
 #include "cuda/device_common.cuh"
 #include "cuda/kernels.h"
 
@@ -43,6 +44,10 @@ namespace {
 
 using bench::check;
 using T = __nv_bfloat16;
+using sf::cuda::barrier_done;
+using sf::cuda::barrier_init;
+using sf::cuda::barrier_init_fence;
+using sf::cuda::copy_to_stage;
 using sf::cuda::from_float;
 using sf::cuda::to_float;
 using sf::cuda::warp_sum;
@@ -59,26 +64,6 @@ struct Instruction {
   int n, k, rows_per_tile, tiles;
 };
 
-__device__ __forceinline__ uint32_t shared_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void copy_to_stage(void* stage, const void* source, uint32_t bytes, uint64_t* barrier) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(shared_address(barrier)), "r"(bytes)
-               : "memory");
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                   shared_address(stage)),
-               "l"(source), "r"(bytes), "r"(shared_address(barrier))
-               : "memory");
-}
-__device__ __forceinline__ bool stage_ready(uint64_t* barrier, uint32_t parity) {
-  uint32_t done;
-  asm volatile(
-      "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}"
-      : "=r"(done)
-      : "r"(shared_address(barrier)), "r"(parity)
-      : "memory");
-  return done != 0;
-}
 __device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
   unsigned v;
   asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
@@ -125,9 +110,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   };
   __syncthreads();
   if (threadIdx.x == 0) {
-    for (int s = 0; s < Stages; ++s)
-      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(shared_address(&full[s])) : "memory");
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    for (int s = 0; s < Stages; ++s) barrier_init(&full[s]);
+    barrier_init_fence();
     for (int s = 0; s < Stages; ++s) fetch();
   }
   __syncthreads();
@@ -152,7 +136,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int share = warp % warps_per_row, chunks = in.k / 8;
     for (int t = t0; t < t1; ++t, ++consumed) {
       const int s = consumed % Stages;
-      while (!stage_ready(&full[s], static_cast<uint32_t>((consumed / Stages) & 1))) {
+      while (!barrier_done(&full[s], static_cast<uint32_t>((consumed / Stages) & 1))) {
       }
       const T* stage = stages + s * (kStageBytes / sizeof(T));
       const int row0 = t * R;

@@ -30,6 +30,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "cuda/bulk_copy.cuh"
 #include "cuda/dependent_launch.cuh"
 #include "cuda/device_common.cuh"
 #include "cuda/kernels.h"
@@ -66,43 +67,6 @@ __host__ __device__ constexpr int tile_rows(int64_t row_bytes) {
   int rows = kMaxTileRows;
   while (rows > 1 && rows * row_bytes > kStageBytes) rows /= 2;
   return rows;
-}
-
-__device__ __forceinline__ uint32_t shared_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// The mbarrier protocol of the stages: thread 0 announces a stage's bytes and starts its copy;
-// the copy's completion completes the barrier's phase, which every thread waits for by parity.
-__device__ __forceinline__ void barrier_init(uint64_t* barrier) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(shared_address(barrier)) : "memory");
-}
-__device__ __forceinline__ void barrier_init_fence() {
-  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-}
-__device__ __forceinline__ void copy_to_stage(void* stage, const void* source, uint32_t bytes,
-                                              uint64_t* barrier) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(shared_address(barrier)),
-               "r"(bytes)
-               : "memory");
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-          shared_address(stage)),
-      "l"(source), "r"(bytes), "r"(shared_address(barrier))
-      : "memory");
-}
-__device__ __forceinline__ bool barrier_done(uint64_t* barrier, uint32_t parity) {
-  uint32_t done;
-  asm volatile(
-      "{\n"
-      ".reg .pred complete;\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 complete, [%1], %2;\n"
-      "selp.u32 %0, 1, 0, complete;\n"
-      "}"
-      : "=r"(done)
-      : "r"(shared_address(barrier)), "r"(parity)
-      : "memory");
-  return done != 0;
 }
 
 template <class T, int M, int Stages>
