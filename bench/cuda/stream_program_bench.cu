@@ -20,9 +20,9 @@
 //     one launch each, recorded in a CUDA graph, dependent launches);
 //   * latency: a chain of tiny products (one row per block, K = 64) as one program: what a
 //     product costs the program beyond its bytes (the count, the fence, x from L2).
-// Each product of the program's last replay is checked against a plain kernel run on the
-// inputs it read (relative error < 1e-2 of the output's norm): a block that read x before it
-// was complete would fail it. Weights cycle through enough copies (>= 256 MB) to come from HBM.
+// After the timed replays, one more pass runs over poisoned outputs (NaN) and each of its
+// products is checked against a plain kernel run on the inputs it read (relative error < 1e-2
+// of the output's norm): a block that read x before it was complete would fail it. Weights cycle through enough copies (>= 256 MB) to come from HBM.
 //   .devbin/stream_program_bench [stages, default 6]
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -318,13 +318,22 @@ ProgramResult run_program(const Chain& c, int blocks, cudaStream_t stream) {
     check(cudaEventElapsedTime(&ms, start, stop), "elapsed");
     best = std::min(best, 1000.0 * ms / copies);
   }
-  // The last pass ran the last copy: each product against the plain kernel on what it read.
+  // The checked pass: every output first poisoned (all bits set: a bf16 NaN), so a block that
+  // read an input before its producers wrote it shows (every pass computes the same values, so
+  // a stale input of an earlier pass would not); then each product against the plain kernel on
+  // what it read.
   const std::vector<Instruction>& last = c.copies[copies - 1];
+  for (const Instruction& in : last)
+    check(cudaMemsetAsync(in.out, 0xff, size_t(in.n) * sizeof(T), stream), "poison");
+  launch(copies - 1);
+  check(cudaStreamSynchronize(stream), "checked pass");
   double worst = 0.0;
   for (const Instruction& in : last) {
     T* want;
     check(cudaMalloc(&want, size_t(in.n) * sizeof(T)), "malloc");
     plain_product<<<in.n, 256, 0, stream>>>(in.w, in.x, want, in.n, in.k);
+    // (the stream does not wait for the legacy default stream's copies, nor they for it)
+    check(cudaStreamSynchronize(stream), "reference");
     std::vector<T> got_host(in.n), want_host(in.n);
     check(cudaMemcpy(got_host.data(), in.out, in.n * sizeof(T), cudaMemcpyDeviceToHost), "read");
     check(cudaMemcpy(want_host.data(), want, in.n * sizeof(T), cudaMemcpyDeviceToHost), "read");
@@ -334,7 +343,8 @@ ProgramResult run_program(const Chain& c, int blocks, cudaStream_t stream) {
       diff += (g - w) * (g - w);
       norm += w * w;
     }
-    const double error = std::sqrt(diff / std::max(norm, 1e-30));
+    double error = std::sqrt(diff / std::max(norm, 1e-30));
+    if (!std::isfinite(error)) error = 1e30;  // a NaN output: poison that was never overwritten
     if (error > 1e-2) {
       int zeros = 0, first_bad = -1;
       for (int i = 0; i < in.n; ++i) {
