@@ -10,47 +10,96 @@
 namespace sf::cuda {
 
 // x' of every row of product p into xs [m, K] (as T, in shared memory), with the rows' rstd
-// first when the product normalises its input (one warp sums a row).
-// Every thread of the block takes part, in 16-byte chunks (K a multiple of the chunk, the
-// pointers 16-byte aligned); the caller synchronises the block before reading xs.
+// first when the product normalises its input. Every thread of the block takes part, in 16-byte
+// chunks (K a multiple of the chunk, the pointers 16-byte aligned); the caller synchronises the
+// block before reading xs.
+//
+// It runs on the decode step's critical path (after the wait for the kernel that wrote x), so
+// its global loads are few dependent rounds: x (and the gate, and the norm's gains) are all
+// requested before any is used, kBatch chunks a thread, and the norm's sum of squares then
+// reads x from shared memory. (Before, a warp per row summed from global memory one chunk after
+// another, then every thread read x and the gains again: three or more rounds of L2 latency
+// where one does.) The arithmetic and its order are unchanged: the same rstd (a warp per row,
+// each lane's chunks in turn, then the warp's sum) and the same x', bit for bit.
 template <class T>
 __device__ void stage_inputs(const SmallProduct& p, T* xs, float* rstd) {
   constexpr int V = 16 / sizeof(T);
+  constexpr int kBatch = 2;       // chunks of x a thread requests before using any
+  constexpr int kHeldGains = 1;   // the norm's gain chunks a thread holds (K up to 256 chunks)
   const T* x = static_cast<const T*>(p.x);
   const T* norm = static_cast<const T*>(p.norm);
   const T* gate = static_cast<const T*>(p.gate);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t chunks = p.k / V;
+  const int threads = static_cast<int>(blockDim.x);
+  const int64_t chunks = p.k / V, total = p.m * chunks;
+  // The gains of this thread's chunks c = threadIdx.x + j * threads, requested with x.
+  Pack<T, V> gains[kHeldGains];
   if (norm) {
-    for (int64_t m = warp; m < p.m; m += blockDim.x / 32) {
-      float sum = 0.f;
-      for (int64_t c = lane; c < chunks; c += 32) {
-        float v[V];
-        load_chunk(x + m * p.k + c * V, v);
 #pragma unroll
-        for (int e = 0; e < V; ++e) sum += v[e] * v[e];
+    for (int j = 0; j < kHeldGains; ++j) {
+      const int64_t c = threadIdx.x + static_cast<int64_t>(j) * threads;
+      if (c < chunks) gains[j] = load_pack<V>(norm + c * V);
+    }
+  }
+  // x of every row (gated when the product has a gate): item i is chunk i % chunks of row
+  // i / chunks, at xs + i * V. (32-bit indices: at most kMaxSmallRows rows of 12 kB.)
+  const int n_chunks = static_cast<int>(chunks), n_items = static_cast<int>(total);
+  for (int i0 = threadIdx.x; i0 < n_items; i0 += kBatch * threads) {
+    Pack<T, V> xv[kBatch], gv[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int i = i0 + b * threads;
+      if (i < n_items) {
+        const int m = i / n_chunks, c = i - m * n_chunks;
+        xv[b] = load_pack<V>(x + static_cast<int64_t>(m) * p.k + c * V);
+        if (gate && !norm) gv[b] = load_pack<V>(gate + static_cast<int64_t>(m) * p.k + c * V);
       }
-      sum = warp_sum(sum);
-      if (lane == 0) rstd[m] = rsqrtf(sum / static_cast<float>(p.k) + p.eps);
     }
-    __syncthreads();
-  }
-  for (int64_t i = threadIdx.x; i < p.m * chunks; i += blockDim.x) {
-    const int64_t m = i / chunks, c = i % chunks;
-    float v[V], t[V];
-    load_chunk(x + m * p.k + c * V, v);
-    if (norm) load_chunk(norm + c * V, t);
-    else if (gate) load_chunk(gate + m * p.k + c * V, t);
-    Pack<T, V> out;
 #pragma unroll
-    for (int e = 0; e < V; ++e) {
-      float value = v[e];
-      if (norm) value = value * rstd[m] * t[e];
-      else if (gate) value = gated_value<T>(value, t[e]);
-      out.v[e] = from_float<T>(value);
+    for (int b = 0; b < kBatch; ++b) {
+      const int i = i0 + b * threads;
+      if (i >= n_items) continue;
+      if (gate && !norm) {
+#pragma unroll
+        for (int e = 0; e < V; ++e)
+          xv[b].v[e] = from_float<T>(gated_value<T>(to_float(xv[b].v[e]), to_float(gv[b].v[e])));
+      }
+      store_pack(xs + static_cast<int64_t>(i) * V, xv[b]);
     }
-    store_pack(xs + m * p.k + c * V, out);
   }
+  if (!norm) return;
+  __syncthreads();
+  // rstd: a warp per row, each lane's chunks in turn, then the warp's sum.
+  for (int64_t m = warp; m < p.m; m += threads / 32) {
+    float sum = 0.f;
+    for (int64_t c = lane; c < chunks; c += 32) {
+      float v[V];
+      load_chunk(xs + m * p.k + c * V, v);
+#pragma unroll
+      for (int e = 0; e < V; ++e) sum += v[e] * v[e];
+    }
+    sum = warp_sum(sum);
+    if (lane == 0) rstd[m] = rsqrtf(sum / static_cast<float>(p.k) + p.eps);
+  }
+  __syncthreads();
+  // x' = x * rstd * gain, in place: a thread takes chunk c of every row.
+  const auto normalise = [&](int64_t c, const Pack<T, V>& gain) {
+    for (int64_t m = 0; m < p.m; ++m) {
+      float v[V];
+      load_chunk(xs + m * p.k + c * V, v);
+      Pack<T, V> out;
+#pragma unroll
+      for (int e = 0; e < V; ++e) out.v[e] = from_float<T>(v[e] * rstd[m] * to_float(gain.v[e]));
+      store_pack(xs + m * p.k + c * V, out);
+    }
+  };
+#pragma unroll
+  for (int j = 0; j < kHeldGains; ++j) {
+    const int64_t c = threadIdx.x + static_cast<int64_t>(j) * threads;
+    if (c < chunks) normalise(c, gains[j]);
+  }
+  for (int64_t c = threadIdx.x + static_cast<int64_t>(kHeldGains) * threads; c < chunks; c += threads)
+    normalise(c, load_pack<V>(norm + c * V));
 }
 
 }  // namespace sf::cuda
