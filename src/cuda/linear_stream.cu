@@ -13,10 +13,10 @@
 // alone: R * K * sizeof(T) <= kStageBytes, R <= 16), contiguous in memory, so one bulk copy
 // moves a tile. The tiles of all the launch's products are numbered in order and each block
 // (one per multiprocessor, 256 threads) takes a contiguous range of them. Its thread 0 keeps
-// kStages tiles in flight, each stage signalled by an mbarrier's transaction count; the block's
-// 8 warps compute a tile from shared memory (warps split over rows: 16 rows = 2 per warp; fewer
-// rows than warps = several warps per row, their sums added in warp order), then free the stage
-// for the tile kStages ahead (kLongStages in a long stream). When the block reaches a new
+// `depth` tiles in flight (as many as its stage buffer holds), each signalled by an mbarrier's
+// transaction count; the block's 8 warps compute a tile from shared memory (warps split over
+// rows: 16 rows = 2 per warp; fewer rows than warps = several warps per row, their sums added
+// in warp order), then free its place for the tile `depth` ahead. When the block reaches a new
 // product it stages that product's inputs x' (normalised or gated, rounded to T) for all rows
 // in shared memory once. The addend of an output is read before its sums.
 // Every output is one fixed-order sum that depends on K only (the row's chunks in lane order,
@@ -42,11 +42,16 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-// Stages in flight: 3 keep a block at 108 kB of shared memory, so the next kernel's blocks fit
-// beside it and start their own loads early (dependent launch); a launch whose blocks stream
-// many tiles (the output head) keeps kLongStages in flight instead (stream_stages).
+// The stage buffer, in units of kStageBytes: 3 keep a block at 108 kB of shared memory, so the
+// next kernel's blocks fit beside it and start their own loads early (dependent launch); a
+// launch whose blocks stream many tiles (the output head) takes kLongStages instead
+// (stream_stages). The buffer holds as many tiles in flight as fit it (`depth`, up to
+// kMaxDepth), each at a stride of the launch's largest tile: a tile smaller than kStageBytes
+// (w2 at d_model 2048: two rows of K 5632, 22 kB) then keeps 4 in flight in 96 kB, not 3. At
+// batch 1 the rate of a product follows the bytes in flight per multiprocessor.
 constexpr int kStages = 3;
 constexpr int kLongStages = 6;
+constexpr int kMaxDepth = 8;
 constexpr int64_t kLongStreamTiles = 16;  // tiles per block from which kLongStages pay
 constexpr int64_t kStageBytes = 32 << 10;
 constexpr int kMaxTileRows = 16;
@@ -60,6 +65,8 @@ struct StreamTable {
   SmallProduct products[kMaxSmallProducts];
   int first_tile[kMaxSmallProducts + 1];  // prefix sums of each product's tiles
   int count;
+  int depth;               // tiles in flight (<= kMaxDepth)
+  int64_t stage_elements;  // stride of the tiles in the buffer (the largest tile, 128-byte aligned)
 };
 
 // Rows per tile of a product with rows of `row_bytes`.
@@ -74,9 +81,10 @@ __global__ void __launch_bounds__(kThreads, 1) linear_stream_kernel(const Stream
   extern __shared__ __align__(128) unsigned char shared[];
   T* const stages = reinterpret_cast<T*>(shared);
   T* const xs = reinterpret_cast<T*>(shared + Stages * kStageBytes);
-  constexpr int64_t kStageElements = kStageBytes / sizeof(T);
+  const int depth = table.depth;
+  const int64_t stage_elements = table.stage_elements;
   constexpr int V = 16 / sizeof(T);  // values per 16-byte chunk
-  __shared__ __align__(8) uint64_t full[Stages];
+  __shared__ __align__(8) uint64_t full[kMaxDepth];
   __shared__ float rstd[M];
   __shared__ float partial[kWarps][M];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -93,13 +101,13 @@ __global__ void __launch_bounds__(kThreads, 1) linear_stream_kernel(const Stream
     const int rows_per_tile = tile_rows(p.k * static_cast<int64_t>(sizeof(T)));
     const int64_t row0 = (tile - table.first_tile[product_of(tile)]) * rows_per_tile;
     const int64_t rows = min(static_cast<int64_t>(rows_per_tile), p.n - row0);
-    copy_to_stage(stages + s * kStageElements, static_cast<const T*>(p.w) + row0 * p.k,
+    copy_to_stage(stages + s * stage_elements, static_cast<const T*>(p.w) + row0 * p.k,
                   static_cast<uint32_t>(rows * p.k * sizeof(T)), &full[s]);
   };
   if (threadIdx.x == 0) {
-    for (int s = 0; s < Stages; ++s) barrier_init(&full[s]);
+    for (int s = 0; s < depth; ++s) barrier_init(&full[s]);
     barrier_init_fence();
-    for (int s = 0; s < Stages && begin + s < end; ++s) fetch(begin + s, s);
+    for (int s = 0; s < depth && begin + s < end; ++s) fetch(begin + s, s);
   }
   __syncthreads();  // (the barriers exist before anyone waits on them)
   dependency_wait();
@@ -108,7 +116,7 @@ __global__ void __launch_bounds__(kThreads, 1) linear_stream_kernel(const Stream
   int staged = -1;  // the product whose inputs xs holds
   for (int64_t tile = begin; tile < end; ++tile) {
     const int64_t i = tile - begin;
-    const int s = static_cast<int>(i % Stages);
+    const int s = static_cast<int>(i % depth);
     const int t = product_of(tile);
     const SmallProduct& p = table.products[t];
     if (t != staged) {
@@ -123,9 +131,9 @@ __global__ void __launch_bounds__(kThreads, 1) linear_stream_kernel(const Stream
     const int rows_per_warp = rows_per_tile >= kWarps ? rows_per_tile / kWarps : 1;
     const int share = warp % warps_per_row;
     const int64_t chunks = p.k / V;
-    while (!barrier_done(&full[s], static_cast<uint32_t>((i / Stages) & 1))) {
+    while (!barrier_done(&full[s], static_cast<uint32_t>((i / depth) & 1))) {
     }
-    const T* stage = stages + s * kStageElements;
+    const T* stage = stages + s * stage_elements;
     T* out = static_cast<T*>(p.out);
     const T* addend = static_cast<const T*>(p.addend);
     for (int r = 0; r < rows_per_warp; ++r) {
@@ -181,12 +189,27 @@ __global__ void __launch_bounds__(kThreads, 1) linear_stream_kernel(const Stream
       }
     }
     __syncthreads();  // every warp is done with stage s (and partial) before it is refilled
-    if (threadIdx.x == 0 && tile + Stages < end) fetch(tile + Stages, s);
+    if (threadIdx.x == 0 && tile + depth < end) fetch(tile + depth, s);
   }
 }
 
+// The buffer of S stages cut into tiles of the launch's largest tile (128-byte aligned).
+template <class T, int S>
+StreamTable with_depth(StreamTable table) {
+  int64_t stride = 0;
+  for (int i = 0; i < table.count; ++i) {
+    const int64_t row_bytes = table.products[i].k * static_cast<int64_t>(sizeof(T));
+    stride = std::max(stride, tile_rows(row_bytes) * row_bytes);
+  }
+  stride = (stride + 127) / 128 * 128;
+  table.depth = static_cast<int>(std::min<int64_t>(kMaxDepth, S * kStageBytes / stride));
+  table.stage_elements = stride / static_cast<int64_t>(sizeof(T));
+  return table;
+}
+
 template <class T, int M, int S>
-void launch_staged(const StreamTable& table, int blocks, cudaStream_t stream) {
+void launch_staged(const StreamTable& table_in, int blocks, cudaStream_t stream) {
+  const StreamTable table = with_depth<T, S>(table_in);
   static const bool sized = [] {  // (dynamic shared memory beyond 48 kB is asked for once)
     SF_CUDA_CHECK(cudaFuncSetAttribute(linear_stream_kernel<T, M, S>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
