@@ -8,6 +8,8 @@
 # ab: the 12-layer baseline's tg64 at batch 1 with dependent launches off (SF_PDL=0) and with
 # recorded steps off (SF_DECODE_GRAPHS=0), next to the default.
 # Env: PROFILE_CONFIGS (default: the 12-layer baseline and 2x6), PROFILE_ENV (default SF_PDL=0),
+#      TWIN_CONFIGS (default: the four StagFormer configs of bench/gpu_decode.sh, each with its
+#      baseline),
 #      BENCH_SET (small|large|all,
 #      default small), BENCH_BATCHES (default "1 8 32": the issue's batches), BENCH_GEN (default 128:
 #      tg128 after 512 tokens, as the issue asks), TEST_TIMEOUT (s per test binary, 240).
@@ -105,7 +107,9 @@ if [[ $what == *twin* ]]; then
   if python3 -c 'import torch' 2> /dev/null; then
     PYTHONUNBUFFERED=1 timeout 300 python3 python/twin_decode.py selftest --quick --cuda > "$work/twin-selftest.log" 2>&1
     summary+=("twin decode selftest --cuda: exit $?")
-    for cfg in gpt2-small-stagformer-2x6; do
+    # Every row of the decode benchmark needs its twin row in the same device call (the issue's
+    # "every row >= 2x the twin"): each config with its baseline of equal depth.
+    for cfg in ${TWIN_CONFIGS:-gpt2-small-stagformer-2x6 gpt2-small-stagformer-2x6-shared llama-1b-stagformer-2x12 llama-1b-stagformer-2x12-shared}; do
       PYTHONUNBUFFERED=1 timeout 400 python3 python/twin_decode.py bench --config configs/$cfg.json \
         --baseline --gen 128 --md > "$work/twin-bench-$cfg.md" 2>&1
       summary+=("twin decode bench $cfg: exit $?" "$(grep -E '^\|' "$work/twin-bench-$cfg.md" | tail -n 8)")
