@@ -34,14 +34,21 @@
 #include "cuda/dependent_launch.cuh"
 #include "cuda/device_common.cuh"
 #include "cuda/kernels.h"
+#include "cuda/linear_stream.cuh"
 #include "cuda/product_inputs.cuh"
 
 namespace sf::cuda {
 
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
+using stream::fetch_tile;
+using stream::kMaxDepth;
+using stream::kMaxRowBytes;
+using stream::kStageBytes;
+using stream::kThreads;
+using stream::StreamTable;
+using stream::tile_rows;
+
 // The stage buffer, in units of kStageBytes: 3 keep a block at 108 kB of shared memory, so the
 // next kernel's blocks fit beside it and start their own loads early (dependent launch); a
 // launch whose blocks stream many tiles (the output head) takes kLongStages instead
@@ -51,30 +58,11 @@ constexpr int kWarps = kThreads / 32;
 // batch 1 the rate of a product follows the bytes in flight per multiprocessor.
 constexpr int kStages = 3;
 constexpr int kLongStages = 6;
-constexpr int kMaxDepth = 8;
 constexpr int64_t kLongStreamTiles = 16;  // tiles per block from which kLongStages pay
-constexpr int64_t kStageBytes = 32 << 10;
-constexpr int kMaxTileRows = 16;
 constexpr int kMaxRows = kMaxSmallRows;     // rows of x (the template's M)
-constexpr int64_t kMaxRowBytes = 12 << 10;  // K * sizeof(T) of a streamed product
 constexpr int64_t kMinWeightBytes = 4 << 20;
 // Shared memory: the stages, then x' for up to kMaxRows rows of kMaxRowBytes.
 constexpr int64_t shared_bytes(int stages, int rows) { return stages * kStageBytes + rows * kMaxRowBytes; }
-
-struct StreamTable {
-  SmallProduct products[kMaxSmallProducts];
-  int first_tile[kMaxSmallProducts + 1];  // prefix sums of each product's tiles
-  int count;
-  int depth;               // tiles in flight (<= kMaxDepth)
-  int64_t stage_elements;  // stride of the tiles in the buffer (the largest tile, 128-byte aligned)
-};
-
-// Rows per tile of a product with rows of `row_bytes`.
-__host__ __device__ constexpr int tile_rows(int64_t row_bytes) {
-  int rows = kMaxTileRows;
-  while (rows > 1 && rows * row_bytes > kStageBytes) rows /= 2;
-  return rows;
-}
 
 template <class T, int M, int Stages>
 __global__ void __launch_bounds__(kThreads, 1) linear_stream_kernel(const StreamTable table) {
@@ -83,11 +71,9 @@ __global__ void __launch_bounds__(kThreads, 1) linear_stream_kernel(const Stream
   T* const xs = reinterpret_cast<T*>(shared + Stages * kStageBytes);
   const int depth = table.depth;
   const int64_t stage_elements = table.stage_elements;
-  constexpr int V = 16 / sizeof(T);  // values per 16-byte chunk
   __shared__ __align__(8) uint64_t full[kMaxDepth];
   __shared__ float rstd[M];
-  __shared__ float partial[kWarps][M];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  __shared__ float partial[stream::kWarps][M];
   const int64_t tiles = table.first_tile[table.count];
   const int64_t begin = blockIdx.x * tiles / gridDim.x, end = (blockIdx.x + 1) * tiles / gridDim.x;
   auto product_of = [&](int64_t tile) {
@@ -97,12 +83,8 @@ __global__ void __launch_bounds__(kThreads, 1) linear_stream_kernel(const Stream
   };
   // Tile `tile`'s rows of W into stage s (thread 0 only).
   auto fetch = [&](int64_t tile, int s) {
-    const SmallProduct& p = table.products[product_of(tile)];
-    const int rows_per_tile = tile_rows(p.k * static_cast<int64_t>(sizeof(T)));
-    const int64_t row0 = (tile - table.first_tile[product_of(tile)]) * rows_per_tile;
-    const int64_t rows = min(static_cast<int64_t>(rows_per_tile), p.n - row0);
-    copy_to_stage(stages + s * stage_elements, static_cast<const T*>(p.w) + row0 * p.k,
-                  static_cast<uint32_t>(rows * p.k * sizeof(T)), &full[s]);
+    const int t = product_of(tile);
+    fetch_tile(table.products[t], tile - table.first_tile[t], stages + s * stage_elements, &full[s]);
   };
   if (threadIdx.x == 0) {
     for (int s = 0; s < depth; ++s) barrier_init(&full[s]);
@@ -124,70 +106,9 @@ __global__ void __launch_bounds__(kThreads, 1) linear_stream_kernel(const Stream
       __syncthreads();
       staged = t;
     }
-    const int rows_per_tile = tile_rows(p.k * static_cast<int64_t>(sizeof(T)));
-    const int64_t row0 = (tile - table.first_tile[t]) * rows_per_tile;
-    // Warp w takes rows_per_warp rows, or a 1/warps_per_row share of one row's chunks.
-    const int warps_per_row = rows_per_tile >= kWarps ? 1 : kWarps / rows_per_tile;
-    const int rows_per_warp = rows_per_tile >= kWarps ? rows_per_tile / kWarps : 1;
-    const int share = warp % warps_per_row;
-    const int64_t chunks = p.k / V;
     while (!barrier_done(&full[s], static_cast<uint32_t>((i / depth) & 1))) {
     }
-    const T* stage = stages + s * stage_elements;
-    T* out = static_cast<T*>(p.out);
-    const T* addend = static_cast<const T*>(p.addend);
-    for (int r = 0; r < rows_per_warp; ++r) {
-      const int row = rows_per_tile >= kWarps ? warp * rows_per_warp + r : warp / warps_per_row;
-      const bool here = row0 + row < p.n;  // (uniform within the warp)
-      float acc[M], add[M];
-#pragma unroll
-      for (int m = 0; m < M; ++m) acc[m] = add[m] = 0.f;
-      // The addend (the residual) requested before the sums, off the chain of dependent loads.
-      if (here && lane == 0 && share == 0 && addend)
-#pragma unroll
-        for (int m = 0; m < M; ++m)
-          if (m < p.m) add[m] = to_float(addend[m * p.n + row0 + row]);
-      if (here) {
-        const T* w = stage + row * p.k;
-#pragma unroll 4
-        for (int64_t c = lane + 32 * share; c < chunks; c += 32 * warps_per_row) {
-          float wv[V];
-          load_chunk(w + c * V, wv);
-#pragma unroll
-          for (int m = 0; m < M; ++m) {
-            if (m >= p.m) break;
-            float xv[V];
-            load_chunk(xs + m * p.k + c * V, xv);
-#pragma unroll
-            for (int e = 0; e < V; ++e) acc[m] = fmaf(wv[e], xv[e], acc[m]);
-          }
-        }
-      }
-#pragma unroll
-      for (int m = 0; m < M; ++m) acc[m] = warp_sum(acc[m]);
-      if (warps_per_row > 1) {
-        // The warps of one row hold partial sums of its outputs: added in warp order.
-        if (lane == 0)
-#pragma unroll
-          for (int m = 0; m < M; ++m) partial[warp][m] = acc[m];
-        __syncthreads();
-        if (share == 0)
-#pragma unroll
-          for (int m = 0; m < M; ++m) {
-            float total = partial[warp][m];
-            for (int other = 1; other < warps_per_row; ++other) total += partial[warp + other][m];
-            acc[m] = total;
-          }
-      }
-      if (here && lane == 0 && share == 0) {
-        const int64_t n = row0 + row;
-#pragma unroll
-        for (int m = 0; m < M; ++m) {
-          if (m >= p.m) break;
-          out[m * p.n + n] = from_float<T>(addend ? acc[m] + add[m] : acc[m]);
-        }
-      }
-    }
+    stream::stream_tile<T, M>(p, tile - table.first_tile[t], stages + s * stage_elements, xs, partial);
     __syncthreads();  // every warp is done with stage s (and partial) before it is refilled
     if (threadIdx.x == 0 && tile + depth < end) fetch(tile + depth, s);
   }
