@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "core/error.h"
 #include "cuda/bulk_copy.cuh"
@@ -184,23 +185,36 @@ bool linear_stream_suits(DType dtype, const SmallProduct& p) {
          (p.norm == nullptr || aligned(p.norm)) && (p.gate == nullptr || aligned(p.gate));
 }
 
-void linear_stream_many(DType dtype, const SmallProduct* products, int count, cudaStream_t stream) {
-  const int multiprocessors = multiprocessor_count();
+namespace stream {
+
+std::vector<StreamTable> make_tables(DType dtype, const SmallProduct* products, int count, int* rows) {
+  std::vector<StreamTable> tables;
+  *rows = 1;
   for (int first = 0; first < count; first += kMaxSmallProducts) {
     StreamTable table{};
     table.count = std::min(kMaxSmallProducts, count - first);
-    int tiles = 0, rows = 1;
+    int tiles = 0;
     for (int i = 0; i < table.count; ++i) {
       const SmallProduct& p = table.products[i] = products[first + i];
       SF_CHECK(p.m >= 1 && p.m <= kMaxRows, "linear_stream: {} rows (at most {})", p.m, kMaxRows);
       table.first_tile[i] = tiles;
       const int per_tile = tile_rows(p.k * static_cast<int64_t>(dtype_size(dtype)));
       tiles += static_cast<int>((p.n + per_tile - 1) / per_tile);
-      rows = std::max<int>(rows, static_cast<int>(p.m));
+      *rows = std::max<int>(*rows, static_cast<int>(p.m));
     }
     table.first_tile[table.count] = tiles;
-    if (tiles == 0) continue;
-    const int blocks = std::min(tiles, multiprocessors);
+    if (tiles > 0) tables.push_back(table);
+  }
+  return tables;
+}
+
+}  // namespace stream
+
+void linear_stream_many(DType dtype, const SmallProduct* products, int count, cudaStream_t stream) {
+  const int multiprocessors = multiprocessor_count();
+  int rows = 1;
+  for (const StreamTable& table : stream::make_tables(dtype, products, count, &rows)) {
+    const int blocks = std::min(table.first_tile[table.count], multiprocessors);
     SF_DISPATCH_FLOAT(dtype, T, {
       if (rows <= 1) launch<T, 1>(table, blocks, stream);
       else if (rows <= 2) launch<T, 2>(table, blocks, stream);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "cuda/bulk_copy.cuh"
 #include "cuda/device_common.cuh"
@@ -33,6 +34,11 @@ __host__ __device__ constexpr int tile_rows(int64_t row_bytes) {
   while (rows > 1 && rows * row_bytes > kStageBytes) rows /= 2;
   return rows;
 }
+
+// The tables of the launches of linear_stream_many for these products (kMaxSmallProducts a
+// table; each product's tiles numbered after the previous ones'), and in *rows the most rows of
+// any product. The depth and stride are left to the launcher.
+std::vector<StreamTable> make_tables(DType dtype, const SmallProduct* products, int count, int* rows);
 
 // Tile `tile` of product p (its rows tile * R .. ) into `stage`, signalled on `barrier`
 // (one thread).
