@@ -91,7 +91,8 @@ void linear_small_many(DType dtype, const SmallProduct* all_products, int all_co
   std::vector<SmallProduct> streamed, kept;
   for (int i = 0; i < all_count; ++i)
     (linear_stream_suits(dtype, all_products[i]) ? streamed : kept).push_back(all_products[i]);
-  if (!streamed.empty()) {
+  if (!streamed.empty() &&
+      !(program && program->add_stream(dtype, streamed.data(), static_cast<int>(streamed.size()), stream))) {
     if (program) program->flush(stream);  // (the stream keeps the order)
     linear_stream_many(dtype, streamed.data(), static_cast<int>(streamed.size()), stream);
   }

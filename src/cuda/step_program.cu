@@ -27,6 +27,8 @@
 #include "cuda/attention_step.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/linear_small.cuh"
+#include "cuda/linear_stream.cuh"
+#include "cuda/product_inputs.cuh"
 #include "cuda/step_program.h"
 
 namespace sf::cuda {
@@ -37,7 +39,7 @@ constexpr int kProgramThreads = small::kWarps * 32;
 static_assert(kProgramThreads == 2 * step::kStepThreads, "two attention blocks per CUDA block");
 constexpr int kProgramBlocksPerSm = small::kBlocksPerSm;
 
-enum InstructionKind : int { kSmallProducts = 0, kAttentionStep = 1 };
+enum InstructionKind : int { kSmallProducts = 0, kAttentionStep = 1, kStreamProducts = 2 };
 
 struct Instruction {
   int kind;
@@ -53,16 +55,41 @@ struct Instruction {
 // dependent loads (header, table, the block's product, then its weights) of an L2 or HBM
 // latency each before any weight was requested, where a kernel's parameters are at hand.
 constexpr size_t kHeaderBytes = (sizeof(Instruction) + 15) / 16 * 16;
-constexpr size_t kPayloadBytes = sizeof(small::ProductTable) > sizeof(step::AttentionStepArgs)
-                                     ? sizeof(small::ProductTable)
-                                     : sizeof(step::AttentionStepArgs);
+constexpr size_t max_of(size_t a, size_t b) { return a > b ? a : b; }
+constexpr size_t kPayloadBytes = max_of(max_of(sizeof(small::ProductTable), sizeof(step::AttentionStepArgs)),
+                                        sizeof(stream::StreamTable));
 constexpr size_t kRecordBytes = (kHeaderBytes + kPayloadBytes + 15) / 16 * 16;
+
+// Streamed products (linear_stream.cuh) in a program: every block keeps kStreamDepth weight
+// tiles in flight through shared memory, across the instructions' boundaries, in the order it
+// will use them: its share of the tiles of each streamed instruction in turn, whatever runs in
+// between. Only the arithmetic waits for the instruction before; the weights never depend on
+// the step's data. Its thread 0 walks the program's streamed products (StreamStep, StreamDesc,
+// copied into shared memory at the start) to know the next tile. bench/cuda/
+// stream_program_bench.cu measured the idea: the 1B model's products at 76% of the peak
+// bandwidth as one program against 61% as kernels.
+constexpr int kStreamDepth = 3;
+constexpr int kMaxStreamSteps = 128;  // streamed instructions in one program
+constexpr int kMaxStreamDescs = 256;  // their products
+struct StreamDesc {
+  const void* w;
+  int64_t n, k;
+  int first_tile;  // within its instruction's tiles
+  int pad;
+};
+struct StreamStep {
+  int first_desc, count, tiles, pad;
+};
 
 struct ProgramView {
   const unsigned char* records;  // count records
   unsigned* counters;            // count + 1 (the last one counts the blocks that left)
   int count;
   bool sc_fences;  // SF_STEP_PROGRAM_FENCE=sc: fence.sc (__threadfence) instead of fence.acq_rel
+  const StreamStep* steps;  // the streamed instructions, in order
+  const StreamDesc* descs;
+  int stream_steps, stream_descs;
+  unsigned stage_offset;  // the tiles' stages in the dynamic shared memory (after the inputs x')
 };
 
 // The fence of the arrival (before the count's add: release) and of the wait (after the spin
@@ -150,13 +177,66 @@ struct ProgramHalfBlock {
 // steps' pieces per lane. One kernel per combination, with one product variant in it (one
 // output per warp): each variant is a function of 104-125 registers alone, and a program holding
 // all five spilled 920 bytes a thread at its limit of 128 (bench/results/gpu-step-program-...).
-template <class T, int M, int CPL>
-__global__ void __launch_bounds__(kProgramThreads, kProgramBlocksPerSm)
+template <class T, int M, int CPL, bool Streams>
+__global__ void __launch_bounds__(kProgramThreads, Streams ? 1 : kProgramBlocksPerSm)
     step_program_kernel(const ProgramView program) {
   __shared__ step::AttentionStepShared attention_shared[2];
   __shared__ __align__(16) unsigned char records[2][kRecordBytes];
   constexpr int kVector = 16 / sizeof(T);
   fetch_record(program, 0, records[0]);
+  // Streamed products: the schedule, the stages and their barriers, the producer's position.
+  extern __shared__ __align__(128) unsigned char program_dynamic[];
+  __shared__ __align__(8) uint64_t full[kStreamDepth];
+  __shared__ float stream_rstd[M];
+  __shared__ float stream_partial[stream::kWarps][M];
+  constexpr int64_t kStageElements = stream::kStageBytes / sizeof(T);
+  T* const stages = reinterpret_cast<T*>(program_dynamic + program.stage_offset);
+  T* const stream_xs = reinterpret_cast<T*>(program_dynamic);
+  // (the schedule after the stages: the static shared memory is full)
+  StreamStep* const steps = reinterpret_cast<StreamStep*>(program_dynamic + program.stage_offset +
+                                                          kStreamDepth * stream::kStageBytes);
+  StreamDesc* const descs = reinterpret_cast<StreamDesc*>(steps + program.stream_steps);
+  if (Streams) {
+    for (int d = threadIdx.x; d < program.stream_descs; d += blockDim.x) descs[d] = program.descs[d];
+    for (int d = threadIdx.x; d < program.stream_steps; d += blockDim.x) steps[d] = program.steps[d];
+    __syncthreads();
+  }
+  auto share = [&](int64_t tiles, int64_t& begin, int64_t& end) {  // this block's tiles
+    begin = blockIdx.x * tiles / gridDim.x;
+    end = (blockIdx.x + 1) * tiles / gridDim.x;
+  };
+  // The producer (thread 0): the next tile to fetch is tile `fetch_tile` of streamed
+  // instruction `fetch_step` (product `fetch_desc`), its share ending at `fetch_end`.
+  int fetch_step = 0, fetch_desc = 0, fetched = 0;
+  int64_t fetch_tile = 0, fetch_end = 0;
+  auto fetch_next = [&]() {
+    while (fetch_step < program.stream_steps && fetch_tile >= fetch_end) {
+      if (++fetch_step == program.stream_steps) return;
+      share(steps[fetch_step].tiles, fetch_tile, fetch_end);
+      fetch_desc = steps[fetch_step].first_desc;
+    }
+    if (fetch_step >= program.stream_steps) return;
+    const StreamStep& st = steps[fetch_step];
+    while (fetch_desc + 1 < st.first_desc + st.count && fetch_tile >= descs[fetch_desc + 1].first_tile) ++fetch_desc;
+    const StreamDesc& d = descs[fetch_desc];
+    const int rows_per_tile = stream::tile_rows(d.k * static_cast<int64_t>(sizeof(T)));
+    const int64_t row0 = (fetch_tile - d.first_tile) * rows_per_tile;
+    const int64_t rows = min(static_cast<int64_t>(rows_per_tile), d.n - row0);
+    const int s = fetched % kStreamDepth;
+    copy_to_stage(stages + s * kStageElements, static_cast<const T*>(d.w) + row0 * d.k,
+                  static_cast<uint32_t>(rows * d.k * sizeof(T)), &full[s]);
+    ++fetched;
+    ++fetch_tile;
+  };
+  if (Streams && threadIdx.x == 0 && program.stream_steps > 0) {
+    for (int s = 0; s < kStreamDepth; ++s) barrier_init(&full[s]);
+    barrier_init_fence();
+    share(steps[0].tiles, fetch_tile, fetch_end);
+    fetch_desc = steps[0].first_desc;
+    for (int s = 0; s < kStreamDepth; ++s) fetch_next();
+  }
+  __syncthreads();  // (the barriers exist before anyone waits on them)
+  int consumed = 0;  // streamed tiles this block has used
   for (int i = 0; i < program.count; ++i) {
     // Record i is in records[i % 2]; record i + 1 goes to the other buffer, which the block
     // finished reading with instruction i - 1 (the barrier at its end).
@@ -175,7 +255,31 @@ __global__ void __launch_bounds__(kProgramThreads, kProgramBlocksPerSm)
       __syncthreads();
       dependents_may_start();
     }
-    if (in.kind == kSmallProducts) {
+    if (Streams && in.kind == kStreamProducts) {
+      const auto& table = *reinterpret_cast<const stream::StreamTable*>(record + kHeaderBytes);
+      int64_t begin, end;
+      share(table.first_tile[table.count], begin, end);
+      if (begin < end) {
+        ProgramBlock{&program, i}.wait();
+        int staged = -1, t = 0;  // the product whose inputs stream_xs holds; the tile's product
+        for (int64_t tile = begin; tile < end; ++tile, ++consumed) {
+          while (t + 1 < table.count && tile >= table.first_tile[t + 1]) ++t;
+          const SmallProduct& p = table.products[t];
+          if (t != staged) {
+            stage_inputs<T>(p, stream_xs, stream_rstd);
+            __syncthreads();
+            staged = t;
+          }
+          const int s = consumed % kStreamDepth;
+          while (!barrier_done(&full[s], static_cast<uint32_t>((consumed / kStreamDepth) & 1))) {
+          }
+          stream::stream_tile<T, M>(p, tile - table.first_tile[t], stages + s * kStageElements, stream_xs,
+                                    stream_partial);
+          __syncthreads();  // the stage is free: its next tile, whichever instruction's it is
+          if (threadIdx.x == 0) fetch_next();
+        }
+      }
+    } else if (in.kind == kSmallProducts) {
       const auto& table = *reinterpret_cast<const small::ProductTable*>(record + kHeaderBytes);
       const ProgramBlock ctx{&program, i};
       for (int b = blockIdx.x; b < in.blocks; b += gridDim.x) {
@@ -203,36 +307,53 @@ __global__ void __launch_bounds__(kProgramThreads, kProgramBlocksPerSm)
   }
 }
 
-// The kernel for a dtype, the products' rows and the attention's pieces per lane (1 when the
-// program has none). Programs take attention steps of 16-byte loads and one piece per lane in
+// The kernel for a dtype, the products' rows, the attention's pieces per lane (1 when the
+// program has none) and whether the program streams products (its kernel, one block per
+// multiprocessor, may then take 255 registers: the stream's tile work beside the others spilled
+// at 128). Programs take attention steps of 16-byte loads and one piece per lane in
 // BF16 (head_dim up to 64), up to 2 in F32 (64): wider ones are launched on their own, as their
 // registers (197 for 2 BF16 pieces) would spill in a program held to 128.
 using ProgramKernel = void (*)(ProgramView);
 int max_pieces(DType dtype) { return dtype == DType::bf16 ? 1 : 2; }
-template <class T, int CPL>
+template <class T, int CPL, bool S>
 ProgramKernel kernel_for_rows(int rows) {
-  return rows <= 1   ? step_program_kernel<T, 1, CPL>
-         : rows <= 2 ? step_program_kernel<T, 2, CPL>
-         : rows <= 4 ? step_program_kernel<T, 4, CPL>
-                     : step_program_kernel<T, 8, CPL>;
+  return rows <= 1   ? step_program_kernel<T, 1, CPL, S>
+         : rows <= 2 ? step_program_kernel<T, 2, CPL, S>
+         : rows <= 4 ? step_program_kernel<T, 4, CPL, S>
+                     : step_program_kernel<T, 8, CPL, S>;
 }
-ProgramKernel kernel_for(DType dtype, int rows, int pieces) {
-  if (dtype == DType::bf16) return kernel_for_rows<__nv_bfloat16, 1>(rows);
-  return pieces <= 1 ? kernel_for_rows<float, 1>(rows) : kernel_for_rows<float, 2>(rows);
+template <bool S>
+ProgramKernel kernel_for_streams(DType dtype, int rows, int pieces) {
+  if (dtype == DType::bf16) return kernel_for_rows<__nv_bfloat16, 1, S>(rows);
+  return pieces <= 1 ? kernel_for_rows<float, 1, S>(rows) : kernel_for_rows<float, 2, S>(rows);
+}
+ProgramKernel kernel_for(DType dtype, int rows, int pieces, bool streams) {
+  return streams ? kernel_for_streams<true>(dtype, rows, pieces) : kernel_for_streams<false>(dtype, rows, pieces);
 }
 
 // CUDA blocks of the program kernel that are resident at once (0: it does not fit).
+// The dynamic shared memory a program kernel may take: what the multiprocessor's 227 kB leave
+// beside its static shared memory.
+size_t max_dynamic_shared(ProgramKernel kernel) {
+  cudaFuncAttributes attributes{};
+  SF_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
+  return (size_t(227) << 10) - attributes.sharedSizeBytes;
+}
+
 int resident_blocks(ProgramKernel kernel, size_t shared) {
   static const bool sized = [] {
     for (DType d : {DType::bf16, DType::f32})
       for (int rows : {1, 2, 4, 8})
         for (int pieces : {1, 2})
-          SF_CUDA_CHECK(cudaFuncSetAttribute(kernel_for(d, rows, pieces),
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             static_cast<int>(small::kMaxStagedBytes)));
+          for (bool streams : {false, true}) {
+            const ProgramKernel k = kernel_for(d, rows, pieces, streams);
+            SF_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(max_dynamic_shared(k))));
+          }
     return true;
   }();
   (void)sized;
+  if (shared > max_dynamic_shared(kernel)) return 0;
   int per_sm = 0;
   SF_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kProgramThreads, shared));
   return std::min(per_sm, kProgramBlocksPerSm) * multiprocessor_count();
@@ -260,6 +381,8 @@ struct StepProgram::Pending {
   std::vector<Instruction> instructions;
   std::vector<small::ProductTable> tables;
   std::vector<step::AttentionStepArgs> attention;
+  std::vector<stream::StreamTable> streams;
+  int stream_descs = 0;
   // A lone instruction is launched as it is, with its own shared memory (its rows are
   // program_rows, one output per warp, and an attention step's loads are 16 bytes wide).
   std::vector<size_t> shared_of;
@@ -270,6 +393,8 @@ struct StepProgram::Pending {
     instructions.clear();
     tables.clear();
     attention.clear();
+    streams.clear();
+    stream_descs = 0;
     shared_of.clear();
   }
 };
@@ -318,6 +443,31 @@ bool StepProgram::add_attention(DType dtype, const step::AttentionStepArgs& args
   return true;
 }
 
+bool StepProgram::add_stream(DType dtype, const SmallProduct* products, int count, cudaStream_t stream) {
+  if (!collecting_) return false;
+  Pending& p = *pending_;
+  int rows = 1;
+  const std::vector<stream::StreamTable> tables = stream::make_tables(dtype, products, count, &rows);
+  const int bucket = rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : 8;
+  int descs = 0;
+  for (const stream::StreamTable& t : tables) descs += t.count;
+  if (!p.instructions.empty() &&
+      (p.dtype != dtype || (p.program_rows != 0 && p.program_rows != bucket) ||
+       p.streams.size() + tables.size() > static_cast<size_t>(kMaxStreamSteps) ||
+       p.stream_descs + descs > kMaxStreamDescs))
+    flush(stream);
+  if (tables.size() > static_cast<size_t>(kMaxStreamSteps) || descs > kMaxStreamDescs) return false;
+  p.dtype = dtype;
+  p.program_rows = bucket;
+  for (const stream::StreamTable& t : tables) {
+    p.instructions.push_back({kStreamProducts, 0, 0, 0, static_cast<int>(p.streams.size())});
+    p.streams.push_back(t);
+    p.shared_of.push_back(0);
+  }
+  p.stream_descs += descs;
+  return true;
+}
+
 void StepProgram::flush(cudaStream_t stream) {
   Pending& p = *pending_;
   if (p.instructions.empty()) return;
@@ -326,12 +476,24 @@ void StepProgram::flush(cudaStream_t stream) {
     if (in.kind == kSmallProducts)
       small::launch_table(p.dtype, p.tables[in.index], p.program_rows, 1, in.blocks, p.shared_of[i],
                           stream);
+    else if (in.kind == kStreamProducts)
+      linear_stream_many(p.dtype, p.streams[in.index].products, p.streams[in.index].count, stream);
     else
       step::launch_attention(p.dtype, p.attention[in.index], in.grid_x, in.grid_y, p.pieces,
                              /*vector=*/true, stream);
   };
-  const ProgramKernel kernel = kernel_for(p.dtype, std::max(p.program_rows, 1), std::max(p.pieces, 1));
-  const int grid = p.instructions.size() > 1 ? resident_blocks(kernel, p.shared) : 0;
+  const ProgramKernel kernel =
+      kernel_for(p.dtype, std::max(p.program_rows, 1), std::max(p.pieces, 1), !p.streams.empty());
+  // Dynamic shared memory: the inputs x' of a product (the small products' staged rows, or a
+  // streamed product's rows of up to 12 kB), then the streamed tiles' stages.
+  size_t stage_offset = p.shared, dynamic = p.shared;
+  if (!p.streams.empty()) {
+    stage_offset = std::max<size_t>(p.shared, size_t(std::max(p.program_rows, 1)) * stream::kMaxRowBytes);
+    stage_offset = (stage_offset + 127) / 128 * 128;
+    dynamic = stage_offset + size_t(kStreamDepth) * stream::kStageBytes +
+              p.streams.size() * sizeof(StreamStep) + size_t(p.stream_descs) * sizeof(StreamDesc);
+  }
+  const int grid = p.instructions.size() > 1 ? resident_blocks(kernel, dynamic) : 0;
   if (grid == 0) {
     for (size_t i = 0; i < p.instructions.size(); ++i) launch_alone(i);
     p.clear();
@@ -342,7 +504,17 @@ void StepProgram::flush(cudaStream_t stream) {
   // never changes once launched.
   const size_t n = p.instructions.size();
   const size_t at_counters = n * kRecordBytes;
-  const size_t bytes = at_counters + (n + 1) * sizeof(unsigned);
+  // The streamed instructions' schedule for the producers (16-byte aligned after the counters).
+  std::vector<StreamStep> steps;
+  std::vector<StreamDesc> descs;
+  for (const stream::StreamTable& t : p.streams) {
+    steps.push_back({static_cast<int>(descs.size()), t.count, t.first_tile[t.count], 0});
+    for (int j = 0; j < t.count; ++j)
+      descs.push_back({t.products[j].w, t.products[j].n, t.products[j].k, t.first_tile[j], 0});
+  }
+  const size_t at_steps = (at_counters + (n + 1) * sizeof(unsigned) + 15) / 16 * 16;
+  const size_t at_descs = at_steps + steps.size() * sizeof(StreamStep);
+  const size_t bytes = at_descs + descs.size() * sizeof(StreamDesc);
   std::vector<unsigned char> host(bytes, 0);
   for (size_t i = 0; i < n; ++i) {
     unsigned char* record = host.data() + i * kRecordBytes;
@@ -350,9 +522,13 @@ void StepProgram::flush(cudaStream_t stream) {
     std::memcpy(record, &in, sizeof(Instruction));
     if (in.kind == kSmallProducts)
       std::memcpy(record + kHeaderBytes, &p.tables[in.index], sizeof(small::ProductTable));
+    else if (in.kind == kStreamProducts)
+      std::memcpy(record + kHeaderBytes, &p.streams[in.index], sizeof(stream::StreamTable));
     else
       std::memcpy(record + kHeaderBytes, &p.attention[in.index], sizeof(step::AttentionStepArgs));
   }
+  if (!steps.empty()) std::memcpy(host.data() + at_steps, steps.data(), steps.size() * sizeof(StreamStep));
+  if (!descs.empty()) std::memcpy(host.data() + at_descs, descs.data(), descs.size() * sizeof(StreamDesc));
   void* device = nullptr;
   SF_CUDA_CHECK(cudaMalloc(&device, bytes));
   buffers_.push_back(device);
@@ -362,10 +538,17 @@ void StepProgram::flush(cudaStream_t stream) {
     const char* flag = std::getenv("SF_STEP_PROGRAM_FENCE");
     return flag && std::strcmp(flag, "sc") == 0;
   }();
-  const ProgramView view{base, reinterpret_cast<unsigned*>(base + at_counters), static_cast<int>(n),
-                         sc_fences};
-  launch_dependent(kernel, dim3(static_cast<unsigned>(grid)), dim3(kProgramThreads), p.shared,
-                   stream, view);
+  const ProgramView view{base,
+                         reinterpret_cast<unsigned*>(base + at_counters),
+                         static_cast<int>(n),
+                         sc_fences,
+                         reinterpret_cast<const StreamStep*>(base + at_steps),
+                         reinterpret_cast<const StreamDesc*>(base + at_descs),
+                         static_cast<int>(steps.size()),
+                         static_cast<int>(descs.size()),
+                         static_cast<unsigned>(stage_offset)};
+  launch_dependent(kernel, dim3(static_cast<unsigned>(grid)), dim3(kProgramThreads), dynamic, stream,
+                   view);
   SF_CUDA_LAUNCH_CHECK("step_program");
   ++programs_launched_total;
   p.clear();

@@ -35,6 +35,7 @@
 namespace sf::cuda {
 
 namespace small { struct ProductTable; }
+struct SmallProduct;
 namespace step { struct AttentionStepArgs; }
 
 class StepProgram {
@@ -59,6 +60,10 @@ class StepProgram {
                  size_t shared, cudaStream_t stream);
   bool add_attention(DType dtype, const step::AttentionStepArgs& args, int grid_x, int grid_y,
                      int pieces_per_lane, bool vector, cudaStream_t stream);
+  //   streamed: products linear_stream_suits() accepted (one instruction per launch table of
+  //   linear_stream_many); their weight tiles stream through every block's shared memory across
+  //   the instructions' boundaries (step_program.cu).
+  bool add_stream(DType dtype, const SmallProduct* products, int count, cudaStream_t stream);
 
   // Launches the pending program on `stream` (nothing when none is pending).
   void flush(cudaStream_t stream);
