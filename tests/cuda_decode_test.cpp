@@ -175,6 +175,41 @@ TEST_P(CudaDecode, RecordedAndSequentialStepsAreBitIdentical) {
   }
 }
 
+// Products of 4 MB and more stream their weights through shared memory (linear_stream.cu); with
+// SF_STEP_PROGRAM=1 a recorded step runs them as instructions of a program whose blocks stream
+// the tiles across the instructions' boundaries (step_program.cu). Either way the recorded step
+// equals direct launches bit for bit, and the staggered schedule the sequential one. A 2x1
+// StagFormer of d_model 2048 (projections of 8 MB, so every product of its layers streams) with
+// a small vocabulary; the tiny models of the other tests stream nothing.
+TEST(CudaDecodeStreamed, RecordedStepsEqualDirectLaunchesBitForBit) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  std::unique_ptr<Backend> gpu = make_cuda_backend(0);
+  ModelConfig c;
+  c.vocab_size = 512;
+  c.d_model = 2048;
+  c.n_heads = 32;
+  c.ffn_hidden = 2048;
+  c.max_seq_len = 24;
+  c.n_stacks = 2;
+  c.layers_per_stack = 1;
+  c.validate("streamed test model");
+  Model model(c, *gpu, DType::f32, DType::bf16);
+  model.initialize();
+  const int64_t programs_before = cuda::step_programs_launched();
+  const Decoded recorded = decode(model, DecodeMode::staggered, true);
+  if (cuda::step_programs_enabled()) {
+    EXPECT_GT(cuda::step_programs_launched(), programs_before) << "the recorded step used no program";
+  }
+  const Decoded direct = decode(model, DecodeMode::staggered, false);
+  const Decoded sequential = decode(model, DecodeMode::sequential, true);
+  ASSERT_EQ(recorded.logits.size(), direct.logits.size());
+  for (size_t k = 0; k < recorded.logits.size(); ++k) {
+    const Tensor& a = recorded.logits[k];
+    EXPECT_EQ(std::memcmp(a.raw(), direct.logits[k].raw(), a.nbytes()), 0) << "prediction " << k;
+    EXPECT_EQ(std::memcmp(a.raw(), sequential.logits[k].raw(), a.nbytes()), 0) << "prediction " << k;
+  }
+}
+
 // A step of fewer sequences than the decoder holds (Decoder::step runs those up to the last one
 // fed: a width, with a recording of its own) computes what a decoder of one sequence computes,
 // bit for bit, while sequences leave and join: sequence 1 decodes two tokens and leaves (width

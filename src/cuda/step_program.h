@@ -20,7 +20,12 @@
 // faster (bench/results/gpu-step-program-20261207-h100.md: 1.6x slower, its one kernel
 // spilling registers); the version here, one kernel per product row count with one output per
 // warp (fewer spills), is 1.35x slower: its grid-wide count costs more than a dependent launch
-// (bench/results/gpu-step-program-v3-20261207-h100.md).
+// (bench/results/gpu-step-program-v3-20261207-h100.md). Since then programs also take the
+// streamed products (linear_stream.cu's, 4 MB and more: every product of a d_model 2048 model):
+// their weight tiles stream through each block's shared memory across the instructions'
+// boundaries, which the prototype bench/cuda/stream_program_bench.cu measured at 76% of the
+// peak bandwidth for the 1B model's products against 61% as kernels (not yet run in the
+// decoder: tests/cuda_decode_test.cpp's CudaDecodeStreamed checks it with SF_STEP_PROGRAM=1).
 #pragma once
 
 #include <cuda_runtime.h>
