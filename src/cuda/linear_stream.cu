@@ -85,7 +85,8 @@ __global__ void __launch_bounds__(kThreads, 1) linear_stream_kernel(const Stream
   // Tile `tile`'s rows of W into stage s (thread 0 only).
   auto fetch = [&](int64_t tile, int s) {
     const int t = product_of(tile);
-    fetch_tile(table.products[t], tile - table.first_tile[t], stages + s * stage_elements, &full[s]);
+    const SmallProduct& p = table.products[t];
+    fetch_tile(p.w, p.n, p.k, tile - table.first_tile[t], stages + s * stage_elements, &full[s]);
   };
   if (threadIdx.x == 0) {
     for (int s = 0; s < depth; ++s) barrier_init(&full[s]);

@@ -40,15 +40,15 @@ __host__ __device__ constexpr int tile_rows(int64_t row_bytes) {
 // any product. The depth and stride are left to the launcher.
 std::vector<StreamTable> make_tables(DType dtype, const SmallProduct* products, int count, int* rows);
 
-// Tile `tile` of product p (its rows tile * R .. ) into `stage`, signalled on `barrier`
-// (one thread).
+// Tile `tile` of the weights w [n, k] (its rows tile * R .. ) into `stage`, signalled on
+// `barrier` (one thread).
 template <class T>
-__device__ __forceinline__ void fetch_tile(const SmallProduct& p, int64_t tile, T* stage, uint64_t* barrier) {
-  const int rows_per_tile = tile_rows(p.k * static_cast<int64_t>(sizeof(T)));
+__device__ __forceinline__ void fetch_tile(const void* w, int64_t n, int64_t k, int64_t tile, T* stage,
+                                           uint64_t* barrier) {
+  const int rows_per_tile = tile_rows(k * static_cast<int64_t>(sizeof(T)));
   const int64_t row0 = tile * rows_per_tile;
-  const int64_t rows = min(static_cast<int64_t>(rows_per_tile), p.n - row0);
-  copy_to_stage(stage, static_cast<const T*>(p.w) + row0 * p.k, static_cast<uint32_t>(rows * p.k * sizeof(T)),
-                barrier);
+  const int64_t rows = min(static_cast<int64_t>(rows_per_tile), n - row0);
+  copy_to_stage(stage, static_cast<const T*>(w) + row0 * k, static_cast<uint32_t>(rows * k * sizeof(T)), barrier);
 }
 
 // The outputs of tile `tile` of product p from its weights in `stage` and the inputs x' in xs

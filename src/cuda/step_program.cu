@@ -205,33 +205,29 @@ __global__ void __launch_bounds__(kProgramThreads, Streams ? 1 : kProgramBlocksP
     begin = blockIdx.x * tiles / gridDim.x;
     end = (blockIdx.x + 1) * tiles / gridDim.x;
   };
-  // The producer (thread 0): the next tile to fetch is tile `fetch_tile` of streamed
-  // instruction `fetch_step` (product `fetch_desc`), its share ending at `fetch_end`.
+  // The producer (thread 0): the next tile to fetch is tile `next_tile` of streamed
+  // instruction `fetch_step` (product `fetch_desc`), its share ending at `next_end`.
   int fetch_step = 0, fetch_desc = 0, fetched = 0;
-  int64_t fetch_tile = 0, fetch_end = 0;
+  int64_t next_tile = 0, next_end = 0;
   auto fetch_next = [&]() {
-    while (fetch_step < program.stream_steps && fetch_tile >= fetch_end) {
+    while (fetch_step < program.stream_steps && next_tile >= next_end) {
       if (++fetch_step == program.stream_steps) return;
-      share(steps[fetch_step].tiles, fetch_tile, fetch_end);
+      share(steps[fetch_step].tiles, next_tile, next_end);
       fetch_desc = steps[fetch_step].first_desc;
     }
     if (fetch_step >= program.stream_steps) return;
     const StreamStep& st = steps[fetch_step];
-    while (fetch_desc + 1 < st.first_desc + st.count && fetch_tile >= descs[fetch_desc + 1].first_tile) ++fetch_desc;
+    while (fetch_desc + 1 < st.first_desc + st.count && next_tile >= descs[fetch_desc + 1].first_tile) ++fetch_desc;
     const StreamDesc& d = descs[fetch_desc];
-    const int rows_per_tile = stream::tile_rows(d.k * static_cast<int64_t>(sizeof(T)));
-    const int64_t row0 = (fetch_tile - d.first_tile) * rows_per_tile;
-    const int64_t rows = min(static_cast<int64_t>(rows_per_tile), d.n - row0);
     const int s = fetched % kStreamDepth;
-    copy_to_stage(stages + s * kStageElements, static_cast<const T*>(d.w) + row0 * d.k,
-                  static_cast<uint32_t>(rows * d.k * sizeof(T)), &full[s]);
+    stream::fetch_tile(d.w, d.n, d.k, next_tile - d.first_tile, stages + s * kStageElements, &full[s]);
     ++fetched;
-    ++fetch_tile;
+    ++next_tile;
   };
   if (Streams && threadIdx.x == 0 && program.stream_steps > 0) {
     for (int s = 0; s < kStreamDepth; ++s) barrier_init(&full[s]);
     barrier_init_fence();
-    share(steps[0].tiles, fetch_tile, fetch_end);
+    share(steps[0].tiles, next_tile, next_end);
     fetch_desc = steps[0].first_desc;
     for (int s = 0; s < kStreamDepth; ++s) fetch_next();
   }
