@@ -2,8 +2,10 @@
 # gpu_decode_run.sh — one device call for the GPU-decoding work: the decode tests, a kernel trace
 # of decode steps, the decode benchmark (bench/gpu_decode.sh) and the PyTorch twin's decoder as
 # the speed reference, all on the binaries scripts/devbin.sh packed into .devbin/.
-#   bash bench/gpu_decode_run.sh [tests] [kernels] [profile] [ab] [bench] [sanitize] [twin]
+#   bash bench/gpu_decode_run.sh [tests] [programs] [kernels] [profile] [ab] [bench] [sanitize] [twin]
 #   (default: all but sanitize, which runs compute-sanitizer's memcheck and racecheck)
+# programs: the decode tests again with SF_STEP_PROGRAM=1 (the recorded steps as persistent
+# programs, streamed products included: CudaDecodeStreamed).
 # kernels: bench/cuda's linear_small_bench and attention_step_bench, where packed.
 # ab: the 12-layer baseline's tg64 at batch 1 with dependent launches off (SF_PDL=0) and with
 # recorded steps off (SF_DECODE_GRAPHS=0), next to the default.
@@ -21,7 +23,7 @@ dest=${OUT:-gpu-out}
 mkdir -p "$dest"
 work=$(mktemp -d)/logs
 mkdir -p "$work"
-what=${*:-tests kernels profile ab bench twin}
+what=${*:-tests programs kernels profile ab bench twin}
 source bench/gpu_env.sh
 summary=()
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader > "$work/gpu.txt"
@@ -35,6 +37,18 @@ if [[ $what == *tests* ]]; then
     rc=$?
     summary+=("$t: exit $rc, $(grep -c '^\[  FAILED' "$work/$t.log") failed lines, $(grep -E '^\[  PASSED' "$work/$t.log" | head -1)")
   done
+fi
+
+if [[ $what == *programs* ]]; then
+  t=cuda_decode_test
+  [[ -f .devbin/$t.gz ]] && gunzip -kf ".devbin/$t.gz" && chmod +x ".devbin/$t"
+  if [[ -x .devbin/$t ]]; then
+    SF_STEP_PROGRAM=1 timeout "${TEST_TIMEOUT:-240}" ./.devbin/$t --gtest_brief=1 > "$work/$t-programs.log" 2>&1
+    rc=$?
+    summary+=("$t with SF_STEP_PROGRAM=1: exit $rc, $(grep -c '^\[  FAILED' "$work/$t-programs.log") failed lines, $(grep -E '^\[  PASSED' "$work/$t-programs.log" | head -1)")
+  else
+    summary+=("$t: not packed")
+  fi
 fi
 
 if [[ $what == *kernels* ]]; then
@@ -96,6 +110,7 @@ if [[ $what == *sanitize* ]]; then
       summary+=("$2 $3 ($4): exit $?, $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$work/sanitize-$1.log" | tail -1) $(grep -E '^\[  (PASSED|FAILED)' "$work/sanitize-$1.log" | head -1)")
     }
     run_tool memcheck-decode memcheck cuda_decode_test '*Bf16MatchesTheCpuDecoder*'
+    SF_STEP_PROGRAM=1 run_tool memcheck-programs memcheck cuda_decode_test 'CudaDecodeStreamed*'
     run_tool memcheck-kernels memcheck cuda_kernels_test '*LinearMany*:*AttentionStep*'
     run_tool racecheck-kernels racecheck cuda_kernels_test '*AttentionStep*:*LinearManyMatchesTheCpu*:*LinearManyOutputsDoNot*'
   else
