@@ -2,13 +2,15 @@
 # gpu_decode_run.sh — one device call for the GPU-decoding work: the decode tests, a kernel trace
 # of decode steps, the decode benchmark (bench/gpu_decode.sh) and the PyTorch twin's decoder as
 # the speed reference, all on the binaries scripts/devbin.sh packed into .devbin/.
-#   bash bench/gpu_decode_run.sh [tests] [programs] [kernels] [profile] [ab] [bench] [sanitize] [twin]
+#   bash bench/gpu_decode_run.sh [tests] [programs] [kernels] [profile] [ab] [versus] [bench] [sanitize] [twin]
 #   (default: all but sanitize, which runs compute-sanitizer's memcheck and racecheck)
 # programs: the decode tests again with SF_STEP_PROGRAM=1 (the recorded steps as persistent
 # programs, streamed products included: CudaDecodeStreamed).
 # kernels: bench/cuda's linear_small_bench and attention_step_bench, where packed.
 # ab: the 12-layer baseline's tg64 at batch 1 with dependent launches off (SF_PDL=0) and with
 # recorded steps off (SF_DECODE_GRAPHS=0), next to the default.
+# versus (not in the default): this build against another commit's (BASE_BINARY, default
+# .devbin/stagformer_base; BASE_CONFIGS, BASE_ROUNDS), alternating, in the same call.
 # Env: PROFILE_CONFIGS (default: the 12-layer baseline and 2x6), PROFILE_ENV (default SF_PDL=0),
 #      TWIN_CONFIGS (default: the four StagFormer configs of bench/gpu_decode.sh, each with its
 #      baseline),
@@ -84,6 +86,28 @@ if [[ $what == *ab* ]]; then
       > "$work/ab-${setting// /-}.md" 2>&1
     summary+=("ab $setting: $(grep -E '^\| .*tg64' "$work/ab-${setting// /-}.md" | head -1)")
   done
+fi
+
+if [[ $what == *versus* ]]; then
+  # Two builds in one call, alternating (BASE_ROUNDS rounds): .devbin/stagformer against
+  # BASE_BINARY, another commit's stagformer (here: `git worktree add /tmp/base COMMIT`, build
+  # it there, and after scripts/devbin.sh `strip -o .devbin/stagformer_base /tmp/base/build/
+  # stagformer`; it uses the same .devbin/lib), tg128 after 512 tokens at batch 1 for each of
+  # BASE_CONFIGS.
+  base=${BASE_BINARY:-.devbin/stagformer_base}
+  if [[ -x $base ]]; then
+    for round in $(seq "${BASE_ROUNDS:-2}"); do
+      for cfg in ${BASE_CONFIGS:-gpt2-small-baseline-12 gpt2-small-stagformer-2x6 llama-1b-baseline-24}; do
+        for bin in "$base" ./.devbin/stagformer; do
+          "$bin" bench --config "configs/$cfg.json" --device cuda -p 512 -n 128 -d 512 -r 3 -b 1 \
+            --decode staggered --no-bandwidth -o md > "$work/versus-$round-$cfg-$(basename "$bin").md" 2>&1
+          summary+=("versus round $round $(basename "$bin") $cfg: $(grep -E '^\| .*\| tg128 @' "$work/versus-$round-$cfg-$(basename "$bin").md" | head -1)")
+        done
+      done
+    done
+  else
+    summary+=("versus: no base binary at $base")
+  fi
 fi
 
 if [[ $what == *bench* ]]; then
