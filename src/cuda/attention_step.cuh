@@ -30,16 +30,33 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
 // Partial softmax results merged, for one output dimension: parts i = 0..count-1 with running
 // max m_of(i), sum l_of(i) and accumulator acc_of(i) weigh exp(m_i - m_max); returns the merged
 // (accumulator, sum). Parts that saw no key (m = -inf, l = 0) weigh nothing; with none at all
-// (m_max = -inf) both are 0. The one merge of the block's key groups and of the splits.
+// (m_max = -inf) both are 0. The one merge of the block's key groups and of the splits. The
+// parts' values are read kMergeBatch at a time before any is used: the splits' come from L2 on
+// the step's critical path, where one part's loads after another had cost an L2 round trip per
+// split (16.6 us for the 1B model's 32 splits). The sums run part by part in order either way.
+constexpr int kMergeBatch = 8;
+
 template <class M, class L, class Acc>
 __device__ __forceinline__ float2 merge_parts(int64_t count, float m_max, M m_of, L l_of,
                                               Acc acc_of) {
   float total = 0.f, l = 0.f;
   if (m_max > -INFINITY)
-    for (int64_t i = 0; i < count; ++i) {
-      const float weight = __expf(m_of(i) - m_max);
-      l += weight * l_of(i);
-      total += weight * acc_of(i);
+    for (int64_t i0 = 0; i0 < count; i0 += kMergeBatch) {
+      float ms[kMergeBatch], ls[kMergeBatch], accs[kMergeBatch];
+#pragma unroll
+      for (int u = 0; u < kMergeBatch; ++u)
+        if (i0 + u < count) {
+          ms[u] = m_of(i0 + u);
+          ls[u] = l_of(i0 + u);
+          accs[u] = acc_of(i0 + u);
+        }
+#pragma unroll
+      for (int u = 0; u < kMergeBatch; ++u)
+        if (i0 + u < count) {
+          const float weight = __expf(ms[u] - m_max);
+          l += weight * ls[u];
+          total += weight * accs[u];
+        }
     }
   return make_float2(total, l);
 }
@@ -48,11 +65,7 @@ __device__ __forceinline__ float2 merge_parts(int64_t count, float m_max, M m_of
 // threads over head_dim; a row with no visible key gets zeros. The partials are read through
 // L2 (__ldcg): other blocks wrote them. Only the splits that hold visible keys are merged
 // (`used`, split 0 always): an empty split's part (m = -inf, l = 0, acc = 0) weighs exactly 0,
-// so leaving it out changes no bit. The loads of kMergeBatch splits are issued before any is
-// used: the merge sits on the step's critical path, and a loop of one split's loads after
-// another had cost an L2 round trip per split (16.6 us for the 1B model's 32 splits).
-constexpr int kMergeBatch = 8;
-
+// so leaving it out changes no bit.
 template <class T>
 __device__ __forceinline__ void merge_splits(T* out, const float* partials, int64_t used,
                                              int64_t head_dim, int thread) {
@@ -66,27 +79,11 @@ __device__ __forceinline__ void merge_splits(T* out, const float* partials, int6
     for (int u = 0; u < kMergeBatch; ++u) m = fmaxf(m, ms[u]);
   }
   for (int64_t d = thread; d < head_dim; d += kStepThreads) {
-    // merge_parts' sum, in its order (split by split: l, then the accumulator).
-    float total = 0.f, l = 0.f;
-    if (m > -INFINITY)
-      for (int64_t s0 = 0; s0 < used; s0 += kMergeBatch) {
-        float ms[kMergeBatch], ls[kMergeBatch], accs[kMergeBatch];
-#pragma unroll
-        for (int u = 0; u < kMergeBatch; ++u)
-          if (s0 + u < used) {
-            ms[u] = __ldcg(part(s0 + u));
-            ls[u] = __ldcg(part(s0 + u) + 1);
-            accs[u] = __ldcg(part(s0 + u) + 2 + d);
-          }
-#pragma unroll
-        for (int u = 0; u < kMergeBatch; ++u)
-          if (s0 + u < used) {
-            const float weight = __expf(ms[u] - m);
-            l += weight * ls[u];
-            total += weight * accs[u];
-          }
-      }
-    out[d] = from_float<T>(l > 0.f ? total / l : 0.f);
+    const float2 merged = merge_parts(
+        used, m, [&](int64_t s) { return __ldcg(part(s)); },
+        [&](int64_t s) { return __ldcg(part(s) + 1); },
+        [&](int64_t s) { return __ldcg(part(s) + 2 + d); });
+    out[d] = from_float<T>(merged.y > 0.f ? merged.x / merged.y : 0.f);
   }
 }
 

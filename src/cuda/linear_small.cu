@@ -139,9 +139,9 @@ void linear_small_many(DType dtype, const SmallProduct* all_products, int all_co
       const SmallProduct& p = table.products[i];
       if (small::is_staged(p, dtype_size(dtype))) shared = std::max<size_t>(shared, p.m * p.k * dtype_size(dtype));
     }
-    const int row_bucket = rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : 8;
-    if (program && program->add_small(dtype, table, row_bucket, features, blocks, shared, stream)) continue;
-    small::launch_table(dtype, table, row_bucket, features, blocks, shared, stream);
+    const int bucket = small::row_bucket(rows);
+    if (program && program->add_small(dtype, table, bucket, features, blocks, shared, stream)) continue;
+    small::launch_table(dtype, table, bucket, features, blocks, shared, stream);
   }
 }
 

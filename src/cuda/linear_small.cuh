@@ -25,6 +25,10 @@ constexpr int kBlocksPerSm = 2;
 // of a decode step at up to 8 rows, d_model 2048 (its w2 streams: linear_stream.cu).
 constexpr int64_t kMaxStagedBytes = 48 << 10;
 
+// The kernels' row counts (their template's M): a launch of `rows` rows runs the next of 1, 2,
+// 4, 8.
+constexpr int row_bucket(int rows) { return rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : 8; }
+
 // Whether product p's inputs are staged: decided by its own shape (never by the launch), on the
 // host (the launch's shared memory) and in the kernel alike.
 __host__ __device__ inline bool is_staged(const SmallProduct& p, size_t element_bytes) {

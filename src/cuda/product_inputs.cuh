@@ -24,26 +24,20 @@ namespace sf::cuda {
 template <class T>
 __device__ void stage_inputs(const SmallProduct& p, T* xs, float* rstd) {
   constexpr int V = 16 / sizeof(T);
-  constexpr int kBatch = 2;       // chunks of x a thread requests before using any
-  constexpr int kHeldGains = 1;   // the norm's gain chunks a thread holds (K up to 256 chunks)
+  constexpr int kBatch = 2;  // chunks of x a thread requests before using any
   const T* x = static_cast<const T*>(p.x);
   const T* norm = static_cast<const T*>(p.norm);
   const T* gate = static_cast<const T*>(p.gate);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int threads = static_cast<int>(blockDim.x);
-  const int64_t chunks = p.k / V, total = p.m * chunks;
-  // The gains of this thread's chunks c = threadIdx.x + j * threads, requested with x.
-  Pack<T, V> gains[kHeldGains];
-  if (norm) {
-#pragma unroll
-    for (int j = 0; j < kHeldGains; ++j) {
-      const int64_t c = threadIdx.x + static_cast<int64_t>(j) * threads;
-      if (c < chunks) gains[j] = load_pack<V>(norm + c * V);
-    }
-  }
+  const int64_t chunks = p.k / V;
+  // The norm's gain of this thread's first chunk (c = threadIdx.x: all of them for K up to 256
+  // chunks), requested with x; the others' are read when they are used.
+  Pack<T, V> first_gain;
+  if (norm && threadIdx.x < chunks) first_gain = load_pack<V>(norm + threadIdx.x * V);
   // x of every row (gated when the product has a gate): item i is chunk i % chunks of row
   // i / chunks, at xs + i * V. (32-bit indices: at most kMaxSmallRows rows of 12 kB.)
-  const int n_chunks = static_cast<int>(chunks), n_items = static_cast<int>(total);
+  const int n_chunks = static_cast<int>(chunks), n_items = static_cast<int>(p.m * chunks);
   for (int i0 = threadIdx.x; i0 < n_items; i0 += kBatch * threads) {
     Pack<T, V> xv[kBatch], gv[kBatch];
 #pragma unroll
@@ -93,13 +87,8 @@ __device__ void stage_inputs(const SmallProduct& p, T* xs, float* rstd) {
       store_pack(xs + m * p.k + c * V, out);
     }
   };
-#pragma unroll
-  for (int j = 0; j < kHeldGains; ++j) {
-    const int64_t c = threadIdx.x + static_cast<int64_t>(j) * threads;
-    if (c < chunks) normalise(c, gains[j]);
-  }
-  for (int64_t c = threadIdx.x + static_cast<int64_t>(kHeldGains) * threads; c < chunks; c += threads)
-    normalise(c, load_pack<V>(norm + c * V));
+  if (threadIdx.x < chunks) normalise(threadIdx.x, first_gain);
+  for (int64_t c = threadIdx.x + threads; c < chunks; c += threads) normalise(c, load_pack<V>(norm + c * V));
 }
 
 }  // namespace sf::cuda

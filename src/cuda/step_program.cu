@@ -378,7 +378,6 @@ struct StepProgram::Pending {
   std::vector<small::ProductTable> tables;
   std::vector<step::AttentionStepArgs> attention;
   std::vector<stream::StreamTable> streams;
-  int stream_descs = 0;
   // A lone instruction is launched as it is, with its own shared memory (its rows are
   // program_rows, one output per warp, and an attention step's loads are 16 bytes wide).
   std::vector<size_t> shared_of;
@@ -390,8 +389,12 @@ struct StepProgram::Pending {
     tables.clear();
     attention.clear();
     streams.clear();
-    stream_descs = 0;
     shared_of.clear();
+  }
+  int stream_descs() const {  // the streamed instructions' products
+    int count = 0;
+    for (const stream::StreamTable& t : streams) count += t.count;
+    return count;
   }
 };
 
@@ -444,13 +447,13 @@ bool StepProgram::add_stream(DType dtype, const SmallProduct* products, int coun
   Pending& p = *pending_;
   int rows = 1;
   const std::vector<stream::StreamTable> tables = stream::make_tables(dtype, products, count, &rows);
-  const int bucket = rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : 8;
+  const int bucket = small::row_bucket(rows);
   int descs = 0;
   for (const stream::StreamTable& t : tables) descs += t.count;
   if (!p.instructions.empty() &&
       (p.dtype != dtype || (p.program_rows != 0 && p.program_rows != bucket) ||
        p.streams.size() + tables.size() > static_cast<size_t>(kMaxStreamSteps) ||
-       p.stream_descs + descs > kMaxStreamDescs))
+       p.stream_descs() + descs > kMaxStreamDescs))
     flush(stream);
   if (tables.size() > static_cast<size_t>(kMaxStreamSteps) || descs > kMaxStreamDescs) return false;
   p.dtype = dtype;
@@ -460,7 +463,6 @@ bool StepProgram::add_stream(DType dtype, const SmallProduct* products, int coun
     p.streams.push_back(t);
     p.shared_of.push_back(0);
   }
-  p.stream_descs += descs;
   return true;
 }
 
@@ -487,7 +489,7 @@ void StepProgram::flush(cudaStream_t stream) {
     stage_offset = std::max<size_t>(p.shared, size_t(std::max(p.program_rows, 1)) * stream::kMaxRowBytes);
     stage_offset = (stage_offset + 127) / 128 * 128;
     dynamic = stage_offset + size_t(kStreamDepth) * stream::kStageBytes +
-              p.streams.size() * sizeof(StreamStep) + size_t(p.stream_descs) * sizeof(StreamDesc);
+              p.streams.size() * sizeof(StreamStep) + size_t(p.stream_descs()) * sizeof(StreamDesc);
   }
   const int grid = p.instructions.size() > 1 ? resident_blocks(kernel, dynamic) : 0;
   if (grid == 0) {
